@@ -1,0 +1,46 @@
+//! heird makes an HTTP service native to systemd and restarts it with zero downtime.
+//!
+//! # Lifecycle of one process
+//! 1. **Acquire** (before any thread exists): read what a predecessor passed
+//!    (`HEIRD_GENERATION`, the handoff channel, the control socket), then take the listening
+//!    sockets from systemd (`LISTEN_FDS`), `--fd N`, or a fresh bind; validate each one.
+//! 2. **Serve**: one accept loop per listener; each connection is served by hyper's HTTP/1.1
+//!    connection driving an axum `Router`.
+//! 3. **READY**: a first process sends `READY=1`; a successor writes `ready` to its parent over
+//!    the handoff channel instead, and becomes primary when the parent says so.
+//! 4. **Handoff** (SIGUSR2, SIGHUP or `heird reload`): `RELOADING=1`, start the successor with
+//!    the same fds at 3.. and `LISTEN_PID` set to its own pid, wait for `ready`, then
+//!    `MAINPID=` + `READY=1`, `BARRIER=1`, and tell the successor it is primary. If the
+//!    successor fails, kill and reap it, send `READY=1` with the reason, and keep serving.
+//! 5. **Drain** (after a handoff, or on SIGTERM/SIGINT with `STOPPING=1`): stop accepting,
+//!    answer each connection's next request with `Connection: close`, close connections that
+//!    stay idle, and exit 0 at the latest at the deadline.
+//!
+//! # Layout
+//! - [`config`]: command line and config file → validated `Config`.
+//! - [`listeners`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; validation; nonblocking.
+//! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
+//! - [`server`]: accept loops and per-connection serving through hyper.
+//! - [`drain`]: the drain switch, open-connection count, deadline.
+//! - [`handoff`]: spawning the successor, the readiness channel, reaping on failure.
+//! - [`control`]: the control socket behind `heird reload`.
+//! - [`service`]: the lifecycle above, tying the modules together.
+//! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`).
+//! - [`logging`]: journald or stderr.
+//! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod control;
+pub mod drain;
+pub mod handoff;
+pub mod listeners;
+pub mod logging;
+pub mod notify;
+pub mod server;
+pub mod service;
+mod sys;
+
+pub use listeners::{Acquire, ListenAddr};
+pub use service::{Exit, Options, Service};

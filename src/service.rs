@@ -1,0 +1,443 @@
+//! The lifecycle of one process: acquire → serve → READY → (handoff | stop) → drain → exit.
+//!
+//! [`Service::prepare`] runs before the async runtime exists (it takes fds and edits the
+//! environment); [`Service::run`] serves until the process should exit.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::control;
+use crate::drain::Drain;
+use crate::handoff::{self, Channel, HandoffError, Inherited, Successor};
+use crate::listeners::{self, Acquire, ListenError, Listener};
+use crate::notify;
+use crate::server::{self, ServeSettings};
+
+/// Runtime options of a service.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a drain may take before the rest is closed.
+    pub drain_timeout: Duration,
+    /// How long a successor may take to say it is ready.
+    pub handoff_timeout: Duration,
+    pub serve: ServeSettings,
+    /// Test-only: never send watchdog pings.
+    pub watchdog_stall: bool,
+    /// Control socket path used when no control fd was inherited (`None`: no control socket).
+    pub control_socket: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            drain_timeout: Duration::from_secs(30),
+            handoff_timeout: Duration::from_secs(30),
+            serve: ServeSettings::default(),
+            watchdog_stall: false,
+            control_socket: control::default_path(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Inherit(#[from] handoff::InheritError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("no listening socket: pass sockets with systemd, --fd, or give an address to bind")]
+    NoListeners,
+    #[error("cannot resolve the path of our own binary: {0}")]
+    Exe(std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start serving: {0}")]
+    Serve(std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot report readiness to the predecessor: {0}")]
+    Ready(std::io::Error),
+}
+
+/// How a run ended; both mean exit status 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT: drained and stopped.
+    Stopped,
+    /// Handed over to the successor with this pid, then drained.
+    HandedOver { successor: i32 },
+}
+
+/// A service whose sockets are taken, ready to run.
+#[derive(Debug)]
+pub struct Service {
+    listeners: Arc<Vec<Listener>>,
+    inherited: Inherited,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    ignored: Option<String>,
+}
+
+impl Service {
+    /// Reads what a predecessor passed, takes the listening sockets, and resolves our binary's
+    /// path for later handoffs. Call before any thread exists (before the tokio runtime).
+    pub fn prepare(acquire: &Acquire) -> Result<Service, StartError> {
+        Service::prepare_with(Inherited::from_env()?, acquire)
+    }
+
+    /// Like [`Service::prepare`], with [`Inherited::from_env`] already read (so that a config
+    /// error found in between can still be reported to the predecessor).
+    pub fn prepare_with(inherited: Inherited, acquire: &Acquire) -> Result<Service, StartError> {
+        let fail = |e: StartError| {
+            inherited.report_error(&e.to_string());
+            e
+        };
+        let acquired = listeners::acquire(acquire).map_err(|e| fail(e.into()))?;
+        if acquired.listeners.is_empty() {
+            return Err(fail(StartError::NoListeners));
+        }
+        let exe = handoff::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
+        Ok(Service {
+            listeners: Arc::new(acquired.listeners),
+            inherited,
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            ignored: acquired.ignored,
+        })
+    }
+
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.inherited.generation
+    }
+
+    /// A note when `LISTEN_FDS` was present but meant for another process.
+    pub fn ignored_listen_fds(&self) -> Option<&str> {
+        self.ignored.as_deref()
+    }
+
+    /// Serves `router` until a stop or a completed handoff, then drains.
+    pub async fn run(self, router: Router, opts: Options) -> Result<Exit, RunError> {
+        let Service {
+            listeners,
+            inherited,
+            exe,
+            args,
+            ..
+        } = self;
+        let generation = inherited.generation;
+        let report = |e: RunError| {
+            inherited.report_error(&e.to_string());
+            e
+        };
+        let drain = Drain::new();
+        server::spawn(&listeners, router, &drain, &opts.serve).map_err(|e| report(RunError::Serve(e)))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
+        let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| report(RunError::Signals(e)))?;
+        let mut sighup = signal(SignalKind::hangup()).map_err(|e| report(RunError::Signals(e)))?;
+
+        // The control socket: inherited from the predecessor, or bound now.
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Request>(16);
+        let mut control_path = None;
+        let control_fd: Option<Arc<OwnedFd>> = match (inherited.control, &opts.control_socket) {
+            (Some(fd), _) => Some(Arc::new(fd)),
+            (None, Some(path)) => match control::bind(path) {
+                Ok(fd) => {
+                    control_path = Some(path.clone());
+                    Some(Arc::new(fd))
+                }
+                Err(e) => {
+                    warn!(error = %e, "no control socket: `heird reload` will not work");
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let control_task = match &control_fd {
+            Some(fd) => match fd.try_clone().and_then(|fd| control::serve(fd, ctl_tx.clone())) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    warn!(error = %e, "cannot serve the control socket");
+                    None
+                }
+            },
+            None => None,
+        };
+        drop(ctl_tx);
+
+        // Readiness: a successor tells its parent and waits to be made primary; a first
+        // process tells systemd.
+        let status = format!("serving, generation {generation}, pid {}", std::process::id());
+        let channel = match inherited.channel {
+            Some(fd) => Some(Channel::new(fd).map_err(RunError::Ready)?),
+            None => None,
+        };
+        let mut primary = channel.is_none();
+        let (primary_tx, mut primary_rx) = tokio::sync::oneshot::channel::<bool>();
+        let mut primary_tx = Some(primary_tx);
+        let mut channel_task: Option<JoinHandle<()>> = None;
+        match channel {
+            Some(ch) => {
+                handoff::announce_ready(&ch).await.map_err(RunError::Ready)?;
+                info!(
+                    generation,
+                    listeners = listeners.len(),
+                    "ready; waiting for the predecessor to hand over"
+                );
+                let tx = primary_tx.take();
+                channel_task = Some(tokio::spawn(async move {
+                    let handed = handoff::wait_primary(&ch).await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(handed);
+                    }
+                    // Later messages (moved connections) arrive here; keep the channel open until
+                    // the predecessor closes it.
+                    while let Ok(Some(_)) = ch.recv().await {}
+                }));
+            }
+            None => {
+                notify::ready(&status);
+                info!(generation, listeners = listeners.len(), "ready");
+            }
+        }
+        let mut watchdog = if primary { start_watchdog(&opts) } else { None };
+
+        type HandoffTask = JoinHandle<Result<Successor, HandoffError>>;
+        let mut running: Option<HandoffTask> = None;
+        let mut waiters: Vec<tokio::sync::oneshot::Sender<String>> = Vec::new();
+        let cancel = Drain::new(); // started to cancel a running handoff
+
+        let exit = loop {
+            let request: Option<Option<tokio::sync::oneshot::Sender<String>>> = tokio::select! {
+                _ = sigterm.recv() => break Exit::Stopped,
+                _ = sigint.recv() => break Exit::Stopped,
+                _ = sigusr2.recv() => Some(None),
+                _ = sighup.recv() => Some(None),
+                Some(req) = ctl_rx.recv() => Some(Some(req.reply)),
+                handed = &mut primary_rx, if !primary => {
+                    primary = true;
+                    match handed {
+                        Ok(true) => info!(generation, "predecessor handed over; now primary"),
+                        _ => warn!(generation, "predecessor went away before handing over; carrying on as primary"),
+                    }
+                    watchdog = start_watchdog(&opts);
+                    None
+                }
+                res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                    running = None;
+                    let res = res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e))));
+                    match res {
+                        Ok(successor) => {
+                            let pid = successor.pid;
+                            hand_over(successor, generation, &opts).await;
+                            let answer = format!("ok pid={pid} generation={}", generation + 1);
+                            for w in waiters.drain(..) {
+                                let _ = w.send(answer.clone());
+                            }
+                            if let Some(w) = watchdog.take() {
+                                w.abort();
+                            }
+                            break Exit::HandedOver { successor: pid };
+                        }
+                        Err(e) => {
+                            error!(error = %e, "handoff failed; still serving");
+                            notify::ready(&format!("handoff failed: {e}"));
+                            for w in waiters.drain(..) {
+                                let _ = w.send(format!("failed {e}"));
+                            }
+                        }
+                    }
+                    None
+                }
+            };
+            let Some(reply) = request else { continue };
+            if !primary {
+                warn!("handoff requested before this process became primary; refused");
+                if let Some(r) = reply {
+                    let _ = r.send(format!("failed {}", HandoffError::NotPrimary));
+                }
+                continue;
+            }
+            if running.is_some() {
+                info!("handoff requested while one is running; coalesced with it");
+                waiters.extend(reply);
+                continue;
+            }
+            waiters.extend(reply);
+            notify::reloading(&format!("handing over to generation {}", generation + 1));
+            info!(generation, "handoff started");
+            let (l, c, exe, args, timeout, cancel) = (
+                listeners.clone(),
+                control_fd.clone(),
+                exe.clone(),
+                args.clone(),
+                opts.handoff_timeout,
+                cancel.clone(),
+            );
+            running = Some(tokio::spawn(async move {
+                let spawn = handoff::Spawn {
+                    exe: &exe,
+                    args: &args,
+                    listeners: &l,
+                    control: c.as_deref().map(|f| f.as_fd()),
+                    generation,
+                    timeout,
+                };
+                tokio::select! {
+                    r = handoff::start(spawn) => r,
+                    _ = cancel.started() => Err(HandoffError::Stopping),
+                }
+            }));
+        };
+
+        // Stopping or handed over: stop accepting and drain.
+        if exit == Exit::Stopped {
+            if primary {
+                notify::stopping(&format!(
+                    "stopping, draining {} connections",
+                    drain.open_connections()
+                ));
+            }
+            info!(generation, "stopping");
+            if let Some(task) = running.take() {
+                cancel.start();
+                cancel_handoff(task).await;
+            }
+            for w in waiters.drain(..) {
+                let _ = w.send(format!("failed {}", HandoffError::Stopping));
+            }
+            if let Some(path) = &control_path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        if let Some(t) = control_task {
+            t.abort();
+        }
+        if let Some(w) = watchdog.take() {
+            w.abort();
+        }
+        drain.start();
+        drop(listeners);
+        let open = drain.open_connections();
+        let left = drain.wait(opts.drain_timeout).await;
+        if left > 0 {
+            warn!(
+                left,
+                deadline_s = opts.drain_timeout.as_secs_f64(),
+                "drain deadline reached; closing the rest"
+            );
+        } else {
+            info!(drained = open, "drained");
+        }
+        if let Some(t) = channel_task {
+            t.abort();
+        }
+        Ok(exit)
+    }
+}
+
+/// MAINPID + READY, then the barrier, then tell the successor it is primary. After this the
+/// process says nothing more to systemd.
+async fn hand_over(successor: Successor, generation: u64, opts: &Options) {
+    let pid = successor.pid;
+    notify::handed_over(
+        pid as u32,
+        &format!("serving, generation {}, pid {pid}", generation + 1),
+    );
+    let timeout = opts.handoff_timeout;
+    match tokio::task::spawn_blocking(move || notify::barrier(timeout)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "barrier failed; systemd may not have processed MAINPID yet"),
+        Err(e) => warn!(error = %e, "barrier task failed"),
+    }
+    if let Err(e) = successor.channel.send(b"primary").await {
+        warn!(pid, error = %e, "cannot tell the successor it is primary");
+    }
+    info!(
+        successor = pid,
+        generation = generation + 1,
+        ready_ms = successor.ready_after.as_secs_f64() * 1e3,
+        "handed over; draining"
+    );
+    // Keep the channel open while draining; it closes when this process exits. Dropping it now
+    // would be fine too, but a later step sends idle connections over it.
+    std::mem::forget(successor.channel);
+}
+
+/// A stop arrived during a handoff: the task kills and reaps a successor that is not ready yet;
+/// one that became ready in the meantime is told to stop (it never became primary).
+async fn cancel_handoff(task: JoinHandle<Result<Successor, HandoffError>>) {
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Ok(Ok(Ok(successor))) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(successor.pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            warn!(
+                pid = successor.pid,
+                "stopping: successor was ready but not handed over; sent SIGTERM"
+            );
+        }
+        Ok(Ok(Err(e))) => info!(reason = %e, "handoff cancelled by stop"),
+        Ok(Err(e)) => warn!(error = %e, "handoff task failed"),
+        Err(_) => warn!("handoff did not cancel within 10 s"),
+    }
+}
+
+fn start_watchdog(opts: &Options) -> Option<JoinHandle<()>> {
+    let interval = notify::watchdog_interval()?;
+    if opts.watchdog_stall {
+        warn!("watchdog_stall is set: not pinging the watchdog (test only)");
+        return None;
+    }
+    info!(interval_ms = interval.as_millis() as u64, "watchdog enabled");
+    Some(tokio::spawn(notify::watchdog_ticker(interval)))
+}
+
+/// Sends SIGTERM to `pid` and waits until it has exited (`heird stop`, used as `ExecStop=`:
+/// systemd 252/257 SIGKILL a main pid they did not fork at once, so the unit waits here
+/// instead). Returns false when the process is still running after `timeout`.
+pub fn stop_and_wait(pid: u32, timeout: Duration) -> std::io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signal::{Signal, kill};
+    let raw = pid as i32;
+    let pidfd = match crate::sys::pidfd_open(raw) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    match kill(nix::unistd::Pid::from_raw(raw), Signal::SIGTERM) {
+        Ok(()) => {}
+        Err(nix::Error::ESRCH) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
