@@ -108,6 +108,8 @@ impl Service {
             return Err(fail(StartError::NoListeners));
         }
         let exe = handoff::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
+        // Whatever else we inherited stays out of our successors.
+        crate::sys::cloexec_all_above_stderr();
         Ok(Service {
             listeners: Arc::new(acquired.listeners),
             inherited,

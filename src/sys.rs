@@ -266,3 +266,23 @@ pub fn async_fd(fd: OwnedFd, interest: tokio::io::Interest) -> io::Result<tokio:
     // is exactly what `register_with_interest` requires.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
 }
+
+/// Marks every descriptor above stderr close-on-exec, so that nothing this process inherited
+/// by accident (an fd its parent leaked) reaches a successor. Descriptors we pass on are
+/// handed to the child by `spawn`, which clears the flag on the child's copies only.
+pub fn cloexec_all_above_stderr() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets FD_CLOEXEC; it closes nothing.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        // Older kernels: walk /proc/self/fd instead.
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<RawFd> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd > 2)
+                .collect();
+            for fd in fds {
+                set_cloexec_raw(fd);
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests; include with `mod support;`.
+
+pub mod load;
+pub mod proc;

@@ -1,0 +1,381 @@
+//! Spawning the real `heird` binary with real sockets, a fake notify socket, and helpers to
+//! talk HTTP to it and inspect its processes.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, UnixCredentials, recvmsg, setsockopt, sockopt,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_heird");
+
+/// A fake `$NOTIFY_SOCKET`: a datagram socket at a path that records every message with the
+/// sender's pid (SO_PASSCRED) and closes fds sent with it (which completes `BARRIER=1`).
+pub struct FakeNotify {
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+    pub seen: Vec<(u32, String)>,
+}
+
+impl FakeNotify {
+    pub fn new(dir: &Path) -> FakeNotify {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        setsockopt(&sock, sockopt::PassCred, &true).unwrap();
+        FakeNotify { path, sock, seen: Vec::new() }
+    }
+
+    /// Receives messages until `pred` matches one (returns it) or the timeout passes.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(u32, &str) -> bool) -> Option<(u32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if let Some((pid, msg)) = self.recv(left) {
+                self.seen.push((pid, msg.clone()));
+                if pred(pid, &msg) {
+                    return Some((pid, msg));
+                }
+            }
+        }
+    }
+
+    /// Reads whatever arrives within `d`.
+    pub fn drain_for(&mut self, d: Duration) {
+        let _ = self.wait_for(d, |_, _| false);
+    }
+
+    fn recv(&self, timeout: Duration) -> Option<(u32, String)> {
+        self.sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 8]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<SockaddrStorage>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .ok()?;
+        let mut pid = 0;
+        for c in msg.cmsgs().ok()? {
+            match c {
+                ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid() as u32,
+                ControlMessageOwned::ScmRights(fds) => {
+                    for fd in fds {
+                        let _ = nix::unistd::close(fd);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = msg.bytes;
+        Some((pid, String::from_utf8_lossy(&buf[..n]).to_string()))
+    }
+}
+
+/// A running heird process (the first one the test spawned); killed on drop.
+pub struct Heird {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+    pub cmdline: String,
+}
+
+impl Heird {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits for the exit with a timeout.
+    pub fn wait_timeout(&mut self, d: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + d;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Describes the process for failure messages.
+    pub fn describe(&self) -> String {
+        format!("command: {}\n--- stderr ---\n{}", self.cmdline, self.stderr())
+    }
+}
+
+impl Drop for Heird {
+    fn drop(&mut self) {
+        // Kill every heird in our tree (successors included).
+        for pid in descendants(self.pid()).into_iter().rev() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How to start heird.
+pub struct Spawn {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Fds placed at 3.. in the child.
+    pub fds: Vec<RawFd>,
+    /// Set LISTEN_PID to the child's own pid (via `sh -c 'LISTEN_PID=$$ exec ...'`).
+    pub listen_pid_self: bool,
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Spawn {
+    pub fn new(dir: &Path, args: &[&str]) -> Spawn {
+        Spawn {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            fds: Vec::new(),
+            listen_pid_self: false,
+            bin: PathBuf::from(BIN),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Spawn {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn start(self) -> Heird {
+        let stderr_path = self.dir.join(format!("heird-{}.stderr", unique()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = if self.listen_pid_self {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"").arg(&self.bin);
+            c
+        } else {
+            Command::new(&self.bin)
+        };
+        cmd.args(&self.args)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUST_LOG")
+            .env("RUNTIME_DIRECTORY", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let fds = self.fds.clone();
+        if !fds.is_empty() {
+            // SAFETY: only dup2/fcntl between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let base = 100;
+                    for (i, fd) in fds.iter().enumerate() {
+                        if libc::dup2(*fd, base + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    for i in 0..fds.len() {
+                        if libc::dup2(base + i as i32, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        libc::close(base + i as i32);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let cmdline = format!("{} {} (env {:?}, fds {:?})", self.bin.display(), self.args.join(" "), self.env, self.fds);
+        let child = cmd.spawn().unwrap();
+        Heird { child, stderr_path, cmdline }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A plain HTTP/1.1 GET on a fresh connection; returns (status, headers+body text).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, out))
+}
+
+/// GET over a unix socket.
+pub fn get_unix(path: &Path, url: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(s, "GET {url} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, out))
+}
+
+/// The body of a response text.
+pub fn body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// `/info` as JSON.
+pub fn info(addr: SocketAddr) -> serde_json::Value {
+    let (st, r) = get(addr, "/info").unwrap();
+    assert_eq!(st, 200, "{r}");
+    serde_json::from_str(body(&r)).unwrap()
+}
+
+/// Polls until GET / answers 200, or panics with `h`'s stderr.
+pub fn wait_serving(addr: SocketAddr, h: &Heird) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if matches!(get(addr, "/healthz"), Ok((200, _))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("heird never served on {addr}\n{}", h.describe());
+}
+
+/// A listening TCP socket on 127.0.0.1 with an ephemeral port.
+pub fn tcp_listener() -> (OwnedFd, SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    (l.into(), a)
+}
+
+/// A free port (bound then released).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// All descendants of `pid` (children first, then theirs), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for c in children(p) {
+            out.push(c);
+            stack.push(c);
+        }
+    }
+    out
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Process state letter (R, S, Z, ...) or None when gone.
+pub fn state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
+/// All heird processes on the machine whose environment or cmdline mentions `marker`.
+pub fn heird_pids_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("heird") && cmd.contains(marker) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until `pid` has exited (or is a zombie) within `d`.
+pub fn wait_gone(pid: u32, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        match state(pid) {
+            None | Some('Z') => return true,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    false
+}
+
+/// The fd table of `pid`: fd number → link target.
+pub fn fd_table(pid: u32) -> Vec<(i32, String)> {
+    let mut out: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let fd = e.file_name().to_string_lossy().parse().ok()?;
+                    let t = std::fs::read_link(e.path()).ok()?;
+                    Some((fd, t.to_string_lossy().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// One environment variable of `pid`.
+pub fn env_of(pid: u32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(&format!("{key}=")).map(|v| v.to_string())
+    })
+}
+
+/// Runs `heird reload --socket DIR/control.sock` and returns (success, stdout+stderr).
+pub fn reload(dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["reload", "--timeout", "20s", "--socket"])
+        .arg(dir.join("control.sock"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Waits until `/info` on `addr` reports a pid other than `old`; returns the new pid.
+pub fn wait_new_pid(addr: SocketAddr, old: u32, d: Duration) -> Option<u32> {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        if let Ok((200, r)) = get(addr, "/info")
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(body(&r))
+        {
+            let p = v["pid"].as_u64().unwrap_or(0) as u32;
+            if p != old && p != 0 {
+                return Some(p);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
