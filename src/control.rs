@@ -6,7 +6,9 @@
 //!
 //! Protocol, one line each way: the client sends `reload\n`; the server answers once the
 //! handoff is over with `ok pid=<new> generation=<g>\n` or `failed <reason>\n`. Anything else
-//! gets `error <reason>\n`. A client that says nothing within 2 s is dropped.
+//! gets `error <reason>\n`. A client that says nothing within 2 s is dropped. A request that
+//! reaches a process which has just handed over gets `retry <reason>\n`: the client asks
+//! again and reaches the successor.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -20,6 +22,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::drain::Drain;
 use crate::listeners::bind_unix;
 
 /// File name of the control socket inside the runtime directory.
@@ -86,7 +89,9 @@ pub fn bind(path: &Path) -> Result<OwnedFd, ControlError> {
 }
 
 /// Serves the control socket `fd` until the returned task is aborted; requests arrive on `tx`.
-pub fn serve(fd: OwnedFd, tx: mpsc::Sender<Request>) -> io::Result<tokio::task::JoinHandle<()>> {
+/// Each client connection is counted in `open` until its answer is written, so that the
+/// process can wait for answers before it exits.
+pub fn serve(fd: OwnedFd, tx: mpsc::Sender<Request>, open: Drain) -> io::Result<tokio::task::JoinHandle<()>> {
     let std = std::os::unix::net::UnixListener::from(fd);
     std.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std)?;
@@ -94,7 +99,12 @@ pub fn serve(fd: OwnedFd, tx: mpsc::Sender<Request>) -> io::Result<tokio::task::
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, tx.clone()));
+                    let guard = open.track();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        handle(stream, tx).await;
+                        drop(guard);
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "control socket accept failed");

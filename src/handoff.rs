@@ -77,8 +77,6 @@ pub enum HandoffError {
     Channel(io::Error),
     #[error("a handoff is already running")]
     Busy,
-    #[error("this process is not the primary yet")]
-    NotPrimary,
     #[error("the service is stopping")]
     Stopping,
 }

@@ -170,8 +170,12 @@ impl Service {
             },
             (None, None) => None,
         };
+        let control_open = Drain::new();
         let control_task = match &control_fd {
-            Some(fd) => match fd.try_clone().and_then(|fd| control::serve(fd, ctl_tx.clone())) {
+            Some(fd) => match fd
+                .try_clone()
+                .and_then(|fd| control::serve(fd, ctl_tx.clone(), control_open.clone()))
+            {
                 Ok(t) => Some(t),
                 Err(e) => {
                     warn!(error = %e, "cannot serve the control socket");
@@ -223,6 +227,7 @@ impl Service {
         let mut running: Option<HandoffTask> = None;
         let mut waiters: Vec<tokio::sync::oneshot::Sender<String>> = Vec::new();
         let cancel = Drain::new(); // started to cancel a running handoff
+        let mut deferred = false; // a handoff asked for before we became primary
 
         let exit = loop {
             let request: Option<Option<tokio::sync::oneshot::Sender<String>>> = tokio::select! {
@@ -238,7 +243,12 @@ impl Service {
                         _ => warn!(generation, "predecessor went away before handing over; carrying on as primary"),
                     }
                     watchdog = start_watchdog(&opts);
-                    None
+                    if deferred {
+                        deferred = false;
+                        Some(None)
+                    } else {
+                        None
+                    }
                 }
                 res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
                     running = None;
@@ -247,6 +257,9 @@ impl Service {
                         Ok(successor) => {
                             let pid = successor.pid;
                             hand_over(successor, generation, &opts).await;
+                            // Stop accepting before anyone hears "ok": from then on, every new
+                            // connection reaches the successor.
+                            drain.start();
                             let answer = format!("ok pid={pid} generation={}", generation + 1);
                             for w in waiters.drain(..) {
                                 let _ = w.send(answer.clone());
@@ -269,10 +282,10 @@ impl Service {
             };
             let Some(reply) = request else { continue };
             if !primary {
-                warn!("handoff requested before this process became primary; refused");
-                if let Some(r) = reply {
-                    let _ = r.send(format!("failed {}", HandoffError::NotPrimary));
-                }
+                // The predecessor is finishing the handover; run this request once it has.
+                info!("handoff requested before this process became primary; deferred");
+                waiters.extend(reply);
+                deferred = true;
                 continue;
             }
             if running.is_some() {
@@ -327,9 +340,20 @@ impl Service {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // Control requests that raced in after the loop ended: the successor (if any) will take
+        // them, so ask the client to retry; then let every answer be written before exiting.
         if let Some(t) = control_task {
             t.abort();
         }
+        ctl_rx.close();
+        while let Ok(req) = ctl_rx.try_recv() {
+            let _ = req.reply.send(match exit {
+                Exit::HandedOver { successor } => format!("retry handed over to pid {successor}"),
+                Exit::Stopped => format!("failed {}", HandoffError::Stopping),
+            });
+        }
+        drop(ctl_rx);
+        control_open.wait(Duration::from_secs(2)).await;
         if let Some(w) = watchdog.take() {
             w.abort();
         }

@@ -22,7 +22,10 @@ fn systemd_style_tcp_and_unix_listeners_serve_with_names_and_sources() {
     let mut sp = Spawn::new(dir.path(), &["serve"]);
     sp.fds = vec![tcp.as_raw_fd(), unix.as_raw_fd()];
     sp.listen_pid_self = true;
-    let h = sp.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "web:local").start();
+    let h = sp
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "web:local")
+        .start();
     drop((tcp, unix));
     wait_serving(addr, &h);
     let (st, r) = get_unix(&upath, "/").unwrap();
@@ -61,7 +64,13 @@ fn fresh_bind_serves_tcp_and_unix() {
     drop(std::os::unix::net::UnixListener::bind(&upath).unwrap());
     let h = Spawn::new(
         dir.path(),
-        &["serve", "--listen", &addr.to_string(), "--listen", &format!("unix:{}", upath.display())],
+        &[
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--listen",
+            &format!("unix:{}", upath.display()),
+        ],
     )
     .start();
     wait_serving(addr, &h);
@@ -103,8 +112,14 @@ fn ready_before_first_request_and_stopping_on_sigterm() {
     // READY=1 means serving: the very first request must succeed.
     let (st, _) = get(addr, "/").unwrap();
     assert_eq!(st, 200);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopping = n.wait_for(Duration::from_secs(10), |_, m| m.lines().any(|l| l == "STOPPING=1"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopping = n.wait_for(Duration::from_secs(10), |_, m| {
+        m.lines().any(|l| l == "STOPPING=1")
+    });
     assert!(stopping.is_some(), "no STOPPING=1: {:?}", n.seen);
     let st = h.wait_timeout(Duration::from_secs(10)).expect("exit");
     assert!(st.success(), "{st:?}\n{}", h.describe());
@@ -118,7 +133,11 @@ fn sigterm_lets_a_request_in_flight_finish() {
     wait_serving(addr, &h);
     let req = std::thread::spawn(move || get(addr, "/sleep?duration=2s"));
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let (st, r) = req.join().unwrap().unwrap();
     assert_eq!(st, 200, "{r}\n{}", h.describe());
     assert_eq!(body(&r), "Hello World");
@@ -132,17 +151,34 @@ fn half_sent_header_does_not_hold_the_exit_past_drain_timeout() {
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "drain_timeout = \"1s\"\n").unwrap();
     let addr = free_addr();
-    let mut h =
-        Spawn::new(dir.path(), &["serve", "--config", cfg.to_str().unwrap(), "--listen", &addr.to_string()]).start();
+    let mut h = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+    )
+    .start();
     wait_serving(addr, &h);
     let mut slow = std::net::TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let st = h.wait_timeout(Duration::from_secs(10)).expect("did not exit");
     assert!(st.success(), "{st:?}");
-    assert!(t0.elapsed() < Duration::from_secs(4), "exit took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        t0.elapsed()
+    );
     drop(slow);
 }
 
@@ -153,12 +189,24 @@ fn check_validates_config() {
     std::fs::write(&good, "greeting = \"hi\"\n").unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "greeting = \"hi\"\nbogus = 1\n").unwrap();
-    let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
-    let out = std::process::Command::new(BIN).args(["check"]).env("HEIRD_CONFIG", &bad).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check"])
+        .env("HEIRD_CONFIG", &bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
 }
 
@@ -177,10 +225,30 @@ fn hostile_environments_exit_78_with_a_clear_message() {
         expect: &'static str,
     }
     let cases = vec![
-        Case { name: "LISTEN_FDS=abc", env: vec![("LISTEN_FDS", "abc")], fds: vec![], expect: "LISTEN_FDS=\"abc\"" },
-        Case { name: "count past open fds", env: vec![("LISTEN_FDS", "3")], fds: vec![tcp.as_raw_fd()], expect: "fd 4" },
-        Case { name: "not a socket", env: vec![("LISTEN_FDS", "1")], fds: vec![file.as_raw_fd()], expect: "not a socket" },
-        Case { name: "udp socket", env: vec![("LISTEN_FDS", "1")], fds: vec![udp.as_raw_fd()], expect: "datagram" },
+        Case {
+            name: "LISTEN_FDS=abc",
+            env: vec![("LISTEN_FDS", "abc")],
+            fds: vec![],
+            expect: "LISTEN_FDS=\"abc\"",
+        },
+        Case {
+            name: "count past open fds",
+            env: vec![("LISTEN_FDS", "3")],
+            fds: vec![tcp.as_raw_fd()],
+            expect: "fd 4",
+        },
+        Case {
+            name: "not a socket",
+            env: vec![("LISTEN_FDS", "1")],
+            fds: vec![file.as_raw_fd()],
+            expect: "not a socket",
+        },
+        Case {
+            name: "udp socket",
+            env: vec![("LISTEN_FDS", "1")],
+            fds: vec![udp.as_raw_fd()],
+            expect: "datagram",
+        },
         Case {
             name: "not listening",
             env: vec![("LISTEN_FDS", "1")],
@@ -202,22 +270,46 @@ fn hostile_environments_exit_78_with_a_clear_message() {
             sp = sp.env(k, v);
         }
         let mut h = sp.start();
-        let st = h.wait_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("{}: still running", c.name));
+        let st = h
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{}: still running", c.name));
         let err = h.stderr();
         assert_eq!(st.code(), Some(78), "{}: {st:?}\n{}", c.name, h.describe());
-        assert!(err.contains(c.expect), "{}: message lacks {:?}\n{}", c.name, c.expect, h.describe());
-        assert!(!err.contains("panicked"), "{}: panicked\n{}", c.name, h.describe());
+        assert!(
+            err.contains(c.expect),
+            "{}: message lacks {:?}\n{}",
+            c.name,
+            c.expect,
+            h.describe()
+        );
+        assert!(
+            !err.contains("panicked"),
+            "{}: panicked\n{}",
+            c.name,
+            h.describe()
+        );
     }
     // --fd pointing at nothing, and a bad config, are environment/config errors too.
     let mut h = Spawn::new(dir.path(), &["serve", "--fd", "9"]).start();
-    assert_eq!(h.wait_timeout(Duration::from_secs(10)).unwrap().code(), Some(78), "{}", h.describe());
+    assert_eq!(
+        h.wait_timeout(Duration::from_secs(10)).unwrap().code(),
+        Some(78),
+        "{}",
+        h.describe()
+    );
     assert!(h.stderr().contains("fd 9"), "{}", h.describe());
 }
 
 /// A TCP socket that is bound but not listening.
 fn socket2_unlistened() -> OwnedFd {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
-    let s = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
     bind(s.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
     s
 }
@@ -244,7 +336,9 @@ fn two_instances_on_one_address_second_fails_with_78() {
     wait_serving(addr, &h);
     let dir2 = tmp();
     let mut h2 = Spawn::new(dir2.path(), &["serve", "--listen", &addr.to_string()]).start();
-    let st = h2.wait_timeout(Duration::from_secs(10)).expect("second instance kept running");
+    let st = h2
+        .wait_timeout(Duration::from_secs(10))
+        .expect("second instance kept running");
     assert_eq!(st.code(), Some(78), "{}", h2.describe());
     assert!(h2.stderr().contains("cannot bind"), "{}", h2.describe());
     assert_eq!(get(addr, "/").unwrap().0, 200);

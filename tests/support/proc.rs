@@ -16,11 +16,14 @@ use nix::sys::socket::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_heird");
 
-/// A fake `$NOTIFY_SOCKET`: a datagram socket at a path that records every message with the
-/// sender's pid (SO_PASSCRED) and closes fds sent with it (which completes `BARRIER=1`).
+/// A fake `$NOTIFY_SOCKET`: a datagram socket at a path whose reader thread records every
+/// message with the sender's pid (SO_PASSCRED) and closes fds sent with it at once (which
+/// completes `BARRIER=1`, as systemd does).
 pub struct FakeNotify {
     pub path: PathBuf,
-    sock: std::os::unix::net::UnixDatagram,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(u32, String)>>>,
+    cursor: usize,
+    /// Messages consumed so far by `wait_for`/`drain_for`, in arrival order.
     pub seen: Vec<(u32, String)>,
 }
 
@@ -29,53 +32,70 @@ impl FakeNotify {
         let path = dir.join("notify.sock");
         let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         setsockopt(&sock, sockopt::PassCred, &true).unwrap();
-        FakeNotify { path, sock, seen: Vec::new() }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let weak = std::sync::Arc::downgrade(&log);
+        std::thread::spawn(move || {
+            sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            loop {
+                let Some(log) = weak.upgrade() else { return };
+                if let Some(m) = recv(&sock) {
+                    log.lock().unwrap().push(m);
+                }
+            }
+        });
+        FakeNotify {
+            path,
+            log,
+            cursor: 0,
+            seen: Vec::new(),
+        }
     }
 
-    /// Receives messages until `pred` matches one (returns it) or the timeout passes.
+    /// Consumes messages until `pred` matches one (returns it) or the timeout passes.
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(u32, &str) -> bool) -> Option<(u32, String)> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            if let Some((pid, msg)) = self.recv(left) {
-                self.seen.push((pid, msg.clone()));
-                if pred(pid, &msg) {
-                    return Some((pid, msg));
+            let next = self.log.lock().unwrap().get(self.cursor).cloned();
+            match next {
+                Some((pid, msg)) => {
+                    self.cursor += 1;
+                    self.seen.push((pid, msg.clone()));
+                    if pred(pid, &msg) {
+                        return Some((pid, msg));
+                    }
                 }
+                None if Instant::now() >= deadline => return None,
+                None => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     }
 
-    /// Reads whatever arrives within `d`.
+    /// Consumes whatever arrives within `d`.
     pub fn drain_for(&mut self, d: Duration) {
         let _ = self.wait_for(d, |_, _| false);
     }
+}
 
-    fn recv(&self, timeout: Duration) -> Option<(u32, String)> {
-        self.sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 8]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<SockaddrStorage>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-            .ok()?;
-        let mut pid = 0;
-        for c in msg.cmsgs().ok()? {
-            match c {
-                ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid() as u32,
-                ControlMessageOwned::ScmRights(fds) => {
-                    for fd in fds {
-                        let _ = nix::unistd::close(fd);
-                    }
+fn recv(sock: &std::os::unix::net::UnixDatagram) -> Option<(u32, String)> {
+    let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 8]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg =
+        recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).ok()?;
+    let mut pid = 0;
+    for c in msg.cmsgs().ok()? {
+        match c {
+            ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid() as u32,
+            ControlMessageOwned::ScmRights(fds) => {
+                for fd in fds {
+                    let _ = nix::unistd::close(fd);
                 }
-                _ => {}
             }
+            _ => {}
         }
-        let n = msg.bytes;
-        Some((pid, String::from_utf8_lossy(&buf[..n]).to_string()))
     }
+    let n = msg.bytes;
+    Some((pid, String::from_utf8_lossy(&buf[..n]).to_string()))
 }
 
 /// A running heird process (the first one the test spawned); killed on drop.
@@ -118,7 +138,10 @@ impl Drop for Heird {
     fn drop(&mut self) {
         // Kill every heird in our tree (successors included).
         for pid in descendants(self.pid()).into_iter().rev() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -159,7 +182,9 @@ impl Spawn {
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = if self.listen_pid_self {
             let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"").arg(&self.bin);
+            c.arg("-c")
+                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+                .arg(&self.bin);
             c
         } else {
             Command::new(&self.bin)
@@ -198,9 +223,31 @@ impl Spawn {
                 });
             }
         }
-        let cmdline = format!("{} {} (env {:?}, fds {:?})", self.bin.display(), self.args.join(" "), self.env, self.fds);
-        let child = cmd.spawn().unwrap();
-        Heird { child, stderr_path, cmdline }
+        let cmdline = format!(
+            "{} {} (env {:?}, fds {:?})",
+            self.bin.display(),
+            self.args.join(" "),
+            self.env,
+            self.fds
+        );
+        // A binary copied by a concurrent test may be "text file busy" for a moment (a fork in
+        // another thread briefly holds the file open for writing): retry.
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Ok(c) => break c,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot spawn {cmdline}: {e}"),
+            }
+        };
+        Heird {
+            child,
+            stderr_path,
+            cmdline,
+        }
     }
 }
 
@@ -265,7 +312,10 @@ pub fn tcp_listener() -> (OwnedFd, SocketAddr) {
 
 /// A free port (bound then released).
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// All descendants of `pid` (children first, then theirs), from /proc.
@@ -304,7 +354,9 @@ pub fn state(pid: u32) -> Option<char> {
 pub fn heird_pids_with(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains("heird") && cmd.contains(marker) {
@@ -359,7 +411,11 @@ pub fn reload(dir: &Path) -> (bool, String) {
         .arg(dir.join("control.sock"))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
