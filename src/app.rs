@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, parse_duration};
 use crate::listeners::{Listener, Source};
+use crate::server::ConnectionMoves;
 
 /// What `/info` reports about this process.
 #[derive(Debug, Clone, Serialize)]
@@ -115,8 +117,27 @@ async fn sleep(
     with_pid(&st, resp)
 }
 
-async fn info_handler(State(st): State<Arc<AppState>>) -> Response {
-    with_pid(&st, axum::Json(st.info.clone()).into_response())
+/// `/info`: the process, plus how often the connection this request came on has moved.
+#[derive(Serialize)]
+struct InfoReply<'a> {
+    #[serde(flatten)]
+    info: &'a Info,
+    connection_moves: u32,
+}
+
+async fn info_handler(
+    State(st): State<Arc<AppState>>,
+    moves: Option<Extension<ConnectionMoves>>,
+) -> Response {
+    let connection_moves = moves.map(|Extension(m)| m.0).unwrap_or(0);
+    with_pid(
+        &st,
+        axum::Json(InfoReply {
+            info: &st.info,
+            connection_moves,
+        })
+        .into_response(),
+    )
 }
 
 fn with_pid(st: &AppState, mut r: Response) -> Response {

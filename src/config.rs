@@ -117,6 +117,7 @@ struct File {
     handoff_timeout: Option<String>,
     log_level: Option<String>,
     watchdog_stall: Option<bool>,
+    move_connections: Option<bool>,
 }
 
 /// The validated configuration.
@@ -140,6 +141,8 @@ pub struct Config {
     pub log_level: String,
     /// Test-only: never send watchdog pings, so that systemd's watchdog fires.
     pub watchdog_stall: bool,
+    /// Move idle keep-alive connections to the successor at a handoff.
+    pub move_connections: bool,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Default for Config {
             handoff_timeout: Duration::from_secs(30),
             log_level: "info".into(),
             watchdog_stall: false,
+            move_connections: true,
         }
     }
 }
@@ -246,6 +250,9 @@ impl Config {
         }
         if let Some(w) = file.watchdog_stall {
             c.watchdog_stall = w;
+        }
+        if let Some(m) = file.move_connections {
+            c.move_connections = m;
         }
         Ok(c)
     }

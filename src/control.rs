@@ -140,11 +140,12 @@ async fn handle(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
     let answer = match read {
         Ok(Ok(_)) if line.trim() == "reload" => {
             let (reply, rx) = oneshot::channel();
+            // A closed queue: this process left its main loop (handed over or stopping).
             if tx.send(Request { reply }).await.is_err() {
-                "failed the service is stopping".to_string()
+                "retry this process no longer takes requests".to_string()
             } else {
                 rx.await
-                    .unwrap_or_else(|_| "failed the service is stopping".to_string())
+                    .unwrap_or_else(|_| "retry this process no longer takes requests".to_string())
             }
         }
         Ok(Ok(_)) => format!(

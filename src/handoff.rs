@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::listeners::{self, Listener};
 use crate::sys;
@@ -36,8 +36,8 @@ pub const HANDOFF_FD_VAR: &str = "HEIRD_HANDOFF_FD";
 pub const GENERATION_VAR: &str = "HEIRD_GENERATION";
 pub const CONTROL_FD_VAR: &str = "HEIRD_CONTROL_FD";
 
-/// Largest message on the channel.
-const MAX_MSG: usize = 4096;
+/// Largest message on the channel (a moved connection carries its unparsed bytes).
+pub const MAX_MSG: usize = 128 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
@@ -100,16 +100,19 @@ impl Channel {
 
     /// Receives one message; `None` at EOF (the other process closed its end or exited).
     pub async fn recv(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.recv_with_fd().await?.map(|(m, _)| m))
+    }
+
+    /// Receives one message and the fd that came with it, if any; `None` at EOF.
+    pub async fn recv_with_fd(&self) -> io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MSG];
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard
-                .try_io(|fd| recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from))
-            {
-                Ok(Ok(0)) => return Ok(None),
-                Ok(Ok(n)) => {
+            match guard.try_io(|fd| sys::recv_with_fd(fd.get_ref().as_fd(), &mut buf)) {
+                Ok(Ok((0, _))) => return Ok(None),
+                Ok(Ok((n, fd))) => {
                     buf.truncate(n);
-                    return Ok(Some(buf));
+                    return Ok(Some((buf, fd)));
                 }
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(None),
                 Ok(Err(e)) => return Err(e),
@@ -120,16 +123,20 @@ impl Channel {
 
     /// Sends one message.
     pub async fn send(&self, msg: &[u8]) -> io::Result<()> {
+        self.send_with_fd(msg, None).await
+    }
+
+    /// Sends one message, with `fd` attached (SCM_RIGHTS) when given.
+    pub async fn send_with_fd(&self, msg: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        if msg.len() > MAX_MSG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "handoff message too long",
+            ));
+        }
         loop {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| {
-                send(
-                    fd.as_raw_fd(),
-                    msg,
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-                )
-                .map_err(io::Error::from)
-            }) {
+            match guard.try_io(|sock| sys::send_with_fd(sock.get_ref().as_fd(), msg, fd)) {
                 Ok(r) => return r.map(|_| ()),
                 Err(_would_block) => continue,
             }
@@ -364,7 +371,11 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
 
     let outcome = tokio::select! {
         msg = channel.recv() => Some(msg),
-        _ = pidfd.readable() => None,
+        // It exited: it may have said why on the channel first (a config error, say).
+        _ = pidfd.readable() => match tokio::time::timeout(Duration::from_millis(200), channel.recv()).await {
+            Ok(Ok(Some(msg))) => Some(Ok(Some(msg))),
+            _ => None,
+        },
         _ = tokio::time::sleep(s.timeout) => {
             let status = kill_and_reap(pid, &pidfd).await;
             return Err(HandoffError::Timeout { pid, timeout: s.timeout, status });
@@ -469,22 +480,4 @@ pub async fn announce_ready(channel: &Channel) -> io::Result<()> {
     channel
         .send(format!("ready {}", std::process::id()).as_bytes())
         .await
-}
-
-/// The successor's side: waits until the parent says `primary`, or goes away. Returns true
-/// when the parent handed over, false when it vanished first.
-pub async fn wait_primary(channel: &Channel) -> bool {
-    loop {
-        match channel.recv().await {
-            Ok(Some(m)) if m.as_slice() == b"primary" => return true,
-            Ok(Some(m)) => {
-                debug!(message = %String::from_utf8_lossy(&m), "unexpected message from the predecessor")
-            }
-            Ok(None) => return false,
-            Err(e) => {
-                warn!(error = %e, "handoff channel failed");
-                return false;
-            }
-        }
-    }
 }

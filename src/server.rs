@@ -1,28 +1,39 @@
 //! Serving: one accept loop per listener (TCP or Unix), and each connection served by hyper's
 //! HTTP/1.1 connection driving the axum `Router`. axum's own `serve` hides connections; we need
-//! them, to drain each one gently (see [`crate::drain`]) and, later, to move idle ones to a
-//! successor.
+//! them, to drain each one gently (see [`crate::drain`]) and to move idle ones to a successor.
+//!
+//! Moving a connection: once the successor has taken over, each connection waits until no
+//! request of it is in the handler (a response in progress finishes here first), then hyper is
+//! stopped without closing the socket (`graceful_shutdown` + `poll_without_shutdown` +
+//! `into_parts`). The socket's fd and the bytes hyper read but did not parse go to the successor
+//! in one message over the handoff channel; the successor serves the connection from there,
+//! replaying those bytes first. The client sees nothing. Shutting hyper down while a request is
+//! in the handler would put `Connection: close` on that response, so we never do.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
+use bytes::{Buf, Bytes};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Notify;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::drain::Drain;
+use crate::handoff::{Channel, MAX_MSG};
 use crate::listeners::{Family, Listener};
 
 /// Settings of the connection layer.
@@ -32,6 +43,8 @@ pub struct ServeSettings {
     pub idle_close_grace: Duration,
     /// A request head must arrive within this long (slow-header clients are cut off).
     pub header_read_timeout: Duration,
+    /// Move idle keep-alive connections to the successor at a handoff (instead of closing them).
+    pub move_connections: bool,
 }
 
 impl Default for ServeSettings {
@@ -39,63 +52,123 @@ impl Default for ServeSettings {
         ServeSettings {
             idle_close_grace: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
+            move_connections: true,
         }
     }
 }
 
-/// Starts one accept loop per listener on the current runtime. Each loop owns a duplicate of
-/// the listener's fd and closes it when the drain starts; the caller keeps the originals (a
-/// successor needs them).
-pub fn spawn(
-    listeners: &[Listener],
-    router: Router,
-    drain: &Drain,
-    settings: &ServeSettings,
-) -> io::Result<()> {
-    for l in listeners {
-        let fd: OwnedFd = l.fd.try_clone()?;
-        let ctx = Arc::new(ConnCtx {
-            router: router.clone(),
-            drain: drain.clone(),
-            settings: settings.clone(),
-        });
-        let name = l.name.clone();
-        match l.family {
-            Family::Inet => {
-                let std = std::net::TcpListener::from(fd);
-                std.set_nonblocking(true)?;
-                let listener = TcpListener::from_std(std)?;
-                tokio::spawn(accept_loop(name, ctx, move |cx| {
-                    listener.poll_accept(cx).map_ok(|(s, _)| {
-                        let _ = s.set_nodelay(true);
-                        s
-                    })
-                }));
-            }
-            Family::Unix => {
-                let std = std::os::unix::net::UnixListener::from(fd);
-                std.set_nonblocking(true)?;
-                let listener = UnixListener::from_std(std)?;
-                tokio::spawn(accept_loop(name, ctx, move |cx| {
-                    listener.poll_accept(cx).map_ok(|(s, _)| s)
-                }));
-            }
-        }
-    }
-    Ok(())
+/// How many times the connection a request arrived on has moved between processes; a request
+/// extension, e.g. for `/info`'s `connection_moves`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionMoves(pub u32);
+
+/// The running connection layer of one process.
+#[derive(Clone)]
+pub struct Server {
+    ctx: Arc<ConnCtx>,
 }
 
 struct ConnCtx {
     router: Router,
     drain: Drain,
     settings: ServeSettings,
+    /// Set once a successor took over and accepts moved connections.
+    mover: OnceLock<Arc<Channel>>,
+    moved: AtomicU64,
+    not_moved: AtomicU64,
+}
+
+impl Server {
+    /// Starts one accept loop per listener on the current runtime. Each loop owns a duplicate of
+    /// the listener's fd and closes it when the drain starts; the caller keeps the originals (a
+    /// successor needs them).
+    pub fn spawn(
+        listeners: &[Listener],
+        router: Router,
+        drain: &Drain,
+        settings: &ServeSettings,
+    ) -> io::Result<Server> {
+        let ctx = Arc::new(ConnCtx {
+            router,
+            drain: drain.clone(),
+            settings: settings.clone(),
+            mover: OnceLock::new(),
+            moved: AtomicU64::new(0),
+            not_moved: AtomicU64::new(0),
+        });
+        for l in listeners {
+            let fd: OwnedFd = l.fd.try_clone()?;
+            let name = l.name.clone();
+            match l.family {
+                Family::Inet => {
+                    let std = std::net::TcpListener::from(fd);
+                    std.set_nonblocking(true)?;
+                    let listener = TcpListener::from_std(std)?;
+                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                        listener.poll_accept(cx).map_ok(|(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            s
+                        })
+                    }));
+                }
+                Family::Unix => {
+                    let std = std::os::unix::net::UnixListener::from(fd);
+                    std.set_nonblocking(true)?;
+                    let listener = UnixListener::from_std(std)?;
+                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                        listener.poll_accept(cx).map_ok(|(s, _)| s)
+                    }));
+                }
+            }
+        }
+        Ok(Server { ctx })
+    }
+
+    /// From now on, draining connections move to the successor over `channel` instead of
+    /// closing. Call before starting the drain.
+    pub fn move_to(&self, channel: Arc<Channel>) {
+        if self.ctx.settings.move_connections {
+            let _ = self.ctx.mover.set(channel);
+        }
+    }
+
+    /// (moved, not moved) connection counts of this process's drain.
+    pub fn move_counts(&self) -> (u64, u64) {
+        (
+            self.ctx.moved.load(Ordering::SeqCst),
+            self.ctx.not_moved.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Serves a connection that a predecessor moved to us (a `conn` message on the channel).
+    pub fn adopt(&self, header: &[u8], fd: OwnedFd) -> io::Result<()> {
+        let moved = parse_move_header(header)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad moved-connection header"))?;
+        let ctx = self.ctx.clone();
+        let prefix = Bytes::copy_from_slice(moved.prefix);
+        match moved.kind {
+            Kind::Tcp => {
+                let std = std::net::TcpStream::from(fd);
+                std.set_nonblocking(true)?;
+                let s = TcpStream::from_std(std)?;
+                tokio::spawn(serve_connection(Prefixed { prefix, inner: s }, ctx, moved.moves));
+            }
+            Kind::Unix => {
+                let std = std::os::unix::net::UnixStream::from(fd);
+                std.set_nonblocking(true)?;
+                let s = UnixStream::from_std(std)?;
+                tokio::spawn(serve_connection(Prefixed { prefix, inner: s }, ctx, moved.moves));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
 /// ENFILE) or memory pauses accepting briefly instead of spinning.
 async fn accept_loop<S, F>(name: String, ctx: Arc<ConnCtx>, mut accept: F)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Movable,
     F: FnMut(&mut Context<'_>) -> Poll<io::Result<S>>,
 {
     let mut last_warn: Option<tokio::time::Instant> = None;
@@ -107,8 +180,14 @@ where
         };
         match res {
             Ok(stream) => {
-                let ctx = ctx.clone();
-                tokio::spawn(serve_connection(stream, ctx));
+                tokio::spawn(serve_connection(
+                    Prefixed {
+                        prefix: Bytes::new(),
+                        inner: stream,
+                    },
+                    ctx.clone(),
+                    0,
+                ));
             }
             Err(e) => {
                 let resource = matches!(
@@ -131,71 +210,145 @@ where
 /// Per-connection counters that tell whether the connection is idle.
 #[derive(Default, Debug)]
 struct ConnState {
+    /// Requests whose response body has not been fully sent.
     in_flight: AtomicUsize,
     bytes_read: AtomicU64,
+    /// Notified when `in_flight` drops to zero.
+    idle: Notify,
 }
 
-/// Decrements `in_flight` when a request's handler is done (or cancelled).
+/// Counts a request as in flight until its response body is done (or dropped).
 struct InFlight(Arc<ConnState>);
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+impl InFlight {
+    fn new(st: Arc<ConnState>) -> InFlight {
+        st.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(st)
     }
 }
 
-async fn serve_connection<S>(stream: S, ctx: Arc<ConnCtx>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper is done with it.
+struct GuardedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type RespFuture = Pin<Box<dyn Future<Output = Result<Response<GuardedBody>, Infallible>> + Send>>;
+
+async fn serve_connection<S: Movable>(io: Prefixed<S>, ctx: Arc<ConnCtx>, moves: u32) {
     let _guard = ctx.drain.track();
     let state = Arc::new(ConnState::default());
     let io = TokioIo::new(Tracked {
-        inner: stream,
+        inner: io,
         state: state.clone(),
     });
     let svc_state = state.clone();
     let svc_ctx = ctx.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let st = svc_state.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| -> RespFuture {
+        let in_flight = InFlight::new(svc_state.clone());
         let ctx = svc_ctx.clone();
-        st.in_flight.fetch_add(1, Ordering::SeqCst);
-        let in_flight = InFlight(st);
-        async move {
-            let _in_flight = in_flight;
+        req.extensions_mut().insert(ConnectionMoves(moves));
+        Box::pin(async move {
             let mut resp: Response<Body> = match ctx.router.clone().oneshot(req.map(Body::new)).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            if ctx.drain.is_draining() {
+            // Draining without a successor to move to: this is the connection's last response.
+            if ctx.drain.is_draining() && ctx.mover.get().is_none() {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok::<_, Infallible>(resp)
-        }
+            Ok(resp.map(|inner| GuardedBody {
+                inner,
+                _in_flight: in_flight,
+            }))
+        })
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.settings.header_read_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(io, svc);
-    tokio::pin!(conn);
+    let mut conn = builder.serve_connection(io, svc);
 
     tokio::select! {
-        res = conn.as_mut() => {
+        res = &mut conn => {
             log_conn_end(res);
             return;
         }
         _ = ctx.drain.started() => {}
     }
-    // Draining: the next response carries `Connection: close`; an idle connection is shut down
-    // once it has stayed idle (nothing in the handler, nothing read) for a whole grace period.
+
+    if let Some(channel) = ctx.mover.get().cloned() {
+        // Wait until no request of this connection is in the handler or being answered.
+        loop {
+            let idle = state.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if state.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::select! {
+                res = &mut conn => {
+                    log_conn_end(res);
+                    return;
+                }
+                _ = idle => {}
+            }
+        }
+        Pin::new(&mut conn).graceful_shutdown();
+        if let Err(e) = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await {
+            debug!(error = %e, "connection ended while being moved");
+            return;
+        }
+        let parts = conn.into_parts();
+        let Tracked { inner: prefixed, .. } = parts.io.into_inner();
+        match send_moved(&channel, prefixed, parts.read_buf, moves + 1).await {
+            Ok(()) => {
+                ctx.moved.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                ctx.not_moved.fetch_add(1, Ordering::SeqCst);
+                debug!(error = %e, "connection not moved; closed");
+            }
+        }
+        return;
+    }
+
+    // Draining with nobody to move to: the next response carries `Connection: close`; an idle
+    // connection is shut down once it has stayed idle (nothing in the handler, nothing read) for
+    // a whole grace period.
     let grace = ctx.settings.idle_close_grace;
     let mut seen = state.bytes_read.load(Ordering::SeqCst);
     loop {
         tokio::select! {
-            res = conn.as_mut() => {
+            res = &mut conn => {
                 log_conn_end(res);
                 return;
             }
@@ -208,13 +361,151 @@ where
             }
         }
     }
-    conn.as_mut().graceful_shutdown();
+    Pin::new(&mut conn).graceful_shutdown();
     log_conn_end(conn.await);
+}
+
+/// Sends one connection to the successor: header `conn <tcp|unix> <moves>\n`, then the bytes
+/// read but not parsed yet, with the socket's fd attached.
+async fn send_moved<S: Movable>(
+    channel: &Channel,
+    io: Prefixed<S>,
+    read_buf: Bytes,
+    moves: u32,
+) -> io::Result<()> {
+    let (fd, unread) = io.into_fd()?;
+    let header = format!("conn {} {moves}\n", S::KIND.as_str());
+    let mut msg = Vec::with_capacity(header.len() + unread.len() + read_buf.len());
+    msg.extend_from_slice(header.as_bytes());
+    msg.extend_from_slice(&unread);
+    msg.extend_from_slice(&read_buf);
+    if msg.len() > MAX_MSG {
+        return Err(io::Error::other("too many unparsed bytes to move"));
+    }
+    channel.send_with_fd(&msg, Some(fd.as_fd())).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Unix,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Unix => "unix",
+        }
+    }
+}
+
+struct MoveHeader<'a> {
+    kind: Kind,
+    moves: u32,
+    prefix: &'a [u8],
+}
+
+fn parse_move_header(msg: &[u8]) -> Option<MoveHeader<'_>> {
+    let nl = msg.iter().position(|b| *b == b'\n')?;
+    let head = std::str::from_utf8(&msg[..nl]).ok()?;
+    let mut it = head.split(' ');
+    if it.next()? != "conn" {
+        return None;
+    }
+    let kind = match it.next()? {
+        "tcp" => Kind::Tcp,
+        "unix" => Kind::Unix,
+        _ => return None,
+    };
+    let moves = it.next()?.parse().ok()?;
+    Some(MoveHeader {
+        kind,
+        moves,
+        prefix: &msg[nl + 1..],
+    })
+}
+
+/// True for a channel message that carries a moved connection.
+pub fn is_moved_connection(msg: &[u8]) -> bool {
+    msg.starts_with(b"conn ")
 }
 
 fn log_conn_end(res: Result<(), hyper::Error>) {
     if let Err(e) = res {
         debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A stream whose socket can be handed to another process.
+trait Movable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    const KIND: Kind;
+    fn into_owned_fd(self) -> io::Result<OwnedFd>;
+}
+
+impl Movable for TcpStream {
+    const KIND: Kind = Kind::Tcp;
+    fn into_owned_fd(self) -> io::Result<OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+}
+
+impl Movable for UnixStream {
+    const KIND: Kind = Kind::Unix;
+    fn into_owned_fd(self) -> io::Result<OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+}
+
+/// A stream that yields `prefix` (bytes a predecessor read but did not parse) before reading
+/// from the socket.
+struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: Movable> Prefixed<S> {
+    /// The socket and whatever of the prefix was not read yet.
+    fn into_fd(self) -> io::Result<(OwnedFd, Bytes)> {
+        Ok((self.inner.into_owned_fd()?, self.prefix))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -260,5 +551,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// Logs the outcome of moving connections at the end of a drain.
+pub fn log_moves(server: &Server) {
+    let (moved, not_moved) = server.move_counts();
+    if moved + not_moved > 0 {
+        info!(moved, not_moved, "connections moved to the successor");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_header_round_trip() {
+        let m = parse_move_header(b"conn tcp 3\nGET / HTTP/1.1\r\n").unwrap();
+        assert_eq!(m.kind, Kind::Tcp);
+        assert_eq!(m.moves, 3);
+        assert_eq!(m.prefix, b"GET / HTTP/1.1\r\n");
+        assert!(parse_move_header(b"conn udp 1\n").is_none());
+        assert!(parse_move_header(b"primary").is_none());
+        assert!(parse_move_header(b"conn tcp x\n").is_none());
     }
 }

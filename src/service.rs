@@ -20,7 +20,7 @@ use crate::drain::Drain;
 use crate::handoff::{self, Channel, HandoffError, Inherited, Successor};
 use crate::listeners::{self, Acquire, ListenError, Listener};
 use crate::notify;
-use crate::server::{self, ServeSettings};
+use crate::server::{self, ServeSettings, Server};
 
 /// Runtime options of a service.
 #[derive(Debug, Clone)]
@@ -147,7 +147,8 @@ impl Service {
             e
         };
         let drain = Drain::new();
-        server::spawn(&listeners, router, &drain, &opts.serve).map_err(|e| report(RunError::Serve(e)))?;
+        let server =
+            Server::spawn(&listeners, router, &drain, &opts.serve).map_err(|e| report(RunError::Serve(e)))?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| report(RunError::Signals(e)))?;
@@ -206,15 +207,8 @@ impl Service {
                     "ready; waiting for the predecessor to hand over"
                 );
                 let tx = primary_tx.take();
-                channel_task = Some(tokio::spawn(async move {
-                    let handed = handoff::wait_primary(&ch).await;
-                    if let Some(tx) = tx {
-                        let _ = tx.send(handed);
-                    }
-                    // Later messages (moved connections) arrive here; keep the channel open until
-                    // the predecessor closes it.
-                    while let Ok(Some(_)) = ch.recv().await {}
-                }));
+                let server = server.clone();
+                channel_task = Some(tokio::spawn(successor_channel(ch, tx, server)));
             }
             None => {
                 notify::ready(&status);
@@ -256,9 +250,10 @@ impl Service {
                     match res {
                         Ok(successor) => {
                             let pid = successor.pid;
-                            hand_over(successor, generation, &opts).await;
-                            // Stop accepting before anyone hears "ok": from then on, every new
-                            // connection reaches the successor.
+                            let channel = hand_over(successor, generation, &opts).await;
+                            // Idle connections move to the successor. Stop accepting before anyone
+                            // hears "ok": from then on, every new connection reaches the successor.
+                            server.move_to(channel);
                             drain.start();
                             let answer = format!("ok pid={pid} generation={}", generation + 1);
                             for w in waiters.drain(..) {
@@ -361,6 +356,7 @@ impl Service {
         drop(listeners);
         let open = drain.open_connections();
         let left = drain.wait(opts.drain_timeout).await;
+        server::log_moves(&server);
         if left > 0 {
             warn!(
                 left,
@@ -378,8 +374,8 @@ impl Service {
 }
 
 /// MAINPID + READY, then the barrier, then tell the successor it is primary. After this the
-/// process says nothing more to systemd.
-async fn hand_over(successor: Successor, generation: u64, opts: &Options) {
+/// process says nothing more to systemd. Returns the channel, which carries moved connections.
+async fn hand_over(successor: Successor, generation: u64, opts: &Options) -> Arc<Channel> {
     let pid = successor.pid;
     notify::handed_over(
         pid as u32,
@@ -400,9 +396,44 @@ async fn hand_over(successor: Successor, generation: u64, opts: &Options) {
         ready_ms = successor.ready_after.as_secs_f64() * 1e3,
         "handed over; draining"
     );
-    // Keep the channel open while draining; it closes when this process exits. Dropping it now
-    // would be fine too, but a later step sends idle connections over it.
-    std::mem::forget(successor.channel);
+    Arc::new(successor.channel)
+}
+
+/// The successor's side of the channel: `primary` makes this process the primary; `conn`
+/// messages bring moved connections; EOF means the predecessor is gone.
+async fn successor_channel(
+    ch: Channel,
+    mut primary_tx: Option<tokio::sync::oneshot::Sender<bool>>,
+    server: Server,
+) {
+    loop {
+        match ch.recv_with_fd().await {
+            Ok(Some((msg, fd))) if server::is_moved_connection(&msg) => match fd {
+                Some(fd) => {
+                    if let Err(e) = server.adopt(&msg, fd) {
+                        warn!(error = %e, "cannot serve a moved connection");
+                    }
+                }
+                None => warn!("moved connection without its fd"),
+            },
+            Ok(Some((msg, _))) if msg.as_slice() == b"primary" => {
+                if let Some(tx) = primary_tx.take() {
+                    let _ = tx.send(true);
+                }
+            }
+            Ok(Some((msg, _))) => {
+                warn!(message = %String::from_utf8_lossy(&msg[..msg.len().min(64)]), "unexpected message from the predecessor")
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %e, "handoff channel failed");
+                break;
+            }
+        }
+    }
+    if let Some(tx) = primary_tx.take() {
+        let _ = tx.send(false);
+    }
 }
 
 /// A stop arrived during a handoff: the task kills and reaps a successor that is not ready yet;

@@ -393,7 +393,7 @@ fn fd_count_is_flat_after_50_handoffs() {
     let (_, before) = settled_count();
     for i in 0..50 {
         let (ok, out) = reload(s.dir.path());
-        assert!(ok, "reload {i}: {out}");
+        assert!(ok, "reload {i}: {out}\n{}", dump_stderr(s.dir.path()));
     }
     let (pid, after) = settled_count();
     assert_eq!(before, after, "fd count {before} -> {after}: {:?}", fd_table(pid));
