@@ -135,12 +135,17 @@ impl ListenAddr {
             .map_err(|_| bad("expected HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080) or unix:/path"))
     }
 
-    /// A listener name usable in `LISTEN_FDNAMES`/`FDNAME=` (no `:`).
+    /// The name of a listener heird bound itself, usable in `LISTEN_FDNAMES` and `FDNAME=`
+    /// (printable, no `:`), starting with [`STORE_PREFIX`].
     pub fn default_name(&self) -> String {
-        match self {
-            ListenAddr::Tcp(a) => format!("tcp-{}", a.to_string().replace(':', "_")),
-            ListenAddr::Unix(p) => format!("unix-{}", p.display()).replace(':', "_"),
-        }
+        let raw = match self {
+            ListenAddr::Tcp(a) => format!("{STORE_PREFIX}tcp-{a}"),
+            ListenAddr::Unix(p) => format!("{STORE_PREFIX}unix-{}", p.display()),
+        };
+        raw.chars()
+            .map(|c| if c == ':' || !c.is_ascii_graphic() { '_' } else { c })
+            .take(255)
+            .collect()
     }
 }
 
@@ -260,6 +265,55 @@ pub struct Acquired {
     pub listeners: Vec<Listener>,
     /// Set when `LISTEN_FDS` was present but meant for another process.
     pub ignored: Option<String>,
+    /// Indices into `listeners` of sockets bound now, to keep in systemd's fd store.
+    pub store: Vec<usize>,
+    /// Names of stored sockets that are no longer wanted, to remove from the fd store.
+    pub unstore: Vec<String>,
+}
+
+/// Prefix of the names under which heird keeps the sockets it bound in systemd's fd store.
+/// Socket-unit fds never carry it (and are never stored).
+pub const STORE_PREFIX: &str = "bound-";
+
+/// systemd passed fds without a predecessor: socket-unit fds and/or fds heird stored earlier.
+/// With socket-unit fds, serve those and drop stored ones. Otherwise reuse each stored socket
+/// whose address the config still lists, bind the addresses that have none (to be stored), and
+/// drop stored sockets the config no longer lists.
+fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Result<Acquired, ListenError> {
+    let (mut stored, unit): (Vec<Listener>, Vec<Listener>) =
+        passed.into_iter().partition(|l| l.name.starts_with(STORE_PREFIX));
+    if !unit.is_empty() {
+        let unstore = stored.iter().map(|l| l.name.clone()).collect();
+        return Ok(Acquired {
+            listeners: unit,
+            ignored: None,
+            store: Vec::new(),
+            unstore,
+        });
+    }
+    let mut out = Vec::new();
+    let mut store = Vec::new();
+    for addr in bind_addrs {
+        let wanted = addr.to_string();
+        match stored.iter().position(|l| l.address == wanted) {
+            Some(i) => {
+                let mut l = stored.remove(i);
+                l.source = Source::Bound;
+                out.push(l);
+            }
+            None => {
+                store.push(out.len());
+                out.push(bind(addr)?);
+            }
+        }
+    }
+    let unstore = stored.iter().map(|l| l.name.clone()).collect();
+    Ok(Acquired {
+        listeners: out,
+        ignored: None,
+        store,
+        unstore,
+    })
 }
 
 /// Takes the listening sockets. Must run before any thread exists: it unsets the `LISTEN_*`
@@ -282,6 +336,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
             names,
             sources,
         } if count > 0 => {
+            let from_predecessor = sources.iter().any(Option::is_some);
             let mut out = Vec::with_capacity(count as usize);
             for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
                 let fd = LISTEN_FDS_START + i as RawFd;
@@ -297,12 +352,19 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
                         count,
                     })?;
                 let name = name.unwrap_or_else(|| format!("fd{fd}"));
-                out.push(validate(owned, name, source.unwrap_or(Source::Systemd), &origin)?);
+                let source = source.unwrap_or(Source::Systemd);
+                out.push(validate(owned, name, source, &origin)?);
             }
-            return Ok(Acquired {
-                listeners: out,
-                ignored,
-            });
+            // From a predecessor (it says where each fd came from): take them all, as they are.
+            if from_predecessor {
+                return Ok(Acquired {
+                    listeners: out,
+                    ignored,
+                    store: Vec::new(),
+                    unstore: Vec::new(),
+                });
+            }
+            return reconcile_with_store(out, &opts.bind);
         }
         ListenEnv::NotForUs { listen_pid, count } => {
             // The fds belong to someone else; keep them out of our children.
@@ -342,15 +404,20 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
         return Ok(Acquired {
             listeners: out,
             ignored,
+            store: Vec::new(),
+            unstore: Vec::new(),
         });
     }
     let mut out = Vec::new();
     for addr in &opts.bind {
         out.push(bind(addr)?);
     }
+    let store = (0..out.len()).collect();
     Ok(Acquired {
         listeners: out,
         ignored,
+        store,
+        unstore: Vec::new(),
     })
 }
 

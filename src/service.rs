@@ -108,6 +108,17 @@ impl Service {
             return Err(fail(StartError::NoListeners));
         }
         let exe = handoff::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
+        if crate::fdstore::available() {
+            for &i in &acquired.store {
+                crate::fdstore::store(&acquired.listeners[i]);
+            }
+            for name in &acquired.unstore {
+                crate::fdstore::remove(name);
+            }
+        }
+        if let Err(e) = crate::sys::raise_nofile_limit() {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+        }
         // Whatever else we inherited stays out of our successors.
         crate::sys::cloexec_all_above_stderr();
         Ok(Service {

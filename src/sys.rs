@@ -335,3 +335,14 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, 
     }
     Ok((n, got))
 }
+
+/// Raises the soft limit of open files to the hard limit: every connection is an fd, and the
+/// default soft limit (1024) is far below what a server needs. heird never uses select(2).
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}

@@ -1,0 +1,39 @@
+//! systemd's file descriptor store: sockets heird binds itself are kept there (`FDSTORE=1` +
+//! `FDNAME=`), so that a `systemctl restart` or a crash does not close them, and come back in
+//! `LISTEN_FDS` at the next start (see [`crate::listeners`] for how they are taken back).
+//! Sockets from a socket unit are never stored: systemd holds those anyway.
+//!
+//! The store is used when `$NOTIFY_SOCKET` is set and `$FDSTORE` (systemd ≥ 254 sets it to
+//! `FileDescriptorStoreMax=`) is not 0. systemd 252 does not set `$FDSTORE`: there heird simply
+//! sends, and systemd drops what `FileDescriptorStoreMax=` does not allow.
+
+use std::os::fd::AsFd;
+
+use tracing::{info, warn};
+
+use crate::listeners::Listener;
+use crate::notify::{self, NotifyState};
+
+/// True when stored fds can reach systemd.
+pub fn available() -> bool {
+    notify::enabled()
+        && std::env::var("FDSTORE")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_none_or(|max| max > 0)
+}
+
+/// Pushes `listener` into the fd store under its name.
+pub fn store(listener: &Listener) {
+    let states = [NotifyState::FdStore, NotifyState::FdName(&listener.name)];
+    match sd_notify::notify_with_fds(&states, &[listener.fd.as_fd()]) {
+        Ok(()) => info!(name = %listener.name, address = %listener.address, "listener kept in the fd store"),
+        Err(e) => warn!(name = %listener.name, error = %e, "cannot store the listener in the fd store"),
+    }
+}
+
+/// Removes the stored fds named `name` (an address the config no longer lists).
+pub fn remove(name: &str) {
+    notify::send(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
+    info!(name, "listener removed from the fd store");
+}

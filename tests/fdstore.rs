@@ -1,0 +1,120 @@
+//! The fd store, seen from heird's side with a fake notify socket: self-bound listeners are
+//! stored, stored ones come back by name and are reused, stale ones are removed, and socket-unit
+//! fds are never stored. (The real systemd side is in tests/systemd/.)
+
+mod support;
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use support::proc::*;
+
+fn has(n: &FakeNotify, pred: impl Fn(&str) -> bool) -> bool {
+    n.seen.iter().any(|(_, m)| pred(m))
+}
+
+#[test]
+fn self_bound_listener_is_stored_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    wait_serving(addr, &h);
+    n.wait_for(Duration::from_secs(5), |_, m| m.contains("READY=1"))
+        .expect("READY");
+    let name = format!("bound-tcp-{}", addr.to_string().replace(':', "_"));
+    assert!(
+        has(&n, |m| m.contains("FDSTORE=1")
+            && m.contains(&format!("FDNAME={name}"))),
+        "{:?}\n{}",
+        n.seen,
+        h.describe()
+    );
+}
+
+#[test]
+fn stored_listener_is_reused_and_stale_one_removed_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    // What systemd passes back after a restart: the stored listener of the configured address,
+    // and one of an address the config no longer lists.
+    let (kept, kept_addr) = tcp_listener();
+    let (stale, stale_addr) = tcp_listener();
+    let kept_name = format!("bound-tcp-{}", kept_addr.to_string().replace(':', "_"));
+    let stale_name = format!("bound-tcp-{}", stale_addr.to_string().replace(':', "_"));
+    let mut sp = Spawn::new(dir.path(), &["serve", "--listen", &kept_addr.to_string()]);
+    sp.fds = vec![kept.as_raw_fd(), stale.as_raw_fd()];
+    sp.listen_pid_self = true;
+    let h = sp
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", &format!("{kept_name}:{stale_name}"))
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop((kept, stale));
+    // The configured address is served from the stored socket (a fresh bind would fail: the
+    // address is still bound by that very socket).
+    wait_serving(kept_addr, &h);
+    n.wait_for(Duration::from_secs(5), |_, m| m.contains("READY=1"))
+        .expect("READY");
+    let v = info(kept_addr);
+    assert_eq!(v["listeners"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["listeners"][0]["name"], kept_name.as_str());
+    assert!(
+        has(&n, |m| m.contains("FDSTOREREMOVE=1")
+            && m.contains(&format!("FDNAME={stale_name}"))),
+        "{:?}",
+        n.seen
+    );
+    assert!(
+        !has(&n, |m| m.contains("FDSTORE=1")),
+        "re-stored a reused socket: {:?}",
+        n.seen
+    );
+    // The stale socket is closed: nobody accepts there any more.
+    assert!(
+        std::net::TcpStream::connect(stale_addr).is_err(),
+        "stale address still open"
+    );
+}
+
+#[test]
+fn socket_unit_fds_are_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let (tcp, addr) = tcp_listener();
+    let mut sp = Spawn::new(dir.path(), &["serve"]);
+    sp.fds = vec![tcp.as_raw_fd()];
+    sp.listen_pid_self = true;
+    let h = sp
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http")
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop(tcp);
+    wait_serving(addr, &h);
+    n.wait_for(Duration::from_secs(5), |_, m| m.contains("READY=1"))
+        .expect("READY");
+    n.drain_for(Duration::from_millis(200));
+    assert!(!has(&n, |m| m.contains("FDSTORE")), "{:?}", n.seen);
+}
+
+#[test]
+fn handoff_leaves_the_store_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    wait_serving(addr, &h);
+    n.wait_for(Duration::from_secs(5), |_, m| m.contains("READY=1"))
+        .expect("READY");
+    let stores_before = n.seen.iter().filter(|(_, m)| m.contains("FDSTORE")).count();
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}");
+    n.drain_for(Duration::from_millis(300));
+    let stores_after = n.seen.iter().filter(|(_, m)| m.contains("FDSTORE")).count();
+    assert_eq!(stores_before, stores_after, "{:?}", n.seen);
+}
