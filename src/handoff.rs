@@ -18,6 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -271,8 +272,10 @@ fn is_executable(p: &Path) -> bool {
 #[derive(Debug)]
 pub struct Successor {
     pub pid: i32,
-    pub channel: Channel,
+    pub channel: Arc<Channel>,
     pub ready_after: Duration,
+    /// Readable once the successor has exited.
+    pub pidfd: AsyncFd<OwnedFd>,
 }
 
 /// Everything needed to start a successor.
@@ -357,6 +360,7 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
     };
     drop(theirs);
     info!(pid, generation = s.generation + 1, exe = %s.exe.display(), "successor started");
+    crate::fault::point_with_peer(crate::fault::Step::SuccessorSpawned, pid as u32);
 
     let pidfd = match sys::pidfd_open(pid).and_then(|fd| sys::async_fd(fd, Interest::READABLE)) {
         Ok(fd) => fd,
@@ -389,8 +393,9 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
                 info!(pid, ready_ms = ready_after.as_secs_f64() * 1e3, "successor ready");
                 return Ok(Successor {
                     pid,
-                    channel,
+                    channel: Arc::new(channel),
                     ready_after,
+                    pidfd,
                 });
             }
             if let Some(errno) = text.strip_prefix("exec-failed ") {

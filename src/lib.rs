@@ -22,6 +22,7 @@
 //! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
 //! - [`server`]: accept loops and per-connection serving through hyper.
 //! - [`drain`]: the drain switch, open-connection count, deadline.
+//! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
 //! - [`fdstore`]: keeping self-bound sockets in systemd's fd store across restarts.
 //! - [`handoff`]: spawning the successor, the readiness channel, reaping on failure.
 //! - [`control`]: the control socket behind `heird reload`.
@@ -35,6 +36,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod drain;
+pub mod fault;
 pub mod fdstore;
 pub mod handoff;
 pub mod listeners;

@@ -17,9 +17,10 @@ use tracing::{error, info, warn};
 
 use crate::control;
 use crate::drain::Drain;
+use crate::fault::{self, Step};
 use crate::handoff::{self, Channel, HandoffError, Inherited, Successor};
 use crate::listeners::{self, Acquire, ListenError, Listener};
-use crate::notify;
+use crate::notify::{self, NotifyState};
 use crate::server::{self, ServeSettings, Server};
 
 /// Runtime options of a service.
@@ -103,7 +104,11 @@ impl Service {
             inherited.report_error(&e.to_string());
             e
         };
+        fault::set_generation(inherited.generation);
         let acquired = listeners::acquire(acquire).map_err(|e| fail(e.into()))?;
+        if inherited.channel.is_some() {
+            fault::point(Step::SuccessorTookFds);
+        }
         if acquired.listeners.is_empty() {
             return Err(fail(StartError::NoListeners));
         }
@@ -157,9 +162,9 @@ impl Service {
             inherited.report_error(&e.to_string());
             e
         };
-        let drain = Drain::new();
-        let server =
-            Server::spawn(&listeners, router, &drain, &opts.serve).map_err(|e| report(RunError::Serve(e)))?;
+        let mut drain = Drain::new();
+        let mut server = Server::spawn(&listeners, router.clone(), &drain, &opts.serve)
+            .map_err(|e| report(RunError::Serve(e)))?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| report(RunError::Signals(e)))?;
@@ -183,7 +188,7 @@ impl Service {
             (None, None) => None,
         };
         let control_open = Drain::new();
-        let control_task = match &control_fd {
+        let serve_control = || match &control_fd {
             Some(fd) => match fd
                 .try_clone()
                 .and_then(|fd| control::serve(fd, ctl_tx.clone(), control_open.clone()))
@@ -196,7 +201,7 @@ impl Service {
             },
             None => None,
         };
-        drop(ctl_tx);
+        let mut control_task = serve_control();
 
         // Readiness: a successor tells its parent and waits to be made primary; a first
         // process tells systemd.
@@ -211,15 +216,20 @@ impl Service {
         let mut channel_task: Option<JoinHandle<()>> = None;
         match channel {
             Some(ch) => {
-                handoff::announce_ready(&ch).await.map_err(RunError::Ready)?;
-                info!(
-                    generation,
-                    listeners = listeners.len(),
-                    "ready; waiting for the predecessor to hand over"
-                );
+                fault::point(Step::Serving);
+                match handoff::announce_ready(&ch).await {
+                    Ok(()) => info!(
+                        generation,
+                        listeners = listeners.len(),
+                        "ready; waiting for the predecessor to hand over"
+                    ),
+                    // The predecessor is gone (its end of the channel is closed): the wait below
+                    // sees EOF at once and this process carries on as the primary.
+                    Err(e) => warn!(error = %e, "cannot tell the predecessor we are ready"),
+                }
+                fault::point(Step::ReadyWritten);
                 let tx = primary_tx.take();
-                let server = server.clone();
-                channel_task = Some(tokio::spawn(successor_channel(ch, tx, server)));
+                channel_task = Some(tokio::spawn(successor_channel(ch, tx, server.clone())));
             }
             None => {
                 notify::ready(&status);
@@ -234,123 +244,175 @@ impl Service {
         let cancel = Drain::new(); // started to cancel a running handoff
         let mut deferred = false; // a handoff asked for before we became primary
 
-        let exit = loop {
-            let request: Option<Option<tokio::sync::oneshot::Sender<String>>> = tokio::select! {
-                _ = sigterm.recv() => break Exit::Stopped,
-                _ = sigint.recv() => break Exit::Stopped,
-                _ = sigusr2.recv() => Some(None),
-                _ = sighup.recv() => Some(None),
-                Some(req) = ctl_rx.recv() => Some(Some(req.reply)),
-                handed = &mut primary_rx, if !primary => {
-                    primary = true;
-                    match handed {
-                        Ok(true) => info!(generation, "predecessor handed over; now primary"),
-                        _ => warn!(generation, "predecessor went away before handing over; carrying on as primary"),
+        let exit = 'life: loop {
+            let mut handed: Option<Successor> = None;
+            let exit = loop {
+                let request: Option<Option<tokio::sync::oneshot::Sender<String>>> = tokio::select! {
+                    _ = sigterm.recv() => break Exit::Stopped,
+                    _ = sigint.recv() => break Exit::Stopped,
+                    _ = sigusr2.recv() => Some(None),
+                    _ = sighup.recv() => Some(None),
+                    Some(req) = ctl_rx.recv() => Some(Some(req.reply)),
+                    handed = &mut primary_rx, if !primary => {
+                        primary = true;
+                        match handed {
+                            Ok(true) => info!(generation, "predecessor handed over; now primary"),
+                            _ => warn!(generation, "predecessor went away before handing over; carrying on as primary"),
+                        }
+                        watchdog = start_watchdog(&opts);
+                        if deferred {
+                            deferred = false;
+                            Some(None)
+                        } else {
+                            None
+                        }
                     }
-                    watchdog = start_watchdog(&opts);
-                    if deferred {
-                        deferred = false;
-                        Some(None)
-                    } else {
+                    res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                        running = None;
+                        let res = res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e))));
+                        match res {
+                            Ok(successor) => {
+                                let pid = successor.pid;
+                                let channel = hand_over(&successor, generation, &opts).await;
+                                // Idle connections move to the successor. Stop accepting before
+                                // anyone hears "ok": from then on, new connections reach the
+                                // successor.
+                                server.move_to(channel);
+                                drain.start();
+                                fault::point_with_peer(Step::DrainStarted, pid as u32);
+                                let answer = format!("ok pid={pid} generation={}", generation + 1);
+                                for w in waiters.drain(..) {
+                                    let _ = w.send(answer.clone());
+                                }
+                                handed = Some(successor);
+                                break Exit::HandedOver { successor: pid };
+                            }
+                            Err(e) => {
+                                error!(error = %e, "handoff failed; still serving");
+                                notify::ready(&format!("handoff failed: {e}"));
+                                for w in waiters.drain(..) {
+                                    let _ = w.send(format!("failed {e}"));
+                                }
+                            }
+                        }
                         None
                     }
-                }
-                res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
-                    running = None;
-                    let res = res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e))));
-                    match res {
-                        Ok(successor) => {
-                            let pid = successor.pid;
-                            let channel = hand_over(successor, generation, &opts).await;
-                            // Idle connections move to the successor. Stop accepting before anyone
-                            // hears "ok": from then on, every new connection reaches the successor.
-                            server.move_to(channel);
-                            drain.start();
-                            let answer = format!("ok pid={pid} generation={}", generation + 1);
-                            for w in waiters.drain(..) {
-                                let _ = w.send(answer.clone());
-                            }
-                            if let Some(w) = watchdog.take() {
-                                w.abort();
-                            }
-                            break Exit::HandedOver { successor: pid };
-                        }
-                        Err(e) => {
-                            error!(error = %e, "handoff failed; still serving");
-                            notify::ready(&format!("handoff failed: {e}"));
-                            for w in waiters.drain(..) {
-                                let _ = w.send(format!("failed {e}"));
-                            }
-                        }
-                    }
-                    None
-                }
-            };
-            let Some(reply) = request else { continue };
-            if !primary {
-                // The predecessor is finishing the handover; run this request once it has.
-                info!("handoff requested before this process became primary; deferred");
-                waiters.extend(reply);
-                deferred = true;
-                continue;
-            }
-            if running.is_some() {
-                info!("handoff requested while one is running; coalesced with it");
-                waiters.extend(reply);
-                continue;
-            }
-            waiters.extend(reply);
-            notify::reloading(&format!("handing over to generation {}", generation + 1));
-            info!(generation, "handoff started");
-            let (l, c, exe, args, timeout, cancel) = (
-                listeners.clone(),
-                control_fd.clone(),
-                exe.clone(),
-                args.clone(),
-                opts.handoff_timeout,
-                cancel.clone(),
-            );
-            running = Some(tokio::spawn(async move {
-                let spawn = handoff::Spawn {
-                    exe: &exe,
-                    args: &args,
-                    listeners: &l,
-                    control: c.as_deref().map(|f| f.as_fd()),
-                    generation,
-                    timeout,
                 };
-                tokio::select! {
-                    r = handoff::start(spawn) => r,
-                    _ = cancel.started() => Err(HandoffError::Stopping),
+                let Some(reply) = request else { continue };
+                if !primary {
+                    // The predecessor is finishing the handover; run this request once it has.
+                    info!("handoff requested before this process became primary; deferred");
+                    waiters.extend(reply);
+                    deferred = true;
+                    continue;
                 }
-            }));
+                if running.is_some() {
+                    info!("handoff requested while one is running; coalesced with it");
+                    waiters.extend(reply);
+                    continue;
+                }
+                waiters.extend(reply);
+                notify::reloading(&format!("handing over to generation {}", generation + 1));
+                info!(generation, "handoff started");
+                let (l, c, exe, args, timeout, cancel) = (
+                    listeners.clone(),
+                    control_fd.clone(),
+                    exe.clone(),
+                    args.clone(),
+                    opts.handoff_timeout,
+                    cancel.clone(),
+                );
+                running = Some(tokio::spawn(async move {
+                    let spawn = handoff::Spawn {
+                        exe: &exe,
+                        args: &args,
+                        listeners: &l,
+                        control: c.as_deref().map(|f| f.as_fd()),
+                        generation,
+                        timeout,
+                    };
+                    tokio::select! {
+                        r = handoff::start(spawn) => r,
+                        _ = cancel.started() => Err(HandoffError::Stopping),
+                    }
+                }));
+            };
+
+            // Stopping or handed over: no more control requests or watchdog pings here.
+            if let Some(t) = control_task.take() {
+                t.abort();
+            }
+            if let Some(w) = watchdog.take() {
+                w.abort();
+            }
+            if exit == Exit::Stopped {
+                if primary {
+                    notify::stopping(&format!(
+                        "stopping, draining {} connections",
+                        drain.open_connections()
+                    ));
+                }
+                info!(generation, "stopping");
+                if let Some(task) = running.take() {
+                    cancel.start();
+                    cancel_handoff(task).await;
+                }
+                for w in waiters.drain(..) {
+                    let _ = w.send(format!("failed {}", HandoffError::Stopping));
+                }
+                if let Some(path) = &control_path {
+                    let _ = std::fs::remove_file(path);
+                }
+                // Release the sockets now (unless systemd holds them), then drain.
+                drop(listeners);
+                drain.start();
+                let open = drain.open_connections();
+                let left = drain.wait(opts.drain_timeout).await;
+                log_drain(open, left, &opts);
+                break 'life exit;
+            }
+
+            // Handed over: drain, but watch the successor. If it dies before this process is
+            // gone, nobody would hold the sockets: take the service back instead of exiting.
+            let successor = handed.expect("set with HandedOver");
+            let open = drain.open_connections();
+            let died = tokio::select! {
+                left = drain.wait(opts.drain_timeout) => {
+                    log_drain(open, left, &opts);
+                    if left > 0 {
+                        fault::point_with_peer(Step::DrainDeadline, successor.pid as u32);
+                    }
+                    has_exited(&successor).await
+                }
+                _ = successor.pidfd.readable() => true,
+            };
+            server::log_moves(&server);
+            if !died {
+                break 'life exit;
+            }
+            error!(
+                successor = successor.pid,
+                "the successor died after the handover; taking the service back"
+            );
+            notify::send(&[
+                NotifyState::MainPid(std::process::id()),
+                NotifyState::Ready,
+                NotifyState::Status(&format!(
+                    "successor {} died; serving again, pid {}",
+                    successor.pid,
+                    std::process::id()
+                )),
+            ]);
+            drop(successor);
+            drain = Drain::new();
+            server =
+                Server::spawn(&listeners, router.clone(), &drain, &opts.serve).map_err(RunError::Serve)?;
+            control_task = serve_control();
+            watchdog = start_watchdog(&opts);
         };
 
-        // Stopping or handed over: stop accepting and drain.
-        if exit == Exit::Stopped {
-            if primary {
-                notify::stopping(&format!(
-                    "stopping, draining {} connections",
-                    drain.open_connections()
-                ));
-            }
-            info!(generation, "stopping");
-            if let Some(task) = running.take() {
-                cancel.start();
-                cancel_handoff(task).await;
-            }
-            for w in waiters.drain(..) {
-                let _ = w.send(format!("failed {}", HandoffError::Stopping));
-            }
-            if let Some(path) = &control_path {
-                let _ = std::fs::remove_file(path);
-            }
-        }
         // Control requests that raced in after the loop ended: the successor (if any) will take
         // them, so ask the client to retry; then let every answer be written before exiting.
-        if let Some(t) = control_task {
-            t.abort();
-        }
         ctl_rx.close();
         while let Ok(req) = ctl_rx.try_recv() {
             let _ = req.reply.send(match exit {
@@ -360,23 +422,6 @@ impl Service {
         }
         drop(ctl_rx);
         control_open.wait(Duration::from_secs(2)).await;
-        if let Some(w) = watchdog.take() {
-            w.abort();
-        }
-        drain.start();
-        drop(listeners);
-        let open = drain.open_connections();
-        let left = drain.wait(opts.drain_timeout).await;
-        server::log_moves(&server);
-        if left > 0 {
-            warn!(
-                left,
-                deadline_s = opts.drain_timeout.as_secs_f64(),
-                "drain deadline reached; closing the rest"
-            );
-        } else {
-            info!(drained = open, "drained");
-        }
         if let Some(t) = channel_task {
             t.abort();
         }
@@ -384,20 +429,41 @@ impl Service {
     }
 }
 
+fn log_drain(open: usize, left: usize, opts: &Options) {
+    if left > 0 {
+        warn!(
+            left,
+            deadline_s = opts.drain_timeout.as_secs_f64(),
+            "drain deadline reached; closing the rest"
+        );
+    } else {
+        info!(drained = open, "drained");
+    }
+}
+
+/// True when the successor has exited (its pidfd is readable), without waiting.
+async fn has_exited(successor: &Successor) -> bool {
+    tokio::time::timeout(Duration::ZERO, successor.pidfd.readable())
+        .await
+        .is_ok()
+}
+
 /// MAINPID + READY, then the barrier, then tell the successor it is primary. After this the
 /// process says nothing more to systemd. Returns the channel, which carries moved connections.
-async fn hand_over(successor: Successor, generation: u64, opts: &Options) -> Arc<Channel> {
+async fn hand_over(successor: &Successor, generation: u64, opts: &Options) -> Arc<Channel> {
     let pid = successor.pid;
     notify::handed_over(
         pid as u32,
         &format!("serving, generation {}, pid {pid}", generation + 1),
     );
+    fault::point_with_peer(Step::MainPidSent, pid as u32);
     let timeout = opts.handoff_timeout;
     match tokio::task::spawn_blocking(move || notify::barrier(timeout)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "barrier failed; systemd may not have processed MAINPID yet"),
         Err(e) => warn!(error = %e, "barrier task failed"),
     }
+    fault::point_with_peer(Step::BarrierDone, pid as u32);
     if let Err(e) = successor.channel.send(b"primary").await {
         warn!(pid, error = %e, "cannot tell the successor it is primary");
     }
@@ -407,7 +473,7 @@ async fn hand_over(successor: Successor, generation: u64, opts: &Options) -> Arc
         ready_ms = successor.ready_after.as_secs_f64() * 1e3,
         "handed over; draining"
     );
-    Arc::new(successor.channel)
+    successor.channel.clone()
 }
 
 /// The successor's side of the channel: `primary` makes this process the primary; `conn`

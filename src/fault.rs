@@ -1,0 +1,114 @@
+//! Fault injection for tests, behind the cargo feature `fault-injection` (off in release builds
+//! and packages; without it, [`point`] is an empty inline function and no hook exists).
+//!
+//! `HEIRD_FAULT=<step>:<action>` makes the first handoff (generation 1 → 2) stop or kill the old
+//! or the new process when either of them reaches `<step>`. Actions: `kill-old`, `kill-new`,
+//! `stop-old`, `stop-new` (SIGKILL or SIGSTOP).
+
+/// The named steps of a handoff, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Old process: the successor was forked.
+    SuccessorSpawned,
+    /// New process: took its sockets.
+    SuccessorTookFds,
+    /// New process: serving, not yet said ready.
+    Serving,
+    /// New process: wrote "ready".
+    ReadyWritten,
+    /// Old process: sent MAINPID=.
+    MainPidSent,
+    /// Old process: the barrier returned.
+    BarrierDone,
+    /// Old process: stopped accepting, drain started.
+    DrainStarted,
+    /// Old process: the drain reached its deadline.
+    DrainDeadline,
+}
+
+impl Step {
+    pub const ALL: [Step; 8] = [
+        Step::SuccessorSpawned,
+        Step::SuccessorTookFds,
+        Step::Serving,
+        Step::ReadyWritten,
+        Step::MainPidSent,
+        Step::BarrierDone,
+        Step::DrainStarted,
+        Step::DrainDeadline,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::SuccessorSpawned => "successor-spawned",
+            Step::SuccessorTookFds => "successor-took-fds",
+            Step::Serving => "serving",
+            Step::ReadyWritten => "ready-written",
+            Step::MainPidSent => "mainpid-sent",
+            Step::BarrierDone => "barrier-done",
+            Step::DrainStarted => "drain-started",
+            Step::DrainDeadline => "drain-deadline",
+        }
+    }
+
+    /// True for steps the new process reaches; the others happen in the old one.
+    pub fn in_successor(self) -> bool {
+        matches!(self, Step::SuccessorTookFds | Step::Serving | Step::ReadyWritten)
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_step: Step) {}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point_with_peer(_step: Step, _peer: u32) {}
+
+/// Fires the configured fault if this process reached `step` (a new-process step; the peer is
+/// the parent).
+#[cfg(feature = "fault-injection")]
+pub fn point(step: Step) {
+    point_with_peer(step, std::os::unix::process::parent_id());
+}
+
+/// Fires the configured fault if this process reached `step`; `peer` is the other process.
+#[cfg(feature = "fault-injection")]
+pub fn point_with_peer(step: Step, peer: u32) {
+    use nix::sys::signal::{Signal, kill};
+    let Ok(spec) = std::env::var("HEIRD_FAULT") else {
+        return;
+    };
+    let Some((want, action)) = spec.split_once(':') else {
+        return;
+    };
+    if want != step.name() {
+        return;
+    }
+    // Only the first handoff: generation 1 (old) to 2 (new).
+    let generation = GENERATION.load(std::sync::atomic::Ordering::SeqCst);
+    let me_new = step.in_successor();
+    if (me_new && generation != 2) || (!me_new && generation != 1) {
+        return;
+    }
+    let me = std::process::id();
+    let (old, new) = if me_new { (peer, me) } else { (me, peer) };
+    let (target, sig) = match action {
+        "kill-old" => (old, Signal::SIGKILL),
+        "kill-new" => (new, Signal::SIGKILL),
+        "stop-old" => (old, Signal::SIGSTOP),
+        "stop-new" => (new, Signal::SIGSTOP),
+        _ => return,
+    };
+    tracing::warn!(step = step.name(), action, target, "fault injection");
+    let _ = kill(nix::unistd::Pid::from_raw(target as i32), sig);
+}
+
+#[cfg(feature = "fault-injection")]
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Tells the fault hooks which generation this process is.
+pub fn set_generation(_generation: u64) {
+    #[cfg(feature = "fault-injection")]
+    GENERATION.store(_generation, std::sync::atomic::Ordering::SeqCst);
+}
