@@ -1,8 +1,10 @@
 //! Fault injection for tests, behind the cargo feature `fault-injection` (off in release builds
 //! and packages; without it, [`point`] is an empty inline function and no hook exists).
 //!
-//! `HEIRD_FAULT=<step>:<action>` makes the first handoff (generation 1 → 2) stop or kill the old
-//! or the new process when either of them reaches `<step>`. Actions: `kill-old`, `kill-new`,
+//! `HEIRD_FAULT=<step>:<action>` makes the first handoff attempt (generation 1 → 2) stop or kill
+//! the old or the new process when either of them reaches `<step>`. Later attempts run clean: the
+//! old process fires only during its first attempt and passes `HEIRD_FAULT` only to its first
+//! successor. Actions: `kill-old`, `kill-new`,
 //! `stop-old`, `stop-new` (SIGKILL or SIGSTOP).
 
 /// The named steps of a handoff, in order.
@@ -85,10 +87,11 @@ pub fn point_with_peer(step: Step, peer: u32) {
     if want != step.name() {
         return;
     }
-    // Only the first handoff: generation 1 (old) to 2 (new).
+    // Only the first handoff attempt: generation 1 (old) to 2 (new).
     let generation = GENERATION.load(std::sync::atomic::Ordering::SeqCst);
     let me_new = step.in_successor();
-    if (me_new && generation != 2) || (!me_new && generation != 1) {
+    let first_attempt = ATTEMPTS.load(std::sync::atomic::Ordering::SeqCst) <= 1;
+    if (me_new && generation != 2) || (!me_new && (generation != 1 || !first_attempt)) {
         return;
     }
     let me = std::process::id();
@@ -102,6 +105,18 @@ pub fn point_with_peer(step: Step, peer: u32) {
     };
     tracing::warn!(step = step.name(), action, target, "fault injection");
     let _ = kill(nix::unistd::Pid::from_raw(target as i32), sig);
+}
+
+#[cfg(feature = "fault-injection")]
+static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a handoff attempt of this process; returns false when `HEIRD_FAULT` must not be passed
+/// to this attempt's successor (it is not the first attempt). Always true without the feature.
+pub fn handoff_attempt() -> bool {
+    #[cfg(feature = "fault-injection")]
+    return ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+    #[cfg(not(feature = "fault-injection"))]
+    true
 }
 
 #[cfg(feature = "fault-injection")]

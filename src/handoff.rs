@@ -331,8 +331,10 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
             "WATCHDOG_PID",
         ])
         .collect();
+    let pass_fault = crate::fault::handoff_attempt();
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| !replaced.iter().any(|r| k.as_bytes() == r.as_bytes()))
+        .filter(|(k, _)| pass_fault || k.as_bytes() != b"HEIRD_FAULT")
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -374,16 +376,24 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
     let channel = Channel::new(ours).map_err(HandoffError::Channel)?;
 
     let outcome = tokio::select! {
+        // A message that is there wins over a timeout that expired at the same time (e.g. when
+        // this process was stopped for a while).
+        biased;
         msg = channel.recv() => Some(msg),
         // It exited: it may have said why on the channel first (a config error, say).
         _ = pidfd.readable() => match tokio::time::timeout(Duration::from_millis(200), channel.recv()).await {
             Ok(Ok(Some(msg))) => Some(Ok(Some(msg))),
             _ => None,
         },
-        _ = tokio::time::sleep(s.timeout) => {
-            let status = kill_and_reap(pid, &pidfd).await;
-            return Err(HandoffError::Timeout { pid, timeout: s.timeout, status });
-        }
+        // Time is up; a last look at the channel first (a process that was stopped past the
+        // timeout wakes with the message already waiting, before the reactor has seen it).
+        _ = tokio::time::sleep(s.timeout) => match tokio::time::timeout(Duration::from_millis(100), channel.recv()).await {
+            Ok(Ok(Some(msg))) => Some(Ok(Some(msg))),
+            _ => {
+                let status = kill_and_reap(pid, &pidfd).await;
+                return Err(HandoffError::Timeout { pid, timeout: s.timeout, status });
+            }
+        },
     };
     match outcome {
         Some(Ok(Some(msg))) => {
@@ -485,4 +495,9 @@ pub async fn announce_ready(channel: &Channel) -> io::Result<()> {
     channel
         .send(format!("ready {}", std::process::id()).as_bytes())
         .await
+}
+
+/// Reaps a successor that died after the handover (it is still our child).
+pub async fn reap_dead(successor: &Successor) -> String {
+    kill_and_reap(successor.pid, &successor.pidfd).await
 }

@@ -390,8 +390,10 @@ impl Service {
             if !died {
                 break 'life exit;
             }
+            let status = handoff::reap_dead(&successor).await;
             error!(
                 successor = successor.pid,
+                %status,
                 "the successor died after the handover; taking the service back"
             );
             notify::send(&[
@@ -441,9 +443,10 @@ fn log_drain(open: usize, left: usize, opts: &Options) {
     }
 }
 
-/// True when the successor has exited (its pidfd is readable), without waiting.
+/// True when the successor has exited (its pidfd is readable) or does within a short grace
+/// (a kill that was just sent takes a moment to land).
 async fn has_exited(successor: &Successor) -> bool {
-    tokio::time::timeout(Duration::ZERO, successor.pidfd.readable())
+    tokio::time::timeout(Duration::from_millis(100), successor.pidfd.readable())
         .await
         .is_ok()
 }
