@@ -4,6 +4,7 @@
 //! - the service ends up served by exactly one process, the one `docs/FAULTS.md` names;
 //! - the next handoff works;
 //! - no zombie and no stray process is left.
+//!
 //! Failed requests can only be those in flight on a killed or stopped process; each case prints
 //! its count.
 
@@ -17,8 +18,7 @@ use nix::unistd::Pid;
 use support::load::{self, LoadConfig};
 use support::proc::*;
 
-/// handoff_timeout; a stopped process stays stopped longer than this.
-const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+/// A stopped process stays stopped longer than handoff_timeout (2 s, in the config below).
 const STOP_FOR: Duration = Duration::from_millis(2500);
 
 /// Who serves at the end, per docs/FAULTS.md.
