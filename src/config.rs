@@ -312,3 +312,36 @@ mod tests {
         assert!(e.contains("greeting"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary text as a config file: never a panic; errors name the file.
+        #[test]
+        fn config_never_panics(text in ".{0,200}") {
+            if let Err(e) = Config::parse(&text, Path::new("p.toml")) {
+                prop_assert!(e.to_string().contains("p.toml"));
+            }
+        }
+
+        /// Arbitrary values for every key.
+        #[test]
+        fn config_values_never_panic(key in proptest::sample::select(vec![
+            "greeting", "listen", "drain_timeout", "idle_close_grace", "max_sleep",
+            "handoff_timeout", "log_level", "watchdog_stall", "move_connections",
+        ]), value in ".{0,30}") {
+            let text = format!("{key} = {value:?}\n");
+            if let Err(e) = Config::parse(&text, Path::new("p.toml")) {
+                prop_assert!(e.to_string().contains("p.toml"));
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(s in ".{0,30}") {
+            let _ = parse_duration(&s);
+        }
+    }
+}

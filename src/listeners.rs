@@ -665,3 +665,51 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any environment values: never a panic; every error names the variable it is about.
+        #[test]
+        fn listen_env_never_panics(
+            pid in proptest::option::of(".{0,12}"),
+            fds in proptest::option::of(".{0,12}"),
+            names in proptest::option::of(".{0,40}"),
+            sources in proptest::option::of(".{0,40}"),
+        ) {
+            match parse_listen_env(pid.as_deref(), fds.as_deref(), names.as_deref(), sources.as_deref(), 42) {
+                Ok(ListenEnv::Ours { count, names, sources }) => {
+                    prop_assert_eq!(names.len(), count as usize);
+                    prop_assert_eq!(sources.len(), count as usize);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let m = e.to_string();
+                    prop_assert!(m.contains("LISTEN_"), "{}", m);
+                }
+            }
+        }
+
+        #[test]
+        fn listen_env_counts_round_trip(count in 0u32..100, extra in 0usize..3) {
+            let names: Vec<String> = (0..count as usize + extra).map(|i| format!("n{i}")).collect();
+            let r = parse_listen_env(Some("42"), Some(&count.to_string()), Some(&names.join(":")), None, 42);
+            if extra == 0 || count == 0 && names.is_empty() {
+                prop_assert!(r.is_ok());
+            } else {
+                prop_assert!(r.is_err());
+            }
+        }
+
+        #[test]
+        fn addresses_never_panic(s in ".{0,80}") {
+            match ListenAddr::parse(&s) {
+                Ok(a) => prop_assert!(!a.default_name().contains(':')),
+                Err(e) => prop_assert!(e.to_string().contains("listen address")),
+            }
+        }
+    }
+}

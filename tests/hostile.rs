@@ -1,0 +1,208 @@
+//! Hostile input and resources: slow-header clients, running out of fds, and the control
+//! socket against other users and garbage.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::proc::*;
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_sec() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64
+}
+
+/// 200 connections that send one header byte a second.
+fn slowloris(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut conns: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+        let header = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < header.len() {
+            conns.retain_mut(|c| c.write_all(&header[i..i + 1]).is_ok());
+            i += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+}
+
+#[test]
+fn slowloris_does_not_starve_others_and_the_drain_still_ends_by_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "drain_timeout = \"2s\"\n").unwrap();
+    let addr = free_addr();
+    let mut h = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+    )
+    .start();
+    wait_serving(addr, &h);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = slowloris(addr, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    // Steady state: others are served promptly.
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        assert_eq!(get(addr, "/").unwrap().0, 200);
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "slow answer under slowloris: {:?}",
+            t0.elapsed()
+        );
+    }
+    // A handoff under slowloris works, and its drain ends by the deadline.
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}");
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    assert!(
+        wait_gone(h.pid(), Duration::from_secs(5)),
+        "old process still draining after 5 s"
+    );
+    // SIGTERM while slowloris continues: exits within the deadline (2 s) plus a margin.
+    let new = info(addr)["pid"].as_u64().unwrap() as u32;
+    let t0 = Instant::now();
+    kill(Pid::from_raw(new as i32), Signal::SIGTERM).unwrap();
+    assert!(
+        wait_gone(new, Duration::from_secs(5)),
+        "did not exit under slowloris"
+    );
+    eprintln!("stop under slowloris took {:?}", t0.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.join().unwrap();
+    let _ = h.wait_timeout(Duration::from_secs(1));
+}
+
+#[test]
+fn out_of_fds_neither_spins_nor_dies_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut sp = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()]);
+    sp.bin = "/bin/sh".into();
+    sp.args = vec![
+        "-c".into(),
+        format!("ulimit -n 64 && exec {BIN} serve --listen {addr}"),
+    ];
+    let h = sp.start();
+    wait_serving(addr, &h);
+    let pid = h.child.id();
+    let flood_for = Duration::from_secs(3);
+    let t0 = Instant::now();
+    let c0 = cpu_ticks(pid);
+    // 300 concurrent clients that hold their connection open.
+    let mut held = Vec::new();
+    while t0.elapsed() < flood_for {
+        if held.len() < 300 {
+            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                held.push(s);
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - c0) as f64 / ticks_per_sec() as f64 / secs;
+    eprintln!(
+        "fd flood: {} connections held, server CPU {:.0}% of one core",
+        held.len(),
+        cpu * 100.0
+    );
+    assert!(
+        state(pid).is_some_and(|s| s != 'Z'),
+        "server died\n{}",
+        h.describe()
+    );
+    assert!(cpu < 0.5, "accept loop spins: {:.0}% CPU", cpu * 100.0);
+    drop(held);
+    // Once the flood stops, it answers again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((200, _)) = get(addr, "/") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer after the flood\n{}",
+            h.describe()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn control_socket_refuses_other_users_and_survives_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory other users can enter, so that only the socket's own mode protects it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let addr = free_addr();
+    let h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()]).start();
+    wait_serving(addr, &h);
+    let sock = dir.path().join("control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // As `nobody`: no reload, no answer.
+    let out = Command::new(BIN)
+        .args(["reload", "--timeout", "5s", "--socket"])
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Permission denied") || err.contains("permission denied"),
+        "{err}"
+    );
+    assert_eq!(
+        info(addr)["pid"].as_u64().unwrap() as u32,
+        h.pid(),
+        "a reload happened"
+    );
+    // Garbage, a silent client, and a flood of bytes: the service stays up and answers.
+    let mut silent = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    for junk in [
+        &b"\x00\xff\xfe garbage\n"[..],
+        b"reload now please\n",
+        &[b'x'; 100_000][..],
+    ] {
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        let _ = c.write_all(junk);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(!answer.starts_with("ok"), "{answer}");
+    }
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    // The silent client is dropped after 2 s, and a real reload still works meanwhile.
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}");
+    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = String::new();
+    let _ = silent.read_to_string(&mut buf);
+    assert!(!buf.starts_with("ok"), "{buf}");
+}
