@@ -37,3 +37,8 @@ pub fn remove(name: &str) {
     notify::send(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
     info!(name, "listener removed from the fd store");
 }
+
+/// Removes the stored fds named `name`, logging only at debug level (used per connection).
+pub fn remove_quietly(name: &str) {
+    notify::send(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
+}

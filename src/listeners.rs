@@ -260,7 +260,7 @@ pub struct Acquire {
 }
 
 /// The listeners and what happened on the way.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Acquired {
     pub listeners: Vec<Listener>,
     /// Set when `LISTEN_FDS` was present but meant for another process.
@@ -269,6 +269,9 @@ pub struct Acquired {
     pub store: Vec<usize>,
     /// Names of stored sockets that are no longer wanted, to remove from the fd store.
     pub unstore: Vec<String>,
+    /// Keep-alive connections a previous process stored at its stop (name, fd), to be served
+    /// and then removed from the store.
+    pub connections: Vec<(String, OwnedFd)>,
 }
 
 /// Prefix of the names under which heird keeps the sockets it bound in systemd's fd store.
@@ -286,9 +289,8 @@ fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Res
         let unstore = stored.iter().map(|l| l.name.clone()).collect();
         return Ok(Acquired {
             listeners: unit,
-            ignored: None,
-            store: Vec::new(),
             unstore,
+            ..Acquired::default()
         });
     }
     let mut out = Vec::new();
@@ -310,9 +312,9 @@ fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Res
     let unstore = stored.iter().map(|l| l.name.clone()).collect();
     Ok(Acquired {
         listeners: out,
-        ignored: None,
         store,
         unstore,
+        ..Acquired::default()
     })
 }
 
@@ -337,6 +339,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
             sources,
         } if count > 0 => {
             let from_predecessor = sources.iter().any(Option::is_some);
+            let mut connections = Vec::new();
             let mut out = Vec::with_capacity(count as usize);
             for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
                 let fd = LISTEN_FDS_START + i as RawFd;
@@ -352,19 +355,26 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
                         count,
                     })?;
                 let name = name.unwrap_or_else(|| format!("fd{fd}"));
+                // A keep-alive connection a previous process left in the fd store.
+                if name.starts_with(crate::server::STORED_CONN_PREFIX) {
+                    connections.push((name, owned));
+                    continue;
+                }
                 let source = source.unwrap_or(Source::Systemd);
                 out.push(validate(owned, name, source, &origin)?);
             }
             // From a predecessor (it says where each fd came from): take them all, as they are.
-            if from_predecessor {
-                return Ok(Acquired {
+            let mut acquired = if from_predecessor {
+                Acquired {
                     listeners: out,
                     ignored,
-                    store: Vec::new(),
-                    unstore: Vec::new(),
-                });
-            }
-            return reconcile_with_store(out, &opts.bind);
+                    ..Acquired::default()
+                }
+            } else {
+                reconcile_with_store(out, &opts.bind)?
+            };
+            acquired.connections = connections;
+            return Ok(acquired);
         }
         ListenEnv::NotForUs { listen_pid, count } => {
             // The fds belong to someone else; keep them out of our children.
@@ -404,8 +414,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
         return Ok(Acquired {
             listeners: out,
             ignored,
-            store: Vec::new(),
-            unstore: Vec::new(),
+            ..Acquired::default()
         });
     }
     let mut out = Vec::new();
@@ -417,7 +426,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
         listeners: out,
         ignored,
         store,
-        unstore: Vec::new(),
+        ..Acquired::default()
     })
 }
 

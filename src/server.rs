@@ -72,8 +72,9 @@ struct ConnCtx {
     router: Router,
     drain: Drain,
     settings: ServeSettings,
-    /// Set once a successor took over and accepts moved connections.
-    mover: OnceLock<Arc<Channel>>,
+    /// Set when draining connections go somewhere instead of closing: to a successor that
+    /// took over, or into systemd's fd store for the next process after a restart.
+    mover: OnceLock<Mover>,
     moved: AtomicU64,
     not_moved: AtomicU64,
 }
@@ -128,8 +129,27 @@ impl Server {
     /// closing. Call before starting the drain.
     pub fn move_to(&self, channel: Arc<Channel>) {
         if self.ctx.settings.move_connections {
-            let _ = self.ctx.mover.set(channel);
+            let _ = self.ctx.mover.set(Mover::Successor(channel));
         }
+    }
+
+    /// From now on (a stop under systemd with an fd store), idle connections go into the fd
+    /// store, for the next process to serve after a restart. Call before starting the drain.
+    pub fn store_on_stop(&self) {
+        if self.ctx.settings.move_connections {
+            let _ = self.ctx.mover.set(Mover::Store);
+        }
+    }
+
+    /// Serves a connection that systemd's fd store gave back at start (see
+    /// [`stored_connection_name`]); returns false for a name that is not a stored connection.
+    pub fn adopt_stored(&self, name: &str, fd: OwnedFd) -> io::Result<bool> {
+        let Some((kind, moves)) = parse_stored_name(name) else {
+            return Ok(false);
+        };
+        let header = format!("conn {} {moves}\n", kind.as_str());
+        self.adopt(header.as_bytes(), fd)?;
+        Ok(true)
     }
 
     /// (moved, not moved) connection counts of this process's drain.
@@ -305,7 +325,7 @@ async fn serve_connection<S: Movable>(io: Prefixed<S>, ctx: Arc<ConnCtx>, moves:
         _ = ctx.drain.started() => {}
     }
 
-    if let Some(channel) = ctx.mover.get().cloned() {
+    if let Some(mover) = ctx.mover.get() {
         // Wait until no request of this connection is in the handler or being answered.
         loop {
             let idle = state.idle.notified();
@@ -329,7 +349,11 @@ async fn serve_connection<S: Movable>(io: Prefixed<S>, ctx: Arc<ConnCtx>, moves:
         }
         let parts = conn.into_parts();
         let Tracked { inner: prefixed, .. } = parts.io.into_inner();
-        match send_moved(&channel, prefixed, parts.read_buf, moves + 1).await {
+        let sent = match mover {
+            Mover::Successor(channel) => send_moved(channel, prefixed, parts.read_buf, moves + 1).await,
+            Mover::Store => store_moved(prefixed, parts.read_buf, moves + 1),
+        };
+        match sent {
             Ok(()) => {
                 ctx.moved.fetch_add(1, Ordering::SeqCst);
             }
@@ -363,6 +387,48 @@ async fn serve_connection<S: Movable>(io: Prefixed<S>, ctx: Arc<ConnCtx>, moves:
     }
     Pin::new(&mut conn).graceful_shutdown();
     log_conn_end(conn.await);
+}
+
+/// Where draining connections go instead of closing.
+enum Mover {
+    Successor(Arc<Channel>),
+    Store,
+}
+
+/// Prefix of the fd-store names of stored connections: `conn-<tcp|unix>-<moves>-<pid>-<n>`.
+pub const STORED_CONN_PREFIX: &str = "conn-";
+
+/// Stores one idle connection in systemd's fd store. Only a connection with no unparsed bytes
+/// is stored (its next request has not started); one with bytes pending is closed instead.
+fn store_moved<S: Movable>(io: Prefixed<S>, read_buf: Bytes, moves: u32) -> io::Result<()> {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let (fd, unread) = io.into_fd()?;
+    if !unread.is_empty() || !read_buf.is_empty() {
+        return Err(io::Error::other("a request had started; not stored"));
+    }
+    let name = format!(
+        "{STORED_CONN_PREFIX}{}-{moves}-{}-{}",
+        S::KIND.as_str(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let states = [
+        crate::notify::NotifyState::FdStore,
+        crate::notify::NotifyState::FdName(&name),
+    ];
+    sd_notify::notify_with_fds(&states, &[fd.as_fd()])
+}
+
+/// `conn-tcp-2-1234-7` → (tcp, 2 moves).
+fn parse_stored_name(name: &str) -> Option<(Kind, u32)> {
+    let mut it = name.strip_prefix(STORED_CONN_PREFIX)?.split('-');
+    let kind = match it.next()? {
+        "tcp" => Kind::Tcp,
+        "unix" => Kind::Unix,
+        _ => return None,
+    };
+    Some((kind, it.next()?.parse().ok()?))
 }
 
 /// Sends one connection to the successor: header `conn <tcp|unix> <moves>\n`, then the bytes
@@ -557,8 +623,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 /// Logs the outcome of moving connections at the end of a drain.
 pub fn log_moves(server: &Server) {
     let (moved, not_moved) = server.move_counts();
+    let to = match server.ctx.mover.get() {
+        Some(Mover::Store) => "the fd store",
+        _ => "the successor",
+    };
     if moved + not_moved > 0 {
-        info!(moved, not_moved, "connections moved to the successor");
+        info!(moved, not_moved, to, "connections moved; the rest were closed");
     }
 }
 
@@ -575,5 +645,8 @@ mod tests {
         assert!(parse_move_header(b"conn udp 1\n").is_none());
         assert!(parse_move_header(b"primary").is_none());
         assert!(parse_move_header(b"conn tcp x\n").is_none());
+        assert_eq!(parse_stored_name("conn-tcp-2-1234-7"), Some((Kind::Tcp, 2)));
+        assert_eq!(parse_stored_name("conn-unix-0-1-0"), Some((Kind::Unix, 0)));
+        assert_eq!(parse_stored_name("bound-tcp-127.0.0.1_80"), None);
     }
 }

@@ -88,6 +88,8 @@ pub struct Service {
     exe: PathBuf,
     args: Vec<OsString>,
     ignored: Option<String>,
+    /// Keep-alive connections a previous process left in the fd store at its stop.
+    stored_connections: Vec<(String, OwnedFd)>,
 }
 
 impl Service {
@@ -132,6 +134,7 @@ impl Service {
             exe,
             args: std::env::args_os().skip(1).collect(),
             ignored: acquired.ignored,
+            stored_connections: acquired.connections,
         })
     }
 
@@ -155,6 +158,7 @@ impl Service {
             inherited,
             exe,
             args,
+            stored_connections,
             ..
         } = self;
         let generation = inherited.generation;
@@ -165,6 +169,19 @@ impl Service {
         let mut drain = Drain::new();
         let mut server = Server::spawn(&listeners, router.clone(), &drain, &opts.serve)
             .map_err(|e| report(RunError::Serve(e)))?;
+        // Connections the previous process stored at a restart: serve them, then take them out
+        // of the store (it holds a copy of each fd).
+        if !stored_connections.is_empty() {
+            let n = stored_connections.len();
+            for (name, fd) in stored_connections {
+                match server.adopt_stored(&name, fd) {
+                    Ok(_) => {}
+                    Err(e) => warn!(name, error = %e, "cannot serve a stored connection"),
+                }
+                crate::fdstore::remove_quietly(&name);
+            }
+            info!(connections = n, "took over connections from the fd store");
+        }
         let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| report(RunError::Signals(e)))?;
@@ -363,12 +380,18 @@ impl Service {
                 if let Some(path) = &control_path {
                     let _ = std::fs::remove_file(path);
                 }
-                // Release the sockets now (unless systemd holds them), then drain.
+                // Release the sockets now (unless systemd holds them), then drain. Under systemd
+                // with an fd store, idle keep-alive connections wait there for the next process
+                // (a restart); a final stop releases the store, which closes them.
                 drop(listeners);
+                if primary && crate::fdstore::available() {
+                    server.store_on_stop();
+                }
                 drain.start();
                 let open = drain.open_connections();
                 let left = drain.wait(opts.drain_timeout).await;
                 log_drain(open, left, &opts);
+                server::log_moves(&server);
                 break 'life exit;
             }
 

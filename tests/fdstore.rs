@@ -118,3 +118,94 @@ fn handoff_leaves_the_store_alone() {
     let stores_after = n.seen.iter().filter(|(_, m)| m.contains("FDSTORE")).count();
     assert_eq!(stores_before, stores_after, "{:?}", n.seen);
 }
+
+/// A restart under systemd: at SIGTERM the old process leaves its idle keep-alive connection in
+/// the fd store; the next process gets it back in LISTEN_FDS, serves it on the same TCP
+/// connection, and removes it from the store.
+#[test]
+fn idle_connection_survives_a_restart_through_the_store() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let mut h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    wait_serving(addr, &h);
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut ask = |w: &mut std::net::TcpStream, r: &mut BufReader<std::net::TcpStream>| {
+        w.write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "connection closed after {head:?}"
+            );
+            if line == "\r\n" {
+                break;
+            }
+            head += &line;
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap();
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let v1 = ask(&mut w, &mut r);
+    assert_eq!(v1["pid"].as_u64().unwrap() as u32, h.pid());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        h.wait_timeout(Duration::from_secs(10)).unwrap().success(),
+        "{}",
+        h.describe()
+    );
+    n.drain_for(Duration::from_millis(200));
+    // What systemd would pass to the next process: everything in the store, by name.
+    let stored: Vec<(String, std::os::fd::OwnedFd)> = std::mem::take(&mut *n.store.lock().unwrap());
+    let names: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.iter().any(|k| k.starts_with("bound-")), "{names:?}");
+    let conn_name = names
+        .iter()
+        .find(|k| k.starts_with("conn-tcp-1-"))
+        .expect("connection stored")
+        .to_string();
+    let mut sp = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()]);
+    sp.fds = stored.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    sp.listen_pid_self = true;
+    let h2 = sp
+        .env("LISTEN_FDS", &stored.len().to_string())
+        .env("LISTEN_FDNAMES", &names.join(":"))
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop(stored);
+    wait_serving(addr, &h2);
+    let v2 = ask(&mut w, &mut r);
+    assert_eq!(
+        v2["pid"].as_u64().unwrap() as u32,
+        h2.pid(),
+        "{v2}\n{}",
+        h2.describe()
+    );
+    assert_eq!(v2["connection_moves"], 1, "{v2}");
+    n.drain_for(Duration::from_millis(200));
+    assert!(
+        has(&n, |m| m.contains("FDSTOREREMOVE=1")
+            && m.contains(&format!("FDNAME={conn_name}"))),
+        "{:?}",
+        n.seen
+    );
+}

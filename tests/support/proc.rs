@@ -22,6 +22,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_heird");
 pub struct FakeNotify {
     pub path: PathBuf,
     log: std::sync::Arc<std::sync::Mutex<Vec<(u32, String)>>>,
+    /// Like systemd's fd store: fds sent with `FDSTORE=1`, by `FDNAME=`, until removed.
+    pub store: std::sync::Arc<std::sync::Mutex<Vec<(String, OwnedFd)>>>,
     cursor: usize,
     /// Messages consumed so far by `wait_for`/`drain_for`, in arrival order.
     pub seen: Vec<(u32, String)>,
@@ -33,19 +35,35 @@ impl FakeNotify {
         let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         setsockopt(&sock, sockopt::PassCred, &true).unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let weak = std::sync::Arc::downgrade(&log);
+        let store2 = store.clone();
         std::thread::spawn(move || {
             sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
             loop {
                 let Some(log) = weak.upgrade() else { return };
-                if let Some(m) = recv(&sock) {
-                    log.lock().unwrap().push(m);
+                if let Some((pid, msg, fds)) = recv(&sock) {
+                    let name = msg
+                        .lines()
+                        .find_map(|l| l.strip_prefix("FDNAME="))
+                        .map(str::to_string);
+                    let mut st = store2.lock().unwrap();
+                    match name {
+                        Some(n) if msg.lines().any(|l| l == "FDSTORE=1") => {
+                            st.extend(fds.into_iter().map(|fd| (n.clone(), fd)));
+                        }
+                        Some(n) if msg.lines().any(|l| l == "FDSTOREREMOVE=1") => st.retain(|(k, _)| *k != n),
+                        _ => {} // other fds (BARRIER=1) are closed at once, as systemd does
+                    }
+                    drop(st);
+                    log.lock().unwrap().push((pid, msg));
                 }
             }
         });
         FakeNotify {
             path,
             log,
+            store,
             cursor: 0,
             seen: Vec::new(),
         }
@@ -76,26 +94,27 @@ impl FakeNotify {
     }
 }
 
-fn recv(sock: &std::os::unix::net::UnixDatagram) -> Option<(u32, String)> {
+fn recv(sock: &std::os::unix::net::UnixDatagram) -> Option<(u32, String, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; 4096];
     let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 8]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let msg =
-        recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).ok()?;
+        recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
     let mut pid = 0;
+    let mut owned = Vec::new();
     for c in msg.cmsgs().ok()? {
         match c {
             ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid() as u32,
             ControlMessageOwned::ScmRights(fds) => {
-                for fd in fds {
-                    let _ = nix::unistd::close(fd);
-                }
+                use std::os::fd::FromRawFd;
+                // SAFETY: the kernel just installed these fds for us; nothing else owns them.
+                owned.extend(fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
             }
             _ => {}
         }
     }
     let n = msg.bytes;
-    Some((pid, String::from_utf8_lossy(&buf[..n]).to_string()))
+    Some((pid, String::from_utf8_lossy(&buf[..n]).to_string(), owned))
 }
 
 /// A running heird process (the first one the test spawned); killed on drop.
