@@ -343,3 +343,12 @@ fn two_instances_on_one_address_second_fails_with_78() {
     assert!(h2.stderr().contains("cannot bind"), "{}", h2.describe());
     assert_eq!(get(addr, "/").unwrap().0, 200);
 }
+
+#[test]
+fn shipped_config_file_is_valid() {
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/heird.toml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
