@@ -24,11 +24,25 @@ fn start(config: &str) -> Setup {
     std::fs::write(&cfg, config).unwrap();
     let notify = FakeNotify::new(dir.path());
     let addr = free_addr();
-    let h = Spawn::new(dir.path(), &["serve", "--config", cfg.to_str().unwrap(), "--listen", &addr.to_string()])
-        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
-        .start();
+    let h = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+    )
+    .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
+    .start();
     wait_serving(addr, &h);
-    Setup { dir, addr, _notify: notify, h }
+    Setup {
+        dir,
+        addr,
+        _notify: notify,
+        h,
+    }
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns (headers, body).
@@ -45,7 +59,11 @@ fn read_response(r: &mut BufReader<TcpStream>) -> (String, String) {
     }
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .expect("content-length");
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).unwrap();
@@ -139,7 +157,9 @@ fn pipelined_requests_across_the_handoff_are_answered_once_each_in_order() {
     assert!(json(&b2)["pid"].is_u64(), "{b2}");
     assert!(reloader.join().unwrap().0);
     // Nothing more arrives: no duplicate answer.
-    r.get_ref().set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut extra = [0u8; 1];
     assert!(r.read(&mut extra).is_err(), "an unexpected extra byte arrived");
 }
@@ -204,7 +224,9 @@ fn moving_1000_idle_connections_costs_only_what_they_need() {
     let rss_with = rss_kib(new);
     // Every connection is still alive and now served by the successor.
     for c in conns.iter_mut() {
-        c.get_mut().write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.get_mut()
+            .write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
     }
     let mut moved = 0;
     for c in conns.iter_mut() {
@@ -221,15 +243,65 @@ fn moving_1000_idle_connections_costs_only_what_they_need() {
     eprintln!(
         "1000 moved connections: fds {fds_with} (vs {fds_without} after they closed), RSS {rss_with} KiB (vs {rss_without} KiB)"
     );
-    assert!(fds_with >= fds_without + 1000 && fds_with <= fds_without + 1010, "fds {fds_with} vs {fds_without}");
+    assert!(
+        fds_with >= fds_without + 1000 && fds_with <= fds_without + 1010,
+        "fds {fds_with} vs {fds_without}"
+    );
     // Generous bound: 1000 idle hyper connections need well under 64 KiB each.
-    assert!(rss_with < rss_without + 64 * 1000, "RSS {rss_with} KiB vs {rss_without} KiB");
+    assert!(
+        rss_with < rss_without + 64 * 1000,
+        "RSS {rss_with} KiB vs {rss_without} KiB"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
         .unwrap()
+}
+
+/// Prints the handoff time with 1, 100 and 1000 idle connections (a figure, not an assertion
+/// on time): from `heird reload` to its answer, and until every connection is answered by the
+/// new process.
+#[test]
+fn handoff_time_with_idle_connections() {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard.min(8192), hard);
+    for n in [1usize, 100, 1000] {
+        let s = start("");
+        let mut conns: Vec<BufReader<TcpStream>> = (0..n)
+            .map(|_| {
+                let mut c = TcpStream::connect(s.addr).unwrap();
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                BufReader::new(c)
+            })
+            .collect();
+        for c in conns.iter_mut() {
+            read_response(c);
+        }
+        let t0 = std::time::Instant::now();
+        reload_ok(s.dir.path());
+        let answered = t0.elapsed();
+        for c in conns.iter_mut() {
+            c.get_mut()
+                .write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        let mut moved = 0;
+        for c in conns.iter_mut() {
+            moved += (json(&read_response(c).1)["connection_moves"] == 1) as usize;
+        }
+        let all = t0.elapsed();
+        eprintln!(
+            "handoff with {n} idle connections: reload answered after {:.1} ms, all {n} answered by the new process after {:.1} ms",
+            answered.as_secs_f64() * 1e3,
+            all.as_secs_f64() * 1e3
+        );
+        assert_eq!(moved, n);
+    }
 }
