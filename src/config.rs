@@ -11,13 +11,19 @@ use serde::Deserialize;
 
 use crate::listeners::{ListenAddr, ListenError};
 
+/// `heird --version`; a test build with fault-injection hooks says so.
+#[cfg(not(feature = "fault-injection"))]
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "fault-injection")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (fault-injection test build)");
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "HEIRD_CONFIG";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "heird",
-    version,
+    version = VERSION,
     about = "A systemd-native HTTP service with zero-downtime handoff"
 )]
 pub struct Cli {
