@@ -356,7 +356,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
                     })?;
                 let name = name.unwrap_or_else(|| format!("fd{fd}"));
                 // A keep-alive connection a previous process left in the fd store.
-                if name.starts_with(crate::server::STORED_CONN_PREFIX) {
+                if crate::server::is_stored_connection(&name) {
                     connections.push((name, owned));
                     continue;
                 }

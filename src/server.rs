@@ -141,15 +141,40 @@ impl Server {
         }
     }
 
-    /// Serves a connection that systemd's fd store gave back at start (see
-    /// [`stored_connection_name`]); returns false for a name that is not a stored connection.
-    pub fn adopt_stored(&self, name: &str, fd: OwnedFd) -> io::Result<bool> {
-        let Some((kind, moves)) = parse_stored_name(name) else {
-            return Ok(false);
-        };
-        let header = format!("conn {} {moves}\n", kind.as_str());
-        self.adopt(header.as_bytes(), fd)?;
-        Ok(true)
+    /// Serves the connections systemd's fd store gave back at start (fds named `conn-…`, with
+    /// their unparsed bytes in `cbuf-…` memfds); returns the names to remove from the store.
+    pub fn adopt_stored(&self, stored: Vec<(String, OwnedFd)>) -> Vec<String> {
+        let mut bufs = std::collections::HashMap::new();
+        let mut conns = Vec::new();
+        let mut names = Vec::new();
+        for (name, fd) in stored {
+            if let Some(id) = name.strip_prefix(STORED_BUF_PREFIX) {
+                bufs.insert(id.to_string(), fd);
+            } else {
+                conns.push((name.clone(), fd));
+            }
+            names.push(name);
+        }
+        for (name, fd) in conns {
+            let Some((kind, moves, id)) = parse_stored_name(&name) else {
+                warn!(name, "not a stored connection name; closed");
+                continue;
+            };
+            let prefix = match bufs.remove(id).map(read_memfd) {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    warn!(name, error = %e, "cannot read a stored connection's bytes; closed");
+                    continue;
+                }
+                None => Vec::new(),
+            };
+            let mut header = format!("conn {} {moves}\n", kind.as_str()).into_bytes();
+            header.extend_from_slice(&prefix);
+            if let Err(e) = self.adopt(&header, fd) {
+                warn!(name, error = %e, "cannot serve a stored connection");
+            }
+        }
+        names
     }
 
     /// (moved, not moved) connection counts of this process's drain.
@@ -182,6 +207,15 @@ impl Server {
         }
         Ok(())
     }
+}
+
+fn read_memfd(fd: OwnedFd) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::from(fd);
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut v = Vec::new();
+    f.take(MAX_MSG as u64).read_to_end(&mut v)?;
+    Ok(v)
 }
 
 /// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
@@ -397,38 +431,47 @@ enum Mover {
 
 /// Prefix of the fd-store names of stored connections: `conn-<tcp|unix>-<moves>-<pid>-<n>`.
 pub const STORED_CONN_PREFIX: &str = "conn-";
+/// Prefix of the fd-store names of a stored connection's unparsed bytes (a memfd):
+/// `cbuf-<pid>-<n>`, matching the connection's `<pid>-<n>`.
+pub const STORED_BUF_PREFIX: &str = "cbuf-";
 
-/// Stores one idle connection in systemd's fd store. Only a connection with no unparsed bytes
-/// is stored (its next request has not started); one with bytes pending is closed instead.
+/// Stores one idle connection in systemd's fd store, with the bytes read but not parsed yet (a
+/// request that had just started arriving) in a memfd stored beside it.
 fn store_moved<S: Movable>(io: Prefixed<S>, read_buf: Bytes, moves: u32) -> io::Result<()> {
+    use crate::notify::NotifyState;
     use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
     let (fd, unread) = io.into_fd()?;
+    let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     if !unread.is_empty() || !read_buf.is_empty() {
-        return Err(io::Error::other("a request had started; not stored"));
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let buf = memfd_create(c"heird-conn-bytes", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+        let mut f = std::fs::File::from(buf);
+        std::io::Write::write_all(&mut f, &unread)?;
+        std::io::Write::write_all(&mut f, &read_buf)?;
+        let name = format!("{STORED_BUF_PREFIX}{id}");
+        sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(&name)], &[f.as_fd()])?;
     }
-    let name = format!(
-        "{STORED_CONN_PREFIX}{}-{moves}-{}-{}",
-        S::KIND.as_str(),
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let states = [
-        crate::notify::NotifyState::FdStore,
-        crate::notify::NotifyState::FdName(&name),
-    ];
-    sd_notify::notify_with_fds(&states, &[fd.as_fd()])
+    let name = format!("{STORED_CONN_PREFIX}{}-{moves}-{id}", S::KIND.as_str());
+    sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(&name)], &[fd.as_fd()])
 }
 
-/// `conn-tcp-2-1234-7` → (tcp, 2 moves).
-fn parse_stored_name(name: &str) -> Option<(Kind, u32)> {
-    let mut it = name.strip_prefix(STORED_CONN_PREFIX)?.split('-');
-    let kind = match it.next()? {
+/// `conn-tcp-2-1234-7` → (tcp, 2 moves, "1234-7").
+fn parse_stored_name(name: &str) -> Option<(Kind, u32, &str)> {
+    let rest = name.strip_prefix(STORED_CONN_PREFIX)?;
+    let (kind, rest) = rest.split_once('-')?;
+    let kind = match kind {
         "tcp" => Kind::Tcp,
         "unix" => Kind::Unix,
         _ => return None,
     };
-    Some((kind, it.next()?.parse().ok()?))
+    let (moves, id) = rest.split_once('-')?;
+    Some((kind, moves.parse().ok()?, id))
+}
+
+/// True for fd-store names of stored connections and their bytes.
+pub fn is_stored_connection(name: &str) -> bool {
+    name.starts_with(STORED_CONN_PREFIX) || name.starts_with(STORED_BUF_PREFIX)
 }
 
 /// Sends one connection to the successor: header `conn <tcp|unix> <moves>\n`, then the bytes
@@ -645,8 +688,11 @@ mod tests {
         assert!(parse_move_header(b"conn udp 1\n").is_none());
         assert!(parse_move_header(b"primary").is_none());
         assert!(parse_move_header(b"conn tcp x\n").is_none());
-        assert_eq!(parse_stored_name("conn-tcp-2-1234-7"), Some((Kind::Tcp, 2)));
-        assert_eq!(parse_stored_name("conn-unix-0-1-0"), Some((Kind::Unix, 0)));
+        assert_eq!(
+            parse_stored_name("conn-tcp-2-1234-7"),
+            Some((Kind::Tcp, 2, "1234-7"))
+        );
+        assert_eq!(parse_stored_name("conn-unix-0-1-0"), Some((Kind::Unix, 0, "1-0")));
         assert_eq!(parse_stored_name("bound-tcp-127.0.0.1_80"), None);
     }
 }

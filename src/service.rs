@@ -172,15 +172,11 @@ impl Service {
         // Connections the previous process stored at a restart: serve them, then take them out
         // of the store (it holds a copy of each fd).
         if !stored_connections.is_empty() {
-            let n = stored_connections.len();
-            for (name, fd) in stored_connections {
-                match server.adopt_stored(&name, fd) {
-                    Ok(_) => {}
-                    Err(e) => warn!(name, error = %e, "cannot serve a stored connection"),
-                }
-                crate::fdstore::remove_quietly(&name);
+            let names = server.adopt_stored(stored_connections);
+            for name in &names {
+                crate::fdstore::remove_quietly(name);
             }
-            info!(connections = n, "took over connections from the fd store");
+            info!(fds = names.len(), "took over connections from the fd store");
         }
         let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
