@@ -347,7 +347,11 @@ fn two_instances_on_one_address_second_fails_with_78() {
 #[test]
 fn shipped_config_file_is_valid() {
     let out = std::process::Command::new(BIN)
-        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/heird.toml")])
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/heird.toml"),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

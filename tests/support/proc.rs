@@ -98,8 +98,13 @@ fn recv(sock: &std::os::unix::net::UnixDatagram) -> Option<(u32, String, Vec<Own
     let mut buf = vec![0u8; 4096];
     let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 8]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg =
-        recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
     let mut pid = 0;
     let mut owned = Vec::new();
     for c in msg.cmsgs().ok()? {
