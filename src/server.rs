@@ -196,13 +196,13 @@ impl Server {
                 let std = std::net::TcpStream::from(fd);
                 std.set_nonblocking(true)?;
                 let s = TcpStream::from_std(std)?;
-                tokio::spawn(serve_connection(Prefixed { prefix, inner: s }, ctx, moved.moves));
+                tokio::spawn(serve_connection(s, prefix, ctx, moved.moves));
             }
             Kind::Unix => {
                 let std = std::os::unix::net::UnixStream::from(fd);
                 std.set_nonblocking(true)?;
                 let s = UnixStream::from_std(std)?;
-                tokio::spawn(serve_connection(Prefixed { prefix, inner: s }, ctx, moved.moves));
+                tokio::spawn(serve_connection(s, prefix, ctx, moved.moves));
             }
         }
         Ok(())
@@ -234,14 +234,7 @@ where
         };
         match res {
             Ok(stream) => {
-                tokio::spawn(serve_connection(
-                    Prefixed {
-                        prefix: Bytes::new(),
-                        inner: stream,
-                    },
-                    ctx.clone(),
-                    0,
-                ));
+                tokio::spawn(serve_connection(stream, Bytes::new(), ctx.clone(), 0));
             }
             Err(e) => {
                 let resource = matches!(
@@ -315,11 +308,13 @@ impl hyper::body::Body for GuardedBody {
 
 type RespFuture = Pin<Box<dyn Future<Output = Result<Response<GuardedBody>, Infallible>> + Send>>;
 
-async fn serve_connection<S: Movable>(io: Prefixed<S>, ctx: Arc<ConnCtx>, moves: u32) {
+/// Serves one connection; `prefix` holds bytes a predecessor read but did not parse yet.
+async fn serve_connection<S: Movable>(stream: S, prefix: Bytes, ctx: Arc<ConnCtx>, moves: u32) {
     let _guard = ctx.drain.track();
     let state = Arc::new(ConnState::default());
-    let io = TokioIo::new(Tracked {
-        inner: io,
+    let io = TokioIo::new(ConnIo {
+        prefix,
+        inner: stream,
         state: state.clone(),
     });
     let svc_state = state.clone();
@@ -382,10 +377,10 @@ async fn serve_connection<S: Movable>(io: Prefixed<S>, ctx: Arc<ConnCtx>, moves:
             return;
         }
         let parts = conn.into_parts();
-        let Tracked { inner: prefixed, .. } = parts.io.into_inner();
+        let io = parts.io.into_inner();
         let sent = match mover {
-            Mover::Successor(channel) => send_moved(channel, prefixed, parts.read_buf, moves + 1).await,
-            Mover::Store => store_moved(prefixed, parts.read_buf, moves + 1),
+            Mover::Successor(channel) => send_moved(channel, io, parts.read_buf, moves + 1).await,
+            Mover::Store => store_moved(io, parts.read_buf, moves + 1),
         };
         match sent {
             Ok(()) => {
@@ -437,7 +432,7 @@ pub const STORED_BUF_PREFIX: &str = "cbuf-";
 
 /// Stores one idle connection in systemd's fd store, with the bytes read but not parsed yet (a
 /// request that had just started arriving) in a memfd stored beside it.
-fn store_moved<S: Movable>(io: Prefixed<S>, read_buf: Bytes, moves: u32) -> io::Result<()> {
+fn store_moved<S: Movable>(io: ConnIo<S>, read_buf: Bytes, moves: u32) -> io::Result<()> {
     use crate::notify::NotifyState;
     use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
@@ -478,7 +473,7 @@ pub fn is_stored_connection(name: &str) -> bool {
 /// read but not parsed yet, with the socket's fd attached.
 async fn send_moved<S: Movable>(
     channel: &Channel,
-    io: Prefixed<S>,
+    io: ConnIo<S>,
     read_buf: Bytes,
     moves: u32,
 ) -> io::Result<()> {
@@ -566,73 +561,37 @@ impl Movable for UnixStream {
     }
 }
 
-/// A stream that yields `prefix` (bytes a predecessor read but did not parse) before reading
-/// from the socket.
-struct Prefixed<S> {
+/// A connection's IO: yields `prefix` (bytes a predecessor read but did not parse) before
+/// reading from the socket, and counts bytes read, so that a drain can tell an idle connection
+/// from one that is receiving a request.
+struct ConnIo<S> {
     prefix: Bytes,
     inner: S,
+    state: Arc<ConnState>,
 }
 
-impl<S: Movable> Prefixed<S> {
+impl<S: Movable> ConnIo<S> {
     /// The socket and whatever of the prefix was not read yet.
     fn into_fd(self) -> io::Result<(OwnedFd, Bytes)> {
         Ok((self.inner.into_owned_fd()?, self.prefix))
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// An IO wrapper that counts bytes read, so a drain can tell an idle connection from one that
-/// is receiving a request.
-struct Tracked<S> {
-    inner: S,
-    state: Arc<ConnState>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = if self.prefix.is_empty() {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        } else {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            Poll::Ready(Ok(()))
+        };
         let n = buf.filled().len() - before;
         if n > 0 {
             self.state.bytes_read.fetch_add(n as u64, Ordering::SeqCst);
@@ -641,7 +600,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }

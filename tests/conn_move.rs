@@ -3,71 +3,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use support::load::{self, LoadConfig};
 use support::proc::*;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    _notify: FakeNotify,
-    h: Heird,
-}
-
 fn start(config: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("heird.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let notify = FakeNotify::new(dir.path());
-    let addr = free_addr();
-    let h = Spawn::new(
-        dir.path(),
-        &[
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-        ],
-    )
-    .env("NOTIFY_SOCKET", notify.path.to_str().unwrap())
-    .start();
-    wait_serving(addr, &h);
-    Setup {
-        dir,
-        addr,
-        _notify: notify,
-        h,
-    }
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body; returns (headers, body).
-fn read_response(r: &mut BufReader<TcpStream>) -> (String, String) {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).unwrap();
-        assert!(n > 0, "connection closed; got so far: {head:?}");
-        if line == "\r\n" {
-            break;
-        }
-        head += &line;
-    }
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).unwrap();
-    (head, String::from_utf8(body).unwrap())
+    start_heird(config, false)
 }
 
 fn json(body: &str) -> serde_json::Value {

@@ -125,7 +125,7 @@ fn handoff_leaves_the_store_alone() {
 /// store.
 #[test]
 fn idle_connection_survives_a_restart_through_the_store() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let dir = tempfile::tempdir().unwrap();
     let mut n = FakeNotify::new(dir.path());
     let addr = free_addr();
@@ -138,29 +138,7 @@ fn idle_connection_survives_a_restart_through_the_store() {
     let mut r = BufReader::new(stream);
     let ask_with = |w: &mut std::net::TcpStream, r: &mut BufReader<std::net::TcpStream>, req: &[u8]| {
         w.write_all(req).unwrap();
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                r.read_line(&mut line).unwrap() > 0,
-                "connection closed after {head:?}"
-            );
-            if line == "\r\n" {
-                break;
-            }
-            head += &line;
-        }
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap();
-        let mut body = vec![0u8; len];
-        r.read_exact(&mut body).unwrap();
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        serde_json::from_str::<serde_json::Value>(&read_response(r).1).unwrap()
     };
     let v1 = ask_with(&mut w, &mut r, b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(v1["pid"].as_u64().unwrap() as u32, h.pid());

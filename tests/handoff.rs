@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -13,54 +13,12 @@ use nix::unistd::Pid;
 use support::load::{self, LoadConfig};
 use support::proc::*;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn signal(pid: u32, sig: Signal) {
     kill(Pid::from_raw(pid as i32), sig).unwrap();
 }
 
-/// A heird started from a private copy of the binary (so tests can replace or remove it),
-/// with a config file and a fake notify socket.
-struct Setup {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    bin: PathBuf,
-    cfg: PathBuf,
-    notify: FakeNotify,
-    h: Heird,
-}
-
 fn start(config: &str) -> Setup {
-    let dir = tmp();
-    let bin = dir.path().join("heird");
-    std::fs::copy(BIN, &bin).unwrap();
-    let cfg = dir.path().join("heird.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let notify = FakeNotify::new(dir.path());
-    let addr = free_addr();
-    let mut sp = Spawn::new(
-        dir.path(),
-        &[
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-        ],
-    );
-    sp.bin = bin.clone();
-    let h = sp.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).start();
-    wait_serving(addr, &h);
-    Setup {
-        dir,
-        addr,
-        bin,
-        cfg,
-        notify,
-        h,
-    }
+    start_heird(config, true)
 }
 
 fn current_pid(addr: SocketAddr) -> u32 {

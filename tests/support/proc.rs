@@ -2,7 +2,7 @@
 //! talk HTTP to it and inspect its processes.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -458,4 +458,77 @@ pub fn wait_new_pid(addr: SocketAddr, old: u32, d: Duration) -> Option<u32> {
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+/// A heird started for a test, with a config file and a fake notify socket; optionally from a
+/// private copy of the binary (so that a test can replace or remove it).
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub bin: PathBuf,
+    pub cfg: PathBuf,
+    pub notify: FakeNotify,
+    pub h: Heird,
+}
+
+pub fn start_heird(config: &str, own_binary: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = if own_binary {
+        let b = dir.path().join("heird");
+        std::fs::copy(BIN, &b).unwrap();
+        b
+    } else {
+        PathBuf::from(BIN)
+    };
+    let cfg = dir.path().join("heird.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let notify = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let mut sp = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+    );
+    sp.bin = bin.clone();
+    let h = sp.env("NOTIFY_SOCKET", notify.path.to_str().unwrap()).start();
+    wait_serving(addr, &h);
+    Setup {
+        dir,
+        addr,
+        bin,
+        cfg,
+        notify,
+        h,
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body from a kept-alive connection;
+/// returns (head, body). Panics if the connection closes first.
+pub fn read_response(r: &mut BufReader<TcpStream>) -> (String, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed; got so far: {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head += &line;
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
 }
