@@ -1,37 +1,130 @@
-//! The systemd suite: `tests/systemd/run.sh` boots a throw-away systemd as PID 1 in Linux
-//! namespaces for each scenario in `tests/systemd/scenarios/`, installs this build and the units
-//! of `deploy/` there, and checks heird against the real service manager.
+//! The systemd suite, on two systemd versions: `tests/systemd/run.sh` boots a throw-away
+//! systemd as PID 1 in Linux namespaces for each scenario in `tests/systemd/scenarios/`,
+//! installs this build and the units of `deploy/` there, and checks heird against the real
+//! service manager (see `tests/systemd/README.md`).
 //!
-//! It needs root. Without it (or without unshare, nsenter, curl, a systemd), the script prints
-//! `SKIP: systemd suite: <reason>` and this test passes: read the output. Run only this suite
-//! with `cargo test --test systemd -- --nocapture`; pass scenario names to the script directly:
-//! `HEIRD_BIN=target/debug/heird tests/systemd/run.sh reload`.
+//! - `systemd_252_suite` boots the host's own systemd (252 on Debian 12, which CI runs).
+//! - `systemd_257_suite` boots the systemd 257 of a Debian 13 root that
+//!   `tests/systemd/rootfs.sh` builds with mmdebstrap on first use and caches in
+//!   /var/cache/heird-sandbox/trixie. When it cannot be built (no network, no mmdebstrap), the
+//!   test prints `SKIP: systemd 257 suite: <reason>` and passes.
+//!
+//! Both need root. Without it (or without unshare, nsenter, curl, a systemd), `run.sh` prints
+//! `SKIP: systemd suite: <reason>` and the test passes: read the output. Every output line is
+//! prefixed with the systemd version it comes from, and is written straight to stdout (not
+//! captured), so progress is visible while the scenarios run.
+//!
+//! The two suites run at the same time when the machine has 4 or more CPUs, one after the other
+//! otherwise (the scenarios put load on heird and time it); `HEIRD_SYSTEMD_PARALLEL=1` or `=0`
+//! decides instead.
+//!
+//! Run only these with `cargo test --test systemd -- --nocapture`; pass scenario names to the
+//! script directly: `HEIRD_BIN=target/debug/heird tests/systemd/run.sh reload`, and
+//! `SANDBOX_ROOTFS=$(tests/systemd/rootfs.sh)` for 257.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Instant;
 
-#[test]
-fn systemd_suite() {
+/// Held while a suite runs when the suites must not run at the same time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The heird binary and the load client (`cargo test` builds the examples too, into
+/// target/<profile>/examples beside the binary).
+fn build_output() -> (PathBuf, PathBuf) {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_heird"));
-    // `cargo test` builds the examples too, into target/<profile>/examples beside the binary.
     let load = bin
         .parent()
         .expect("the heird binary has a parent directory")
         .join("examples")
         .join("heird-load");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd/run.sh");
+    (bin, load)
+}
 
-    // The script's output goes straight to this process's stdout/stderr (not captured by the
-    // test harness), so progress is visible while the scenarios run.
+fn parallel() -> bool {
+    match std::env::var("HEIRD_SYSTEMD_PARALLEL").as_deref() {
+        Ok("1" | "yes" | "true") => true,
+        Ok("0" | "no" | "false") => false,
+        _ => thread::available_parallelism().is_ok_and(|n| n.get() >= 4),
+    }
+}
+
+/// One line to the real stdout, bypassing the test harness's capture.
+fn say(tag: &str, line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{tag} {line}");
+    let _ = out.flush();
+}
+
+/// Runs `cmd` with stdout and stderr each streamed line by line with `tag` in front; returns
+/// the exit status, what it printed on stdout, and its last line on stderr.
+fn stream(tag: &str, cmd: &mut Command, keep_stdout: bool) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let err_tag = tag.to_string();
+    let err_reader = thread::spawn(move || {
+        let mut last = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            say(&err_tag, &line);
+            if !line.trim().is_empty() {
+                last = line;
+            }
+        }
+        last
+    });
+    let mut kept = String::new();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    if keep_stdout {
+        let _ = stdout.read_to_string(&mut kept);
+    } else {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            say(tag, &line);
+        }
+    }
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
+    let last_err = err_reader.join().unwrap_or_default();
+    (status, kept, last_err)
+}
+
+/// Runs the whole suite against the systemd of `rootfs` (the host's when `None`).
+fn run_suite(tag: &str, rootfs: Option<&Path>) {
+    let (bin, load) = build_output();
+    let script = project().join("tests/systemd/run.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).env("HEIRD_BIN", &bin).env("HEIRD_LOAD", &load);
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    match rootfs {
+        Some(root) => cmd.env("SANDBOX_ROOTFS", root),
+        None => cmd.env_remove("SANDBOX_ROOTFS"),
+    };
+
+    let _serial = (!parallel()).then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
+    let t0 = Instant::now();
+    let (status, _, _) = stream(tag, &mut cmd, false);
+    say(
+        tag,
+        &format!(
+            "run.sh exited with {status} after {:.1} s",
+            t0.elapsed().as_secs_f64()
+        ),
+    );
 
     if !status.success() && !load.exists() {
         panic!(
-            "{} exited with {status}: the load client {} is missing; run `cargo build --examples` \
+            "{tag} {} exited with {status}: the load client {} is missing; run `cargo build --examples` \
              (a `cargo test --test systemd` alone does not build the examples)",
             script.display(),
             load.display()
@@ -39,7 +132,56 @@ fn systemd_suite() {
     }
     assert!(
         status.success(),
-        "{cmd:?} exited with {status}; the FAIL lines above name the scenarios, with \
+        "{tag} {cmd:?} exited with {status}; the FAIL lines above name the scenarios, with \
          `systemctl status` and the journal of each failed boot"
     );
+}
+
+/// The host's systemd: 252 on Debian 12.
+#[test]
+fn systemd_252_suite() {
+    let tag = "[systemd 252 suite]";
+    if let Ok(out) = Command::new("/lib/systemd/systemd").arg("--version").output() {
+        let first = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !first.starts_with("systemd 252 ") {
+            say(
+                tag,
+                &format!("NOTE: the host's systemd is '{first}', not 252: this runs that one"),
+            );
+        }
+    }
+    run_suite(tag, None);
+}
+
+/// Debian 13's systemd 257, from a root built (once) by tests/systemd/rootfs.sh.
+#[test]
+fn systemd_257_suite() {
+    let tag = "[systemd 257 suite]";
+    let script = project().join("tests/systemd/rootfs.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).arg("trixie");
+    let (status, stdout, reason) = stream(tag, &mut cmd, true);
+    let root = PathBuf::from(stdout.trim());
+    match status.code() {
+        Some(0) if root.join("lib/systemd/systemd").exists() => {}
+        Some(3) => {
+            let bar = "#".repeat(100);
+            say(tag, &bar);
+            say(
+                tag,
+                &format!("SKIP: systemd 257 suite: no Debian 13 root: {reason}"),
+            );
+            say(tag, &bar);
+            return;
+        }
+        _ => panic!(
+            "{tag} {} exited with {status} (stdout {stdout:?}): {reason}",
+            script.display()
+        ),
+    }
+    run_suite(tag, Some(&root));
 }

@@ -7,13 +7,22 @@
 # Usage: tests/systemd/run.sh [PATTERN...]   (only the scenarios whose name contains a PATTERN)
 # Environment:
 #   HEIRD_BIN       heird binary (default target/debug/heird)
-#   HEIRD_LOAD      load client (default: examples/heird-load beside HEIRD_BIN)
-#   SANDBOX_ROOTFS  another distribution's root (its own systemd); the project and the build
-#                   output are bound into the sandbox read-only at the same paths
+#   HEIRD_LOAD      load client (default: examples/heird-load beside HEIRD_BIN); scenarios
+#                   find it as $HEIRD_LOAD (/usr/local/bin/heird-load inside)
+#   SANDBOX_ROOTFS  another distribution's root (its own systemd), e.g. the Debian 13 root of
+#                   `rootfs.sh` (systemd 257); the project is bound into every boot read-only
+#                   at the same path (scenarios read $HEIRD_PROJECT/deploy/)
 #   SCENARIO_TIMEOUT  seconds per scenario (default 150)
 #
-# Exit status: 0 when every scenario passed or the suite was skipped (it says SKIP loudly),
-# 1 when a scenario failed, 2 when the build output is missing.
+# Several runs may go on at once (two systemd versions, two `cargo test`s): each boot is named
+# after the systemd version, the scenario and this script's pid. A scenario with the line
+# "# run.sh: background" (one that mostly waits) runs in its own boot beside the others.
+#
+# A scenario that does not apply to this systemd exits 77 after printing why (e.g. notify-reload
+# on 252); it is reported as SKIP, not as a failure.
+#
+# Exit status: 0 when every scenario passed or was skipped, or the suite was skipped (it says
+# SKIP loudly), 1 when a scenario failed, 2 when the build output is missing.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,37 +47,31 @@ load=$(readlink -m "${HEIRD_LOAD:-$(dirname "$bin")/examples/heird-load}")
 version=$(chroot "$root" /lib/systemd/systemd --version | awk 'NR == 1 { print $2 }')
 tag="[systemd $version]"
 
-# What every boot gets copied over its root before systemd starts.
-seed=/tmp/heird-sandbox/seed
+# What every boot gets copied over its root before systemd starts. The load client is copied
+# too, so that a concurrent build cannot swap it halfway through the suite.
+seed=/tmp/heird-sandbox/seed-$version-$$
 rm -rf "$seed"
 install -D -m 0755 "$bin" "$seed/usr/bin/heird"
+install -D -m 0755 "$load" "$seed/usr/local/bin/heird-load"
 for unit in heird.service heird.socket heird-unix.socket; do
   install -D -m 0644 "$project/deploy/$unit" "$seed/etc/systemd/system/$unit"
 done
 install -D -m 0644 "$project/deploy/heird.toml" "$seed/etc/heird/heird.toml"
 
-# Read-only binds: the project (scenarios, deploy/) and the load client's folder when outside it.
-binds=$project
-case $load in "$project"/*) ;; *) binds="$binds $(dirname "$load")" ;; esac
+# Read-only bind: the project (scenarios, deploy/).
+export SANDBOX_ROOTFS=$root SANDBOX_SEED=$seed SANDBOX_BIND_RO=$project
+sbx() { SANDBOX_NAME=$box "$here/sandbox.sh" "$@"; }
 
-export SANDBOX_ROOTFS=$root SANDBOX_SEED=$seed SANDBOX_BIND_RO="$binds"
-current=
-trap '[ -z "$current" ] || SANDBOX_NAME=$current "$here/sandbox.sh" down >/dev/null 2>&1; exit 130' INT TERM HUP
-
-passed=0 failed=() t_suite=$(date +%s%N)
-for script in "$here"/scenarios/[0-9][0-9]-*.sh; do
-  name=$(basename "$script" .sh)
-  if [ $# -gt 0 ]; then
-    wanted=0; for p in "$@"; do case $name in *"$p"*) wanted=1 ;; esac; done
-    [ "$wanted" = 1 ] || continue
-  fi
-  echo "=== $tag $name"
-  export SANDBOX_NAME=$name; current=$name
-  state=/tmp/heird-sandbox/$name
-  t0=$(date +%s%N) rc=0
-  if "$here/sandbox.sh" up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ]; then
-    timeout -k 5 "${SCENARIO_TIMEOUT:-150}" "$here/sandbox.sh" exec \
-      env HEIRD_LOAD="$load" HEIRD_PROJECT="$project" SYSTEMD_VERSION="$version" "$script" 2>&1 | sed 's/^/    /'
+# run_one NAME SCRIPT: one scenario in a fresh boot named $version-NAME-$$; prints its output,
+# then "PASS", "SKIP" or "FAIL" (with the unit status and the journal); returns the scenario's
+# exit status (77: skipped).
+run_one() {
+  local name=$1 script=$2 box=$version-$1-$$ t0 rc=0 secs state
+  state=/tmp/heird-sandbox/$box
+  t0=$(date +%s%N)
+  if sbx up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ]; then
+    timeout -k 5 "${SCENARIO_TIMEOUT:-150}" env SANDBOX_NAME="$box" "$here/sandbox.sh" exec \
+      env HEIRD_LOAD=/usr/local/bin/heird-load HEIRD_PROJECT="$project" SYSTEMD_VERSION="$version" "$script" 2>&1 | sed 's/^/    /'
     rc=${PIPESTATUS[0]}
     [ "$rc" != 124 ] || echo "    (timed out after ${SCENARIO_TIMEOUT:-150} s)"
   else
@@ -76,28 +79,91 @@ for script in "$here"/scenarios/[0-9][0-9]-*.sh; do
   fi
   secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.1f", ns / 1e9 }')
   if [ "$rc" = 0 ]; then
-    echo "$tag $name: PASS ($secs s)"; passed=$((passed + 1))
+    echo "$tag $name: PASS ($secs s)"
+  elif [ "$rc" = 77 ]; then
+    echo "$tag $name: SKIP on systemd $version ($secs s; the reason is above)"
   else
-    echo "$tag $name: FAIL ($secs s, exit $rc)"; failed+=("$name")
-    if SANDBOX_NAME=$name "$here/sandbox.sh" status >/dev/null 2>&1; then
+    echo "$tag $name: FAIL ($secs s, exit $rc)"
+    if sbx status >/dev/null 2>&1; then
       echo "--- $tag $name: systemctl status"
-      "$here/sandbox.sh" exec systemctl status --no-pager -l heird.service heird.socket heird-unix.socket 2>&1 | sed 's/^/    /'
-      "$here/sandbox.sh" exec journalctl -b --no-pager -o short-monotonic > "$state/journal.txt" 2>&1
+      sbx exec systemctl status --no-pager -l heird.service heird.socket heird-unix.socket 2>&1 | sed 's/^/    /'
+      sbx exec journalctl -b --no-pager -o short-monotonic > "$state/journal.txt" 2>&1
       echo "--- $tag $name: journalctl -b (saved in $state/journal.txt)"
       sed 's/^/    /' "$state/journal.txt"
     else
       echo "--- $tag $name: sandbox did not boot; console log:"; sed 's/^/    /' "$state/console.log" 2>/dev/null
     fi
   fi
-  "$here/sandbox.sh" down 2>&1 | sed 's/^/    /'
-  current=
+  sbx down 2>&1 | sed 's/^/    /'
+  # Keep the state (console.log, journal.txt) of failed boots only.
+  [ "$rc" != 0 ] && [ "$rc" != 77 ] || rm -rf "$state"
+  return "$rc"
+}
+
+# On an interrupt: stop the scenarios running in the background, take every boot of this run down.
+cleanup() {
+  local st p
+  for p in "${bg_pids[@]}"; do kill -- "$p" 2>/dev/null || true; done
+  for st in /tmp/heird-sandbox/"$version"-*-$$; do
+    [ -d "$st" ] || continue
+    SANDBOX_NAME=$(basename "$st") "$here/sandbox.sh" down >/dev/null 2>&1 || true
+  done
+  rm -rf "$seed" "$outdir"
+}
+trap 'cleanup; exit 130' INT TERM HUP
+
+passed=0 skipped=() failed=() bg_pids=() bg_names=() t_suite=$(date +%s%N)
+outdir=$(mktemp -d /tmp/heird-sandbox/out-$version-$$.XXXX)
+tally() {
+  case $2 in
+    0) passed=$((passed + 1)) ;;
+    77) skipped+=("$1") ;;
+    *) failed+=("$1") ;;
+  esac
+}
+
+scripts=()
+for script in "$here"/scenarios/[0-9][0-9]-*.sh; do
+  name=$(basename "$script" .sh)
+  if [ $# -gt 0 ]; then
+    wanted=0; for p in "$@"; do case $name in *"$p"*) wanted=1 ;; esac; done
+    [ "$wanted" = 1 ] || continue
+  fi
+  scripts+=("$script")
 done
 
+# Scenarios that mostly wait (a line "# run.sh: background" in the script, e.g. the watchdog's
+# 40 s of intervals) run in a boot of their own beside the others; their output is printed in
+# one piece when they end.
+for script in "${scripts[@]}"; do
+  grep -qx '# run.sh: background' "$script" || continue
+  name=$(basename "$script" .sh)
+  echo "=== $tag $name: runs in the background; its output follows when it ends"
+  run_one "$name" "$script" > "$outdir/$name" 2>&1 &
+  bg_pids+=($!); bg_names+=("$name")
+done
+for script in "${scripts[@]}"; do
+  grep -qx '# run.sh: background' "$script" && continue
+  name=$(basename "$script" .sh)
+  echo "=== $tag $name"
+  rc=0; run_one "$name" "$script" || rc=$?
+  tally "$name" "$rc"
+done
+for i in "${!bg_pids[@]}"; do
+  rc=0; wait "${bg_pids[$i]}" || rc=$?
+  echo "=== $tag ${bg_names[$i]} (ran in the background)"
+  cat "$outdir/${bg_names[$i]}"
+  tally "${bg_names[$i]}" "$rc"
+done
+rm -rf "$outdir"
+
+rm -rf "$seed"
 total=$(awk -v ns=$(( $(date +%s%N) - t_suite )) 'BEGIN { printf "%.1f", ns / 1e9 }')
+skips=${skipped[*]:+, ${#skipped[@]} skipped: ${skipped[*]}}
 if [ ${#failed[@]} = 0 ]; then
-  [ "$passed" -gt 0 ] || { echo "$tag no scenario matched: $*"; exit 1; }
-  echo "$tag systemd suite: $passed passed ($total s)"
+  [ $((passed + ${#skipped[@]})) -gt 0 ] || { echo "$tag no scenario matched: $*"; exit 1; }
+  echo "$tag systemd suite: $passed passed$skips ($total s)"
 else
-  echo "$tag systemd suite: $passed passed, ${#failed[@]} FAILED: ${failed[*]} ($total s)"
+  echo "$tag systemd suite: $passed passed$skips, ${#failed[@]} FAILED: ${failed[*]} ($total s)"
   exit 1
 fi

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The watchdog: heird pings at the shipped WatchdogSec= and stays up; when it stops pinging
 # (watchdog_stall = true), systemd declares a watchdog timeout and restarts it.
+# run.sh: background
 . "$(dirname "$0")/lib.sh"
 
 start_heird

@@ -62,3 +62,143 @@ no_failures() {
   n=$(json_num ok < "$1"); [ "${n:-0}" -gt 0 ] || fail "load client: no request succeeded"
   [ "$load_rc" = 0 ] || fail "load client exited $load_rc"
 }
+
+# needs_systemd MIN WHAT: exit 77 (run.sh reports SKIP) when this systemd is older than MIN.
+needs_systemd() {
+  [ "${SYSTEMD_VERSION:-0}" -ge "$1" ] && return 0
+  echo "SKIP: $2 needs systemd >= $1; this is systemd ${SYSTEMD_VERSION:-?}"
+  exit 77
+}
+
+# start_standalone: heird.service without its socket units (heird binds `listen` itself), up and
+# answering. The socket units must not be active: heird would get their fds instead.
+start_standalone() {
+  is_state inactive heird.socket && is_state inactive heird-unix.socket || fail "a socket unit is active: not standalone"
+  systemctl start heird.service || fail "systemctl start heird.service exited $?"
+  is_state active || fail "heird.service is $(prop ActiveState) after start"
+  http /healthz >/dev/null || fail "no answer after a standalone start"
+}
+
+# set_listen ADDR...: the config's `listen` (other keys as shipped).
+set_listen() {
+  local list
+  list=$(printf '"%s", ' "$@"); list="[${list%, }]"
+  if grep -qE '^[[:space:]]*listen[[:space:]]*=' /etc/heird/heird.toml; then
+    sed -i -E "s|^[[:space:]]*listen[[:space:]]*=.*|listen = $list|" /etc/heird/heird.toml
+  else
+    echo "listen = $list" >> /etc/heird/heird.toml
+  fi
+  grep -E '^listen' /etc/heird/heird.toml >/dev/null || fail "could not set listen in heird.toml"
+}
+
+# nstore: how many fds heird.service holds in its fd store.
+nstore() { prop NFileDescriptorStore; }
+
+# passed_names PID: the LISTEN_FDNAMES that systemd passed to PID at exec, or "-" when none.
+# (/proc/PID/environ keeps the exec-time environment even after heird unsets the variables.)
+passed_names() {
+  local names
+  names=$(tr '\0' '\n' < "/proc/$1/environ" | sed -n 's/^LISTEN_FDNAMES=//p')
+  echo "${names:--}"
+}
+
+# passed_has PID NAME: systemd passed an fd named NAME to PID.
+passed_has() { case ":$(passed_names "$1"):" in *":$2:"*) return 0 ;; *) return 1 ;; esac; }
+# passed_conns PID: how many stored connections (conn-*) systemd passed to PID.
+passed_conns() { passed_names "$1" | tr ':' '\n' | grep -c '^conn-' || true; }
+# store_is N: the fd store holds exactly N fds (stored connections taken back by the new process
+# are removed from it shortly after its start).
+store_is() { [ "$(nstore)" = "$1" ]; }
+
+# show_store: what the store holds, for the log. systemd >= 254 lists it with names.
+show_store() {
+  echo "  NFileDescriptorStore=$(nstore), passed to MainPID $(mainpid): LISTEN_FDNAMES=$(passed_names "$(mainpid)")"
+  if [ "${SYSTEMD_VERSION:-0}" -ge 254 ]; then
+    systemd-analyze fdstore heird.service 2>&1 | sed 's/^/  | /' || true
+  fi
+}
+
+# stored_names: the names in the store, sorted, space-separated (systemd >= 254 only).
+stored_names() {
+  systemd-analyze fdstore --json=short heird.service 2>/dev/null | grep -oE '"fdname":"[^"]*"' | cut -d'"' -f4 |
+    sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+# heird_log [JOURNALCTL_ARGS...]: heird.service's messages with heird's name/address fields and
+# the pid, one a line (journalctl -o cat drops the fields).
+heird_log() {
+  local line msg f extra
+  journalctl --sync 2>/dev/null || true
+  journalctl -q --no-pager -u heird.service -o json "$@" | while IFS= read -r line; do
+    msg=$(grep -oE '"MESSAGE":"([^"\\]|\\.)*"' <<<"$line" | head -n 1 | cut -c12- | sed 's/"$//') || true
+    extra=
+    for f in F_NAME F_ADDRESS; do   # tracing-journald prefixes the event's fields with F_
+      v=$(grep -oE "\"$f\":\"[^\"]*\"" <<<"$line" | head -n 1 | cut -d'"' -f4) || true
+      [ -z "$v" ] || extra="$extra ${f#F_}=$v"
+    done
+    echo "[$(grep -oE '"_PID":"[0-9]+"' <<<"$line" | cut -d'"' -f4)] $msg$extra"
+  done
+}
+
+# listeners PORT: the socket inodes of the TCP listeners on port PORT, one a line (from
+# /proc/net/tcp, so that no `ss` is needed: state 0A is LISTEN).
+listeners() {
+  awk -v port="$(printf ':%04X' "$1")" 'NR > 1 && substr($2, length($2) - 4) == port && $4 == "0A" { print $10 }' /proc/net/tcp
+}
+# listen_ino PORT: the socket inode of the TCP listener on PORT ("" when none).
+listen_ino() { listeners "$1" | head -n 1; }
+# port_free PORT: nothing listens on PORT and a connection to 127.0.0.1:PORT is refused.
+port_free() {
+  local rc=0
+  [ -z "$(listeners "$1")" ] || return 1
+  curl -sS --max-time 2 -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null || rc=$?
+  [ "$rc" = 7 ]   # curl: "Failed to connect" (ECONNREFUSED)
+}
+
+# restart_timed: `systemctl restart heird.service` while /info is polled. Sets
+# first_ms (restart issued -> first response from a new pid) and cmd_ms (-> systemctl returned),
+# new_pid (the pid that answered); fails if systemctl fails or no new pid answers within 20 s.
+restart_timed() {
+  local old t0 p rpid rc=0
+  old=$(mainpid); t0=$(ms)
+  systemctl restart heird.service & rpid=$!
+  new_pid= first_ms=
+  while :; do
+    p=$(curl -s --max-time 5 "http://127.0.0.1:${RESTART_PORT:-8080}/info" 2>/dev/null | json_num pid || true)
+    if [ -n "$p" ] && [ "$p" != "$old" ]; then new_pid=$p; first_ms=$(( $(ms) - t0 )); break; fi
+    [ $(( $(ms) - t0 )) -lt 20000 ] || { wait "$rpid" || true; fail "no new pid answered within 20 s of systemctl restart (old $old)"; }
+    sleep 0.005
+  done
+  wait "$rpid" || rc=$?
+  cmd_ms=$(( $(ms) - t0 ))
+  [ "$rc" = 0 ] || fail "systemctl restart exited $rc"
+}
+
+# load_line OUT: one line with the load client's main counters.
+load_line() {
+  local f out=""
+  for f in ok failed refused reset closed_before_response timeout non_200 other reconnects connection_close_seen; do
+    out="$out $f=$(json_num "$f" < "$1")"
+  done
+  echo "${out# } pids=$(grep -oE '"pids":\{[^}]*\}' "$1" | grep -oE '"[0-9]+":' | wc -l)"
+}
+
+# use_notify_reload: install the shipped deploy/heird-notify-reload.conf as a drop-in, as the
+# README tells users of systemd >= 253 to do.
+use_notify_reload() {
+  mkdir -p /etc/systemd/system/heird.service.d
+  cp "$HEIRD_PROJECT/deploy/heird-notify-reload.conf" /etc/systemd/system/heird.service.d/notify-reload.conf
+  systemctl daemon-reload
+  [ "$(prop Type)" = notify-reload ] || fail "Type=$(prop Type) with the notify-reload drop-in"
+  echo "heird.service with deploy/heird-notify-reload.conf: Type=$(prop Type), ReloadSignal=$(prop ReloadSignal), ExecReload='$(prop ExecReload)'"
+}
+
+# timed_reload: `systemctl reload heird.service`; sets reload_rc and reload_ms, never fails.
+timed_reload() {
+  local t0; t0=$(ms); reload_rc=0
+  systemctl reload heird.service 2>/tmp/reload.err || reload_rc=$?
+  reload_ms=$(( $(ms) - t0 ))
+}
+
+# median N...: the median of integers.
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)) }'; }
