@@ -497,7 +497,10 @@ pub async fn announce_ready(channel: &Channel) -> io::Result<()> {
         .await
 }
 
-/// Reaps a successor that died after the handover (it is still our child).
-pub async fn reap_dead(successor: &Successor) -> String {
-    kill_and_reap(successor.pid, &successor.pidfd).await
+/// Reaps a successor that exited after the handover (it is still our child). Returns whether
+/// it exited cleanly (status 0: it stopped or handed over in turn, as it should) and a
+/// description of its status.
+pub async fn reap_exited(successor: &Successor) -> (bool, String) {
+    let status = kill_and_reap(successor.pid, &successor.pidfd).await;
+    (status == "exit status 0", status)
 }

@@ -297,7 +297,14 @@ fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Res
     let mut store = Vec::new();
     for addr in bind_addrs {
         let wanted = addr.to_string();
-        match stored.iter().position(|l| l.address == wanted) {
+        // A unix socket whose file is gone (e.g. a RuntimeDirectory= removed at the stop) can
+        // no longer be reached by path: bind it anew instead of reusing the stored fd.
+        let reachable = match addr {
+            ListenAddr::Unix(path) => std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())),
+            ListenAddr::Tcp(_) => true,
+        };
+        match stored.iter().position(|l| reachable && l.address == wanted) {
             Some(i) => {
                 let mut l = stored.remove(i);
                 l.source = Source::Bound;
@@ -545,6 +552,12 @@ pub fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
         ListenAddr::Tcp(a) => std::net::TcpListener::bind(a).map_err(bind_err)?.into(),
         ListenAddr::Unix(path) => bind_unix(path, addr)?.into(),
     };
+    // std listens with a backlog of 128; a restart's gap (100-300 ms under systemd, while the
+    // fd store keeps the socket) wants the system's maximum, like systemd's own Backlog=.
+    socket::listen(&fd, socket::Backlog::MAXCONN).map_err(|e| ListenError::Bind {
+        addr: addr.to_string(),
+        source: e.into(),
+    })?;
     validate(fd, addr.default_name(), Source::Bound, &addr.to_string())
 }
 

@@ -116,11 +116,12 @@ impl Service {
         }
         let exe = handoff::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
         if crate::fdstore::available() {
-            for &i in &acquired.store {
-                crate::fdstore::store(&acquired.listeners[i]);
-            }
+            // Removals first: a socket bound anew may carry the name of the one it replaces.
             for name in &acquired.unstore {
                 crate::fdstore::remove(name);
+            }
+            for &i in &acquired.store {
+                crate::fdstore::store(&acquired.listeners[i]);
             }
         }
         if let Err(e) = crate::sys::raise_nofile_limit() {
@@ -391,25 +392,43 @@ impl Service {
                 break 'life exit;
             }
 
-            // Handed over: drain, but watch the successor. If it dies before this process is
-            // gone, nobody would hold the sockets: take the service back instead of exiting.
+            // Handed over: drain, but watch the successor. If it dies (killed, crashed) before
+            // this process is gone, nobody would hold the sockets: take the service back instead
+            // of exiting. A successor that exits cleanly (it stopped, or handed over in turn
+            // during our drain) is no reason to.
             let successor = handed.expect("set with HandedOver");
             let open = drain.open_connections();
-            let died = tokio::select! {
-                left = drain.wait(opts.drain_timeout) => {
-                    log_drain(open, left, &opts);
-                    if left > 0 {
-                        fault::point_with_peer(Step::DrainDeadline, successor.pid as u32);
+            let draining = drain.clone();
+            let drained = draining.wait(opts.drain_timeout);
+            tokio::pin!(drained);
+            let mut watching = true;
+            let died: Option<String> = loop {
+                tokio::select! {
+                    left = &mut drained => {
+                        log_drain(open, left, &opts);
+                        if left > 0 {
+                            fault::point_with_peer(Step::DrainDeadline, successor.pid as u32);
+                        }
+                        if watching && has_exited(&successor).await {
+                            let (clean, status) = handoff::reap_exited(&successor).await;
+                            break (!clean).then_some(status);
+                        }
+                        break None;
                     }
-                    has_exited(&successor).await
+                    _ = successor.pidfd.readable(), if watching => {
+                        let (clean, status) = handoff::reap_exited(&successor).await;
+                        if !clean {
+                            break Some(status);
+                        }
+                        info!(successor = successor.pid, "the successor exited cleanly; finishing the drain");
+                        watching = false;
+                    }
                 }
-                _ = successor.pidfd.readable() => true,
             };
             server::log_moves(&server);
-            if !died {
+            let Some(status) = died else {
                 break 'life exit;
-            }
-            let status = handoff::reap_dead(&successor).await;
+            };
             error!(
                 successor = successor.pid,
                 %status,

@@ -191,3 +191,52 @@ fn idle_connection_survives_a_restart_through_the_store() {
         n.seen
     );
 }
+
+/// A stored unix listener whose socket file is gone (systemd removed its RuntimeDirectory= at
+/// the stop) cannot be reached by path: heird binds the path anew, replaces the stored socket,
+/// and serves there.
+#[test]
+fn stored_unix_listener_without_its_file_is_bound_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let path = dir.path().join("http.sock");
+    let old: std::os::fd::OwnedFd = std::os::unix::net::UnixListener::bind(&path).unwrap().into();
+    std::fs::remove_file(&path).unwrap();
+    let name = format!("bound-unix-{}", path.display());
+    let tcp_addr = free_addr();
+    let mut sp = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            &tcp_addr.to_string(),
+            "--listen",
+            &format!("unix:{}", path.display()),
+        ],
+    );
+    sp.fds = vec![old.as_raw_fd()];
+    sp.listen_pid_self = true;
+    let h = sp
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", &name)
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop(old);
+    wait_serving(tcp_addr, &h);
+    assert_eq!(get_unix(&path, "/healthz").unwrap().0, 200, "{}", h.describe());
+    n.wait_for(Duration::from_secs(5), |_, m| m.contains("READY=1"))
+        .expect("READY");
+    let remove = n
+        .seen
+        .iter()
+        .position(|(_, m)| m.contains("FDSTOREREMOVE=1") && m.contains(&name));
+    let store = n
+        .seen
+        .iter()
+        .position(|(_, m)| m.contains("FDSTORE=1\n") && m.contains(&name));
+    assert!(
+        remove.is_some() && store.is_some() && remove < store,
+        "{:?}",
+        n.seen
+    );
+}

@@ -356,3 +356,40 @@ fn fd_count_is_flat_after_50_handoffs() {
     let (pid, after) = settled_count();
     assert_eq!(before, after, "fd count {before} -> {after}: {:?}", fd_table(pid));
 }
+
+/// A predecessor that is still draining when its successor hands over in turn and exits cleanly
+/// must not take the service back: only a successor that dies does that.
+#[test]
+fn draining_predecessor_does_not_take_back_after_a_clean_second_handoff() {
+    let s = start("drain_timeout = \"5s\"\n");
+    let first = s.h.pid();
+    let addr = s.addr;
+    // Keeps the first process draining for 2 s.
+    let long = std::thread::spawn(move || get(addr, "/sleep?duration=2s"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(reload(s.dir.path()).0);
+    let second = current_pid(addr);
+    assert!(reload(s.dir.path()).0);
+    let third = current_pid(addr);
+    assert!(
+        wait_gone(second, Duration::from_secs(5)),
+        "second generation did not exit"
+    );
+    assert_eq!(long.join().unwrap().unwrap().0, 200);
+    assert!(
+        wait_gone(first, Duration::from_secs(5)),
+        "first generation did not exit after its drain"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(current_pid(addr), third);
+    let live: Vec<u32> = heird_pids_with(&s.cfg.to_string_lossy())
+        .into_iter()
+        .filter(|p| !matches!(state(*p), None | Some('Z')))
+        .collect();
+    assert_eq!(live, vec![third], "{}", s.h.stderr());
+    assert!(
+        !s.h.stderr().contains("taking the service back"),
+        "{}",
+        s.h.stderr()
+    );
+}
