@@ -105,6 +105,10 @@ pub fn point_with_peer(step: Step, peer: u32) {
     };
     tracing::warn!(step = step.name(), action, target, "fault injection");
     let _ = kill(nix::unistd::Pid::from_raw(target as i32), sig);
+    if target != me {
+        // Let the signal land before this process goes on, as if the peer had died right here.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[cfg(feature = "fault-injection")]

@@ -381,7 +381,7 @@ impl Service {
                 // with an fd store, idle keep-alive connections wait there for the next process
                 // (a restart); a final stop releases the store, which closes them.
                 drop(listeners);
-                if primary && crate::fdstore::available() {
+                if primary && crate::fdstore::keeps_connections() {
                     server.store_on_stop();
                 }
                 drain.start();
@@ -409,7 +409,7 @@ impl Service {
                         if left > 0 {
                             fault::point_with_peer(Step::DrainDeadline, successor.pid as u32);
                         }
-                        if watching && has_exited(&successor).await {
+                        if watching && has_exited(&successor) {
                             let (clean, status) = handoff::reap_exited(&successor).await;
                             break (!clean).then_some(status);
                         }
@@ -481,12 +481,11 @@ fn log_drain(open: usize, left: usize, opts: &Options) {
     }
 }
 
-/// True when the successor has exited (its pidfd is readable) or does within a short grace
-/// (a kill that was just sent takes a moment to land).
-async fn has_exited(successor: &Successor) -> bool {
-    tokio::time::timeout(Duration::from_millis(100), successor.pidfd.readable())
-        .await
-        .is_ok()
+/// True when the successor has exited: its pidfd polls readable right now.
+fn has_exited(successor: &Successor) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(successor.pidfd.get_ref().as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// MAINPID + READY, then the barrier, then tell the successor it is primary. After this the

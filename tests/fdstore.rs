@@ -131,6 +131,7 @@ fn idle_connection_survives_a_restart_through_the_store() {
     let addr = free_addr();
     let mut h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()])
         .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FDSTORE", "128")
         .start();
     wait_serving(addr, &h);
     let stream = std::net::TcpStream::connect(addr).unwrap();
@@ -239,4 +240,48 @@ fn stored_unix_listener_without_its_file_is_bound_anew() {
         "{:?}",
         n.seen
     );
+}
+
+/// Without `$FDSTORE` (systemd 252 and a unit that does not promise a store), a stop does not
+/// hand connections to a store that may drop them: it drains gently, and a request on a kept
+/// connection is answered with `Connection: close`.
+#[test]
+fn without_fdstore_env_a_stop_closes_connections_gently() {
+    use std::io::{BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "idle_close_grace = \"2s\"\n").unwrap();
+    let addr = free_addr();
+    let mut h = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ],
+    )
+    .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+    .start();
+    wait_serving(addr, &h);
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_response(&mut r);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut r);
+    assert_eq!(body, "ok");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(h.wait_timeout(Duration::from_secs(10)).unwrap().success());
+    n.drain_for(Duration::from_millis(200));
+    assert!(!has(&n, |m| m.contains("FDNAME=conn-")), "{:?}", n.seen);
 }
