@@ -14,16 +14,21 @@ use tracing::{info, warn};
 use crate::listeners::Listener;
 use crate::notify::{self, NotifyState};
 
-/// True when keep-alive connections may be stored at a stop: only when `$FDSTORE` says the
-/// store has room (systemd ≥ 254 sets it; the shipped unit sets it for 252 with
-/// `Environment=FDSTORE=128`). A connection sent to a store that does not keep it would be
-/// closed under the client, so without that promise a stop closes connections gently instead.
-pub fn keeps_connections() -> bool {
-    notify::enabled()
-        && std::env::var("FDSTORE")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|max| max > 0)
+/// How many fds the store takes (`$FDSTORE`), when keep-alive connections may be stored at a
+/// stop: only when `$FDSTORE` says the store has room (systemd ≥ 254 sets it; the shipped unit
+/// sets it for 252 with `Environment=FDSTORE=128`). A connection sent to a store that does not
+/// keep it would be closed under the client, so without that promise a stop closes connections
+/// gently instead.
+pub fn connection_room() -> Option<u64> {
+    if !notify::enabled() {
+        return None;
+    }
+    std::env::var("FDSTORE")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|max| *max > 0)
 }
 
 /// True when stored fds can reach systemd.

@@ -135,9 +135,13 @@ impl Server {
 
     /// From now on (a stop under systemd with an fd store), idle connections go into the fd
     /// store, for the next process to serve after a restart. Call before starting the drain.
-    pub fn store_on_stop(&self) {
+    /// At most `room` connections are stored (what `FileDescriptorStoreMax=` leaves beside the
+    /// listeners); the rest are closed and counted as not moved.
+    pub fn store_on_stop(&self, room: u64) {
         if self.ctx.settings.move_connections {
-            let _ = self.ctx.mover.set(Mover::Store);
+            let _ = self.ctx.mover.set(Mover::Store {
+                room: AtomicU64::new(room),
+            });
         }
     }
 
@@ -380,7 +384,16 @@ async fn serve_connection<S: Movable>(stream: S, prefix: Bytes, ctx: Arc<ConnCtx
         let io = parts.io.into_inner();
         let sent = match mover {
             Mover::Successor(channel) => send_moved(channel, io, parts.read_buf, moves + 1).await,
-            Mover::Store => store_moved(io, parts.read_buf, moves + 1),
+            Mover::Store { room } => {
+                if room
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
+                    .is_ok()
+                {
+                    store_moved(io, parts.read_buf, moves + 1)
+                } else {
+                    Err(io::Error::other("the fd store is full"))
+                }
+            }
         };
         match sent {
             Ok(()) => {
@@ -421,7 +434,10 @@ async fn serve_connection<S: Movable>(stream: S, prefix: Bytes, ctx: Arc<ConnCtx
 /// Where draining connections go instead of closing.
 enum Mover {
     Successor(Arc<Channel>),
-    Store,
+    /// Into systemd's fd store, while it has room.
+    Store {
+        room: AtomicU64,
+    },
 }
 
 /// Prefix of the fd-store names of stored connections: `conn-<tcp|unix>-<moves>-<pid>-<n>`.
@@ -626,7 +642,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
 pub fn log_moves(server: &Server) {
     let (moved, not_moved) = server.move_counts();
     let to = match server.ctx.mover.get() {
-        Some(Mover::Store) => "the fd store",
+        Some(Mover::Store { .. }) => "the fd store",
         _ => "the successor",
     };
     if moved + not_moved > 0 {

@@ -380,10 +380,15 @@ impl Service {
                 // Release the sockets now (unless systemd holds them), then drain. Under systemd
                 // with an fd store, idle keep-alive connections wait there for the next process
                 // (a restart); a final stop releases the store, which closes them.
-                drop(listeners);
-                if primary && crate::fdstore::keeps_connections() {
-                    server.store_on_stop();
+                if primary && let Some(max) = crate::fdstore::connection_room() {
+                    // The stored listeners (one per self-bound socket) come first.
+                    let stored_listeners = listeners
+                        .iter()
+                        .filter(|l| l.name.starts_with(listeners::STORE_PREFIX))
+                        .count();
+                    server.store_on_stop(max.saturating_sub(stored_listeners as u64));
                 }
+                drop(listeners);
                 drain.start();
                 let open = drain.open_connections();
                 let left = drain.wait(opts.drain_timeout).await;

@@ -285,3 +285,45 @@ fn without_fdstore_env_a_stop_closes_connections_gently() {
     n.drain_for(Duration::from_millis(200));
     assert!(!has(&n, |m| m.contains("FDNAME=conn-")), "{:?}", n.seen);
 }
+
+/// The store takes what `$FDSTORE` allows: with room for 2 fds and 1 stored listener, one of
+/// three idle connections is stored at a stop; the other two are closed, and the log counts them.
+#[test]
+fn stored_connections_respect_the_store_size() {
+    use std::io::{BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let mut h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FDSTORE", "2")
+        .start();
+    wait_serving(addr, &h);
+    let conns: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            let mut w = s.try_clone().unwrap();
+            w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            read_response(&mut BufReader::new(s.try_clone().unwrap()));
+            s
+        })
+        .collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(h.wait_timeout(Duration::from_secs(10)).unwrap().success());
+    n.drain_for(Duration::from_millis(200));
+    let stored = n
+        .store
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("conn-"))
+        .count();
+    assert_eq!(stored, 1, "{:?}", n.seen);
+    let log = h.stderr();
+    assert!(log.contains("moved=1") && log.contains("not_moved=2"), "{log}");
+    drop(conns);
+}
