@@ -248,24 +248,12 @@ fn stored_unix_listener_without_its_file_is_bound_anew() {
 #[test]
 fn without_fdstore_env_a_stop_closes_connections_gently() {
     use std::io::{BufReader, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let mut n = FakeNotify::new(dir.path());
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "idle_close_grace = \"2s\"\n").unwrap();
-    let addr = free_addr();
-    let mut h = Spawn::new(
-        dir.path(),
-        &[
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-        ],
-    )
-    .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
-    .start();
-    wait_serving(addr, &h);
+    let Setup {
+        addr,
+        mut h,
+        notify: mut n,
+        ..
+    } = start_heird("idle_close_grace = \"2s\"\n", false);
     let stream = std::net::TcpStream::connect(addr).unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);

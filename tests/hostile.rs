@@ -45,22 +45,7 @@ fn slowloris(
 
 #[test]
 fn slowloris_does_not_starve_others_and_the_drain_still_ends_by_its_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "drain_timeout = \"2s\"\n").unwrap();
-    let addr = free_addr();
-    let mut h = Spawn::new(
-        dir.path(),
-        &[
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-        ],
-    )
-    .start();
-    wait_serving(addr, &h);
+    let Setup { dir, addr, mut h, .. } = start_heird("drain_timeout = \"2s\"\n", false);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow = slowloris(addr, stop.clone());
     std::thread::sleep(Duration::from_secs(2));
