@@ -402,6 +402,12 @@ impl Service {
             // of exiting. A successor that exits cleanly (it stopped, or handed over in turn
             // during our drain) is no reason to.
             let successor = handed.expect("set with HandedOver");
+            // Our own predecessor may still be moving connections to us (handoffs can come faster
+            // than drains): stay until it has closed the channel, so that those connections are
+            // passed on to our successor instead of dying with us.
+            if let Some(t) = channel_task.as_mut() {
+                let _ = tokio::time::timeout(opts.drain_timeout, t).await;
+            }
             let open = drain.open_connections();
             let draining = drain.clone();
             let drained = draining.wait(opts.drain_timeout);

@@ -250,3 +250,30 @@ fn handoff_time_with_idle_connections() {
         assert_eq!(moved, n);
     }
 }
+
+/// Handoffs faster than drains: a process can hand over while its predecessor is still moving
+/// connections to it. It must stay until its predecessor is done, and pass those connections on;
+/// no request fails and no client reconnects.
+#[test]
+fn chained_handoffs_faster_than_drains_lose_no_connection() {
+    let s = start("");
+    let mut cfg = LoadConfig::new(s.addr);
+    cfg.path = "/sleep?duration=20ms".into();
+    cfg.keepalive_clients = 16;
+    cfg.newconn_clients = 2;
+    let load = load::start(cfg);
+    assert!(load.wait_until(Duration::from_secs(5), |st| st.ok > 50));
+    for _ in 0..30 {
+        reload_ok(s.dir.path());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = load.stop();
+    eprintln!(
+        "30 chained handoffs: ok={} failed={} reconnects={}",
+        st.ok,
+        st.failed(),
+        st.reconnects
+    );
+    assert_eq!(st.failed(), 0, "{st:?}");
+    assert_eq!(st.reconnects, 0, "{st:?}");
+}
