@@ -3,7 +3,8 @@
 //! # Lifecycle of one process
 //! 1. **Acquire** (before any thread exists): read what a predecessor passed
 //!    (`HEIRD_GENERATION`, the handoff channel, the control socket), then take the listening
-//!    sockets from systemd (`LISTEN_FDS`), `--fd N`, or a fresh bind; validate each one.
+//!    sockets from systemd (`LISTEN_FDS`: socket units, or heird's own sockets and connections
+//!    kept in the fd store), `--fd N`, or a fresh bind (stored in the fd store); validate each.
 //! 2. **Serve**: one accept loop per listener; each connection is served by hyper's HTTP/1.1
 //!    connection driving an axum `Router`.
 //! 3. **READY**: a first process sends `READY=1`; a successor writes `ready` to its parent over
@@ -12,18 +13,20 @@
 //!    the same fds at 3.. and `LISTEN_PID` set to its own pid, wait for `ready`, then
 //!    `MAINPID=` + `READY=1`, `BARRIER=1`, and tell the successor it is primary. If the
 //!    successor fails, kill and reap it, send `READY=1` with the reason, and keep serving.
-//! 5. **Drain** (after a handoff, or on SIGTERM/SIGINT with `STOPPING=1`): stop accepting,
-//!    answer each connection's next request with `Connection: close`, close connections that
-//!    stay idle, and exit 0 at the latest at the deadline.
+//! 5. **Drain** (after a handoff, or on SIGTERM/SIGINT with `STOPPING=1`): stop accepting;
+//!    move each connection, once no request of it is in the handler, to the successor (after a
+//!    handoff) or into the fd store (a stop under systemd), or else answer its next request with
+//!    `Connection: close` and close it when idle; exit 0 at the latest at the deadline. A
+//!    predecessor whose successor dies before it has exited takes the service back.
 //!
 //! # Layout
 //! - [`config`]: command line and config file → validated `Config`.
 //! - [`listeners`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; validation; nonblocking.
 //! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
-//! - [`server`]: accept loops and per-connection serving through hyper.
+//! - [`server`]: accept loops, per-connection serving through hyper, moving connections.
 //! - [`drain`]: the drain switch, open-connection count, deadline.
 //! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
-//! - [`fdstore`]: keeping self-bound sockets in systemd's fd store across restarts.
+//! - [`fdstore`]: keeping self-bound sockets (and, at a stop, connections) in systemd's fd store.
 //! - [`handoff`]: spawning the successor, the readiness channel, reaping on failure.
 //! - [`control`]: the control socket behind `heird reload`.
 //! - [`service`]: the lifecycle above, tying the modules together.
