@@ -6,7 +6,9 @@
 //! datagram:
 //! - successor → parent: `ready <pid>`, or `error <text>` when it cannot start (for example a
 //!   config error), or `exec-failed <errno>` from the forked child when exec fails;
-//! - parent → successor: `primary` once systemd has processed `MAINPID=` (after the barrier).
+//! - parent → successor: `primary` once systemd has processed `MAINPID=` (after the barrier);
+//!   the successor answers `primary-ack`, and the parent does not exit before that answer (or
+//!   the successor's death, or `handoff_timeout`), so a successor that dies at once is noticed.
 //!   Seqpacket keeps message boundaries and can carry fds (`SCM_RIGHTS`), which a later step
 //!   uses to move idle connections over the same channel.
 //!

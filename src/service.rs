@@ -412,19 +412,41 @@ impl Service {
             let draining = drain.clone();
             let drained = draining.wait(opts.drain_timeout);
             tokio::pin!(drained);
+            // The successor acknowledges `primary`; until then (or handoff_timeout) this process
+            // stays, so that a successor dying right after the handover is noticed for sure.
             let mut watching = true;
+            let mut awaiting_ack = true;
+            let mut drained_done = false;
+            let ack_deadline = tokio::time::sleep(opts.handoff_timeout);
+            tokio::pin!(ack_deadline);
             let died: Option<String> = loop {
                 tokio::select! {
-                    left = &mut drained => {
+                    left = &mut drained, if !drained_done => {
                         log_drain(open, left, &opts);
                         if left > 0 {
                             fault::point_with_peer(Step::DrainDeadline, successor.pid as u32);
                         }
-                        if watching && has_exited(&successor) {
-                            let (clean, status) = handoff::reap_exited(&successor).await;
-                            break (!clean).then_some(status);
+                        drained_done = true;
+                        if !awaiting_ack {
+                            break exit_status(&successor, watching).await;
                         }
-                        break None;
+                    }
+                    msg = successor.channel.recv(), if awaiting_ack => {
+                        awaiting_ack = false;
+                        if !matches!(&msg, Ok(Some(m)) if m.as_slice() == b"primary-ack") {
+                            // Closed without an acknowledgement: it is exiting or gone.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), successor.pidfd.readable()).await;
+                            if let Some(status) = exit_status(&successor, watching).await {
+                                break Some(status);
+                            }
+                        }
+                        if drained_done {
+                            break exit_status(&successor, watching).await;
+                        }
+                    }
+                    _ = &mut ack_deadline, if awaiting_ack && drained_done => {
+                        warn!(successor = successor.pid, "no acknowledgement from the successor; exiting anyway");
+                        break exit_status(&successor, watching).await;
                     }
                     _ = successor.pidfd.readable(), if watching => {
                         let (clean, status) = handoff::reap_exited(&successor).await;
@@ -433,6 +455,10 @@ impl Service {
                         }
                         info!(successor = successor.pid, "the successor exited cleanly; finishing the drain");
                         watching = false;
+                        awaiting_ack = false;
+                        if drained_done {
+                            break None;
+                        }
                     }
                 }
             };
@@ -492,6 +518,16 @@ fn log_drain(open: usize, left: usize, opts: &Options) {
     }
 }
 
+/// `Some(status)` when the successor has died (exited uncleanly or was killed), reaped;
+/// `None` while it runs or when it exited cleanly.
+async fn exit_status(successor: &Successor, watching: bool) -> Option<String> {
+    if !watching || !has_exited(successor) {
+        return None;
+    }
+    let (clean, status) = handoff::reap_exited(successor).await;
+    (!clean).then_some(status)
+}
+
 /// True when the successor has exited: its pidfd polls readable right now.
 fn has_exited(successor: &Successor) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -547,6 +583,9 @@ async fn successor_channel(
             Ok(Some((msg, _))) if msg.as_slice() == b"primary" => {
                 if let Some(tx) = primary_tx.take() {
                     let _ = tx.send(true);
+                }
+                if let Err(e) = ch.send(b"primary-ack").await {
+                    warn!(error = %e, "cannot acknowledge the handover");
                 }
             }
             Ok(Some((msg, _))) => {
