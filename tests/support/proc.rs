@@ -127,6 +127,8 @@ pub struct Heird {
     pub child: Child,
     pub stderr_path: PathBuf,
     pub cmdline: String,
+    /// The test's directory, which every generation has as `$RUNTIME_DIRECTORY`.
+    pub dir: PathBuf,
 }
 
 impl Heird {
@@ -160,8 +162,19 @@ impl Heird {
 
 impl Drop for Heird {
     fn drop(&mut self) {
-        // Kill every heird in our tree (successors included).
-        for pid in descendants(self.pid()).into_iter().rev() {
+        // Kill every heird of this test: successors are reparented away from our tree once
+        // their parent exits, but they all carry the test's directory in their environment.
+        let mut pids = descendants(self.pid());
+        if let Ok(all) = std::fs::read_dir("/proc") {
+            let dir = self.dir.to_string_lossy().to_string();
+            pids.extend(
+                all.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|p| *p != std::process::id())
+                    .filter(|p| env_of(*p, "RUNTIME_DIRECTORY").as_deref() == Some(dir.as_str())),
+            );
+        }
+        for pid in pids.into_iter().rev() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -271,6 +284,7 @@ impl Spawn {
             child,
             stderr_path,
             cmdline,
+            dir: self.dir.clone(),
         }
     }
 }
