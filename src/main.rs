@@ -49,13 +49,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         inherited: args.fds.clone(),
         bind: config.listen.clone(),
     };
+    // On an error, prepare_with has already told a waiting predecessor why.
     let service = match Service::prepare_with(inherited, &acquire) {
         Ok(s) => s,
-        Err(e) => {
-            // prepare_with consumed the channel; report through a fresh read is impossible, so
-            // the error goes to stderr and the exit status tells the predecessor.
-            return fail(EX_CONFIG, &e.into());
-        }
+        Err(e) => return fail(EX_CONFIG, &e.into()),
     };
     if let Some(note) = service.ignored_listen_fds() {
         tracing::warn!("{note}");
