@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use support::load::{self, LoadConfig};
 use support::proc::*;
 
 fn start(config: &str) -> Setup {
@@ -57,12 +56,7 @@ fn one_connection_keeps_its_port_and_is_answered_by_the_new_pid() {
 #[test]
 fn load_across_50_handoffs_has_no_failure_and_no_reconnect() {
     let s = start("");
-    let mut cfg = LoadConfig::new(s.addr);
-    cfg.path = "/sleep?duration=10ms".into();
-    cfg.keepalive_clients = 16;
-    cfg.newconn_clients = 4;
-    let load = load::start(cfg);
-    assert!(load.wait_until(Duration::from_secs(5), |st| st.ok > 50));
+    let load = warm_load(s.addr, "/sleep?duration=10ms", 16, 4, 50);
     for _ in 0..50 {
         reload_ok(s.dir.path());
         std::thread::sleep(Duration::from_millis(60));
@@ -268,12 +262,7 @@ fn handoff_time_with_idle_connections() {
 #[test]
 fn chained_handoffs_faster_than_drains_lose_no_connection() {
     let s = start("");
-    let mut cfg = LoadConfig::new(s.addr);
-    cfg.path = "/sleep?duration=20ms".into();
-    cfg.keepalive_clients = 16;
-    cfg.newconn_clients = 2;
-    let load = load::start(cfg);
-    assert!(load.wait_until(Duration::from_secs(5), |st| st.ok > 50));
+    let load = warm_load(s.addr, "/sleep?duration=20ms", 16, 2, 50);
     for _ in 0..30 {
         reload_ok(s.dir.path());
     }

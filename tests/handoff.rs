@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::load::{self, LoadConfig};
 use support::proc::*;
 
 fn signal(pid: u32, sig: Signal) {
@@ -38,12 +37,7 @@ fn dump_stderr(dir: &Path) -> String {
 #[test]
 fn load_across_25_handoffs_loses_nothing_and_pid_changes_each_time() {
     let s = start("");
-    let mut cfg = LoadConfig::new(s.addr);
-    cfg.path = "/sleep?duration=10ms".into();
-    cfg.keepalive_clients = 16;
-    cfg.newconn_clients = 4;
-    let load = load::start(cfg);
-    assert!(load.wait_until(Duration::from_secs(5), |st| st.ok > 50));
+    let load = warm_load(s.addr, "/sleep?duration=10ms", 16, 4, 50);
     let mut pids = vec![current_pid(s.addr)];
     for i in 0..25 {
         let (ok, out) = reload(s.dir.path());
@@ -193,12 +187,7 @@ fn restore_binary(bin: &Path) {
 fn every_failure_kind_keeps_the_old_process_serving_and_the_next_reload_works() {
     let s = start("handoff_timeout = \"1s\"\n");
     let old = s.h.pid();
-    let mut cfg = LoadConfig::new(s.addr);
-    cfg.path = "/sleep?duration=10ms".into();
-    cfg.keepalive_clients = 4;
-    cfg.newconn_clients = 2;
-    let load = load::start(cfg);
-    assert!(load.wait_until(Duration::from_secs(5), |st| st.ok > 20));
+    let load = warm_load(s.addr, "/sleep?duration=10ms", 4, 2, 20);
 
     type Break = Box<dyn Fn(&Setup)>;
     type Fix = Box<dyn Fn(&Setup)>;

@@ -546,3 +546,24 @@ pub fn read_response(r: &mut BufReader<TcpStream>) -> (String, String) {
     r.read_exact(&mut body).unwrap();
     (head, String::from_utf8(body).unwrap())
 }
+
+/// Starts the load client (`keepalive` + `newconn` clients on `path`) and waits until `warm`
+/// requests have succeeded, so that what follows happens under load.
+pub fn warm_load(
+    addr: SocketAddr,
+    path: &str,
+    keepalive: usize,
+    newconn: usize,
+    warm: u64,
+) -> super::load::LoadHandle {
+    let mut cfg = super::load::LoadConfig::new(addr);
+    cfg.path = path.into();
+    cfg.keepalive_clients = keepalive;
+    cfg.newconn_clients = newconn;
+    let load = super::load::start(cfg);
+    assert!(
+        load.wait_until(Duration::from_secs(5), |st| st.ok > warm),
+        "the load never warmed up"
+    );
+    load
+}
