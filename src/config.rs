@@ -91,8 +91,8 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {key} = {value:?}: {reason}")]
@@ -103,7 +103,7 @@ pub enum ConfigError {
         reason: String,
     },
     #[error("--listen: {0}")]
-    Listen(#[source] ListenError),
+    Listen(ListenError),
 }
 
 /// Parses a duration such as `250ms`, `2s` or `1m 30s`.
@@ -179,9 +179,9 @@ impl Config {
         match path {
             None => Ok(Config::default()),
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 Config::parse(&text, &path)
             }

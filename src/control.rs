@@ -14,23 +14,39 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::drain::Drain;
+use crate::wire::{ControlAnswer, RELOAD_REQUEST};
+
+/// Why a request is told to retry: this process left its main loop.
+const GONE: &str = "this process no longer takes requests";
 use crate::listeners::bind_unix;
 
-/// File name of the control socket inside the runtime directory.
+/// File name of the control socket inside `$RUNTIME_DIRECTORY` (one service per directory).
 pub const SOCKET_NAME: &str = "control.sock";
 
-/// The control socket path for this process, from `$RUNTIME_DIRECTORY` (its first entry).
+/// Where this process binds its control socket when it inherited none:
+/// `$RUNTIME_DIRECTORY/control.sock` under systemd; otherwise `control-<pid>.sock` in
+/// `$XDG_RUNTIME_DIR/heird/`, else in `/tmp/heird-<uid>/`. The directories outside systemd are
+/// created 0700 and refused when they exist with another owner or a wider mode.
 pub fn default_path() -> Option<PathBuf> {
-    runtime_dir_socket(std::env::var_os("RUNTIME_DIRECTORY")?.as_encoded_bytes())
+    if let Some(p) =
+        std::env::var_os("RUNTIME_DIRECTORY").and_then(|v| runtime_dir_socket(v.as_encoded_bytes()))
+    {
+        return Some(p);
+    }
+    let dir = private_dir()
+        .map_err(|e| warn!(error = %e, "no private directory for the control socket"))
+        .ok()?;
+    Some(dir.join(format!("control-{}.sock", std::process::id())))
 }
 
 fn runtime_dir_socket(value: &[u8]) -> Option<PathBuf> {
@@ -39,32 +55,68 @@ fn runtime_dir_socket(value: &[u8]) -> Option<PathBuf> {
     Some(Path::new(dir).join(SOCKET_NAME))
 }
 
-/// Finds the control socket of process `pid` from its environment (`/proc/PID/environ`).
+/// `$XDG_RUNTIME_DIR/heird`, else `/tmp/heird-<uid>`: created 0700, or checked to be a
+/// directory of ours that nobody else can enter.
+fn private_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => Path::new(&d).join("heird"),
+        None => std::env::temp_dir().join(format!("heird-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => return Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+    }
+    let m = std::fs::symlink_metadata(&dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} exists but is not a private directory of uid {uid} (owner {}, mode {:o}); refusing it",
+                dir.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+/// Finds the control socket of process `pid` (one of ours): the listening Unix socket among
+/// its open fds whose file is named `control.sock` or `control-<pid>.sock`.
 pub fn path_of_pid(pid: u32) -> io::Result<Option<PathBuf>> {
-    let env = std::fs::read(format!("/proc/{pid}/environ"))?;
-    Ok(env
-        .split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(b"RUNTIME_DIRECTORY="))
-        .and_then(runtime_dir_socket))
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        if let Some(ino) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+            inodes.insert(ino.to_string());
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix"))?;
+    Ok(table.lines().skip(1).find_map(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (inode, path) = (cols.get(6)?, cols.get(7)?);
+        let name = Path::new(path).file_name()?.to_str()?;
+        let ours = name == SOCKET_NAME || (name.starts_with("control-") && name.ends_with(".sock"));
+        (ours && inodes.contains(*inode)).then(|| PathBuf::from(path))
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control socket {path}: {source}")]
-    Bind { path: PathBuf, source: io::Error },
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}: {error}")]
+    Bind { path: PathBuf, error: io::Error },
+    #[error("control socket {path}: {error}")]
     Listen {
         path: PathBuf,
-        source: crate::listeners::ListenError,
+        error: crate::listeners::ListenError,
     },
-    #[error("cannot connect to the control socket {path}: {source}")]
-    Connect { path: PathBuf, source: io::Error },
-    #[error("control socket {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("no answer from the control socket {path} within {timeout:?}")]
-    Timeout { path: PathBuf, timeout: Duration },
-    #[error("the service closed the control connection without an answer")]
-    NoAnswer,
 }
 
 /// A reload request from a client; answer through `reply`.
@@ -75,23 +127,101 @@ pub struct Request {
 
 /// Binds the control socket at `path` (mode 0600), replacing a stale file nobody listens on.
 pub fn bind(path: &Path) -> Result<OwnedFd, ControlError> {
-    let l = bind_unix(path, &path.display()).map_err(|source| ControlError::Listen {
+    let l = bind_unix(path, &path.display()).map_err(|error| ControlError::Listen {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|error| {
         ControlError::Bind {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     })?;
     Ok(l.into())
 }
 
+/// The control socket of a running process: bound (or inherited) at start, served until the
+/// process hands over or stops, and passed to each successor so that its file never changes
+/// hands.
+#[derive(Debug)]
+pub struct Control {
+    fd: Option<Arc<OwnedFd>>,
+    /// The file we bound (a successor that inherited the fd has none); removed at a stop.
+    path: Option<PathBuf>,
+    tx: mpsc::Sender<Request>,
+    /// Client connections not answered yet.
+    open: Drain,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Control {
+    /// Serves the inherited control fd, or binds `path`. Without either (or when binding
+    /// fails, which is logged), `heird reload` cannot reach this process; signals still work.
+    pub fn open(inherited: Option<OwnedFd>, path: Option<&Path>, tx: mpsc::Sender<Request>) -> Control {
+        let (fd, path) = match (inherited, path) {
+            (Some(fd), _) => (Some(Arc::new(fd)), None),
+            (None, Some(path)) => match bind(path) {
+                Ok(fd) => {
+                    info!(path = %path.display(), "control socket");
+                    (Some(Arc::new(fd)), Some(path.to_path_buf()))
+                }
+                Err(e) => {
+                    warn!(error = %e, "no control socket: `heird reload` will not work");
+                    (None, None)
+                }
+            },
+            (None, None) => (None, None),
+        };
+        let mut c = Control {
+            fd,
+            path,
+            tx,
+            open: Drain::new(),
+            task: None,
+        };
+        c.restart();
+        c
+    }
+
+    /// The listening fd, to pass to a successor.
+    pub fn fd(&self) -> Option<Arc<OwnedFd>> {
+        self.fd.clone()
+    }
+
+    /// Stops accepting requests (a successor or nobody takes them from now on).
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Accepts requests (again).
+    pub fn restart(&mut self) {
+        self.stop();
+        let Some(fd) = &self.fd else { return };
+        match fd
+            .try_clone()
+            .and_then(|fd| serve(fd, self.tx.clone(), self.open.clone()))
+        {
+            Ok(t) => self.task = Some(t),
+            Err(e) => warn!(error = %e, "cannot serve the control socket"),
+        }
+    }
+
+    /// At exit: lets every answer be written (up to 2 s); at a stop, removes the socket file.
+    pub async fn finish(&mut self, stopped: bool) {
+        self.stop();
+        self.open.wait(Duration::from_secs(2)).await;
+        if stopped && let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Serves the control socket `fd` until the returned task is aborted; requests arrive on `tx`.
 /// Each client connection is counted in `open` until its answer is written, so that the
 /// process can wait for answers before it exits.
-pub fn serve(fd: OwnedFd, tx: mpsc::Sender<Request>, open: Drain) -> io::Result<tokio::task::JoinHandle<()>> {
+fn serve(fd: OwnedFd, tx: mpsc::Sender<Request>, open: Drain) -> io::Result<tokio::task::JoinHandle<()>> {
     let std = std::os::unix::net::UnixListener::from(fd);
     std.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std)?;
@@ -125,7 +255,9 @@ async fn handle(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
                 pid = cred.pid(),
                 "control connection from another user refused"
             );
-            let _ = stream.write_all(b"error permission denied\n").await;
+            let _ = stream
+                .write_all(format!("{}\n", ControlAnswer::Error("permission denied".into())).as_bytes())
+                .await;
             return;
         }
         Err(e) => {
@@ -138,62 +270,28 @@ async fn handle(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
     let mut reader = BufReader::new(read).take(128);
     let read = tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
     let answer = match read {
-        Ok(Ok(_)) if line.trim() == "reload" => {
+        Ok(Ok(_)) if line.trim() == RELOAD_REQUEST => {
             let (reply, rx) = oneshot::channel();
             // A closed queue: this process left its main loop (handed over or stopping).
             if tx.send(Request { reply }).await.is_err() {
-                "retry this process no longer takes requests".to_string()
+                ControlAnswer::Retry(GONE.into()).to_string()
             } else {
                 rx.await
-                    .unwrap_or_else(|_| "retry this process no longer takes requests".to_string())
+                    .unwrap_or_else(|_| ControlAnswer::Retry(GONE.into()).to_string())
             }
         }
-        Ok(Ok(_)) => format!(
-            "error unknown command {:?}",
+        Ok(Ok(_)) => ControlAnswer::Error(format!(
+            "unknown command {:?}",
             line.trim().chars().take(40).collect::<String>()
-        ),
+        ))
+        .to_string(),
         Ok(Err(e)) => {
             debug!(error = %e, "control read failed");
             return;
         }
-        Err(_) => "error timeout".to_string(),
+        Err(_) => ControlAnswer::Error("timeout".into()).to_string(),
     };
     let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
-}
-
-use tokio::io::AsyncReadExt as _;
-
-/// Client side of `heird reload`: asks for a handoff and returns the server's answer line.
-pub async fn request_reload(path: &Path, timeout: Duration) -> Result<String, ControlError> {
-    let io = |source| ControlError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let run = async {
-        let mut s = UnixStream::connect(path)
-            .await
-            .map_err(|source| ControlError::Connect {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        s.write_all(b"reload\n").await.map_err(io)?;
-        let mut line = String::new();
-        BufReader::new(s)
-            .take(64 * 1024)
-            .read_line(&mut line)
-            .await
-            .map_err(io)?;
-        if line.is_empty() {
-            return Err(ControlError::NoAnswer);
-        }
-        Ok(line.trim_end().to_string())
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| ControlError::Timeout {
-            path: path.to_path_buf(),
-            timeout,
-        })?
 }
 
 #[cfg(test)]

@@ -1,18 +1,64 @@
-//! systemd's file descriptor store: sockets heird binds itself are kept there (`FDSTORE=1` +
-//! `FDNAME=`), so that a `systemctl restart` or a crash does not close them, and come back in
-//! `LISTEN_FDS` at the next start (see [`crate::listeners`] for how they are taken back).
-//! Sockets from a socket unit are never stored: systemd holds those anyway.
+//! systemd's file descriptor store, and every name heird stores under.
+//!
+//! - Sockets heird binds itself are kept there (`FDSTORE=1` + `FDNAME=bound-…`), so that a
+//!   `systemctl restart` or a crash does not close them; they come back in `LISTEN_FDS` at the
+//!   next start (see [`crate::acquire`]). Sockets from a socket unit are never stored: systemd
+//!   holds those anyway.
+//! - At a stop, idle keep-alive connections are kept there for the next process
+//!   (`conn-<tcp|unix>-<moves>-<id>`), with the bytes read from each but not parsed yet in a
+//!   memfd beside it (`cbuf-<id>`).
 //!
 //! The store is used when `$NOTIFY_SOCKET` is set and `$FDSTORE` (systemd ≥ 254 sets it to
 //! `FileDescriptorStoreMax=`) is not 0. systemd 252 does not set `$FDSTORE`: there heird simply
 //! sends, and systemd drops what `FileDescriptorStoreMax=` does not allow.
 
-use std::os::fd::AsFd;
+use std::os::fd::BorrowedFd;
 
 use tracing::{info, warn};
 
-use crate::listeners::Listener;
 use crate::notify::{self, NotifyState};
+use crate::wire::ConnKind;
+
+/// Prefix of the names under which heird keeps the sockets it bound. Socket-unit fds never
+/// carry it (and are never stored).
+pub const BOUND_PREFIX: &str = "bound-";
+/// Prefix of stored connections: `conn-<tcp|unix>-<moves>-<id>`.
+pub const CONN_PREFIX: &str = "conn-";
+/// Prefix of a stored connection's unparsed bytes (a memfd): `cbuf-<id>`, the same `<id>`.
+pub const CONN_BUF_PREFIX: &str = "cbuf-";
+
+/// True for the name of a listener heird bound and stored.
+pub fn is_bound_listener(name: &str) -> bool {
+    name.starts_with(BOUND_PREFIX)
+}
+
+/// True for fd-store names of stored connections and their bytes.
+pub fn is_stored_connection(name: &str) -> bool {
+    name.starts_with(CONN_PREFIX) || name.starts_with(CONN_BUF_PREFIX)
+}
+
+/// The store name of a connection.
+pub fn conn_name(kind: ConnKind, moves: u32, id: &str) -> String {
+    format!("{CONN_PREFIX}{}-{moves}-{id}", kind.as_str())
+}
+
+/// The store name of a connection's unparsed bytes.
+pub fn conn_buf_name(id: &str) -> String {
+    format!("{CONN_BUF_PREFIX}{id}")
+}
+
+/// `conn-tcp-2-1234-7` → (tcp, 2 moves, "1234-7").
+pub fn parse_conn_name(name: &str) -> Option<(ConnKind, u32, &str)> {
+    let rest = name.strip_prefix(CONN_PREFIX)?;
+    let (kind, rest) = rest.split_once('-')?;
+    let (moves, id) = rest.split_once('-')?;
+    Some((ConnKind::parse(kind)?, moves.parse().ok()?, id))
+}
+
+/// `cbuf-1234-7` → "1234-7".
+pub fn parse_conn_buf_name(name: &str) -> Option<&str> {
+    name.strip_prefix(CONN_BUF_PREFIX)
+}
 
 /// How many fds the store takes (`$FDSTORE`), when keep-alive connections may be stored at a
 /// stop: only when `$FDSTORE` says the store has room (systemd ≥ 254 sets it; the shipped unit
@@ -40,13 +86,18 @@ pub fn available() -> bool {
             .is_none_or(|max| max > 0)
 }
 
-/// Pushes `listener` into the fd store under its name.
-pub fn store(listener: &Listener) {
-    let states = [NotifyState::FdStore, NotifyState::FdName(&listener.name)];
-    match sd_notify::notify_with_fds(&states, &[listener.fd.as_fd()]) {
-        Ok(()) => info!(name = %listener.name, address = %listener.address, "listener kept in the fd store"),
-        Err(e) => warn!(name = %listener.name, error = %e, "cannot store the listener in the fd store"),
+/// Pushes a listener's fd into the store under `name`; logs the outcome.
+pub fn store_listener(name: &str, address: &str, fd: BorrowedFd<'_>) {
+    let states = [NotifyState::FdStore, NotifyState::FdName(name)];
+    match sd_notify::notify_with_fds(&states, &[fd]) {
+        Ok(()) => info!(name, address, "listener kept in the fd store"),
+        Err(e) => warn!(name, error = %e, "cannot store the listener in the fd store"),
     }
+}
+
+/// Pushes `fd` into the store under `name` (a connection or its bytes); returns the error.
+pub fn store(name: &str, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(name)], &[fd])
 }
 
 /// Removes the stored fds named `name` (an address the config no longer lists).
@@ -58,4 +109,25 @@ pub fn remove(name: &str) {
 /// Removes the stored fds named `name`, logging only at debug level (used per connection).
 pub fn remove_quietly(name: &str) {
     notify::send(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let n = conn_name(ConnKind::Tcp, 2, "1234-7");
+        assert_eq!(n, "conn-tcp-2-1234-7");
+        assert_eq!(parse_conn_name(&n), Some((ConnKind::Tcp, 2, "1234-7")));
+        assert_eq!(
+            parse_conn_name("conn-unix-0-1-0"),
+            Some((ConnKind::Unix, 0, "1-0"))
+        );
+        assert_eq!(parse_conn_name("bound-tcp-127.0.0.1_80"), None);
+        assert_eq!(parse_conn_name("conn-udp-1-1"), None);
+        assert_eq!(parse_conn_buf_name(&conn_buf_name("9-1")), Some("9-1"));
+        assert!(is_stored_connection("cbuf-1-2") && is_stored_connection("conn-tcp-0-1-2"));
+        assert!(!is_stored_connection("bound-tcp-x") && is_bound_listener("bound-tcp-x"));
+    }
 }

@@ -19,35 +19,54 @@
 //!    `Connection: close` and close it when idle; exit 0 at the latest at the deadline. A
 //!    predecessor whose successor dies before it has exited takes the service back.
 //!
-//! # Layout
-//! - [`config`]: command line and config file → validated `Config`.
-//! - [`listeners`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; validation; nonblocking.
-//! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
-//! - [`server`]: accept loops, per-connection serving through hyper, moving connections.
-//! - [`drain`]: the drain switch, open-connection count, deadline.
-//! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
-//! - [`fdstore`]: keeping self-bound sockets (and, at a stop, connections) in systemd's fd store.
-//! - [`handoff`]: spawning the successor, the readiness channel, reaping on failure.
-//! - [`control`]: the control socket behind `heird reload`.
-//! - [`service`]: the lifecycle above, tying the modules together.
-//! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`).
-//! - [`logging`]: journald or stderr.
+//! The phases and every rule about them are one pure state machine ([`lifecycle`]); the run
+//! loop ([`service`]) only turns the world into its events and performs its actions.
+//!
+//! # Layout (lowest first; imports point down this list, never up)
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
+//! - [`wire`]: the typed messages of the handoff channel and the control socket.
+//! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
+//! - [`fdstore`]: systemd's fd store, and every name heird stores under.
+//! - [`channel`]: the handoff channel (seqpacket, one message per datagram, fds attached).
+//! - [`config`]: command line and config file → validated `Config`.
+//! - [`listeners`]: listen addresses, validating and binding listening sockets.
+//! - [`acquire`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets.
+//! - [`inherit`]: what a successor inherits from its predecessor (generation, channel, control).
+//! - [`successor`]: starting a successor and waiting until it is ready; a child handle that
+//!   kills and reaps on drop.
+//! - [`drain`]: the drain switch, open-connection count, deadline.
+//! - [`server`]: accept loops, per-connection serving through hyper, moving connections.
+//! - [`control`]: the control socket behind `heird reload` (server side).
+//! - [`client`]: `reload` and `stop` for any binary (client side).
+//! - [`lifecycle`]: the state machine: phases, events, actions, the pure `step`.
+//! - [`handover`]: both ends of the handover on the channel.
+//! - [`service`]: `prepare` (before the runtime) and the run loop that drives the lifecycle.
+//! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`).
+//! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
+//! - [`logging`]: journald or stderr.
 #![deny(unsafe_code)]
 
+pub mod acquire;
 pub mod app;
+pub mod channel;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod drain;
 pub mod fault;
 pub mod fdstore;
-pub mod handoff;
+pub mod handover;
+pub mod inherit;
+pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
 pub mod notify;
 pub mod server;
 pub mod service;
+pub mod successor;
 mod sys;
+pub mod wire;
 
-pub use listeners::{Acquire, ListenAddr};
+pub use acquire::Acquire;
+pub use listeners::ListenAddr;
 pub use service::{Exit, Options, Service};

@@ -1,11 +1,7 @@
-//! Where the listening sockets come from, in this order: systemd (`LISTEN_FDS`, `LISTEN_PID`,
-//! `LISTEN_FDNAMES`), inherited descriptors (`--fd N`), or a fresh bind of the configured
-//! addresses. Every descriptor taken is validated (a listening stream socket of family inet,
-//! inet6 or unix) and set to close-on-exec and nonblocking.
-//!
-//! We parse the `LISTEN_*` variables ourselves instead of using `listenfd`: listenfd ignores
-//! `LISTEN_FDNAMES`, accepts fds without `LISTEN_PID`, and leaks fd 3 into children when
-//! `LISTEN_PID` is not ours. The parser is a pure function, tested below.
+//! A listening socket and what can be known about it: listen addresses as configured, the
+//! validation of every descriptor taken (a listening stream socket of family inet, inet6 or
+//! unix, made close-on-exec and nonblocking), and binding. Where the sockets come from is
+//! [`crate::acquire`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,12 +12,12 @@ use std::path::{Path, PathBuf};
 use nix::sys::socket::{self, AddressFamily, SockaddrLike, SockaddrStorage, sockopt};
 use nix::sys::stat::{SFlag, fstat};
 
-use crate::sys;
+use crate::fdstore;
 
 /// Lowest descriptor of the `sd_listen_fds` protocol.
 pub const LISTEN_FDS_START: RawFd = 3;
 /// More descriptors than this in `LISTEN_FDS` is treated as garbage, not as a request to scan.
-const MAX_LISTEN_FDS: u32 = 4096;
+pub const MAX_LISTEN_FDS: u32 = 4096;
 
 /// Environment variables of the socket-passing protocol, unset once the fds are taken.
 pub const LISTEN_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
@@ -54,19 +50,19 @@ pub enum ListenError {
         origin: String,
         family: String,
     },
-    #[error("fd {fd} ({origin}): {op}: {source}")]
+    #[error("fd {fd} ({origin}): {op}: {error}")]
     Sys {
         fd: RawFd,
         origin: String,
         op: &'static str,
-        source: nix::Error,
+        error: nix::Error,
     },
     #[error("--fd {0} is not allowed: fds 0, 1 and 2 are stdin, stdout and stderr")]
     StdioFd(RawFd),
     #[error("fd {0} is given twice")]
     Duplicate(RawFd),
-    #[error("cannot bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("cannot bind {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("cannot bind {addr}: another process is listening on it")]
     UnixInUse { addr: String },
     #[error("cannot unset the LISTEN_* variables: {0}")]
@@ -88,14 +84,14 @@ pub enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Systemd => "systemd",
             Source::Inherited => "inherited",
             Source::Bound => "bound",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "systemd" => Some(Source::Systemd),
             "inherited" => Some(Source::Inherited),
@@ -136,11 +132,11 @@ impl ListenAddr {
     }
 
     /// The name of a listener heird bound itself, usable in `LISTEN_FDNAMES` and `FDNAME=`
-    /// (printable, no `:`), starting with [`STORE_PREFIX`].
+    /// (printable, no `:`), starting with [`fdstore::BOUND_PREFIX`].
     pub fn default_name(&self) -> String {
         let raw = match self {
-            ListenAddr::Tcp(a) => format!("{STORE_PREFIX}tcp-{a}"),
-            ListenAddr::Unix(p) => format!("{STORE_PREFIX}unix-{}", p.display()),
+            ListenAddr::Tcp(a) => format!("{}tcp-{a}", fdstore::BOUND_PREFIX),
+            ListenAddr::Unix(p) => format!("{}unix-{}", fdstore::BOUND_PREFIX, p.display()),
         };
         raw.chars()
             .map(|c| if c == ':' || !c.is_ascii_graphic() { '_' } else { c })
@@ -175,288 +171,17 @@ pub enum Family {
     Unix,
 }
 
-/// What the systemd variables say, before any fd is touched.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ListenEnv {
-    /// No `LISTEN_FDS`: nothing was passed.
-    Absent,
-    /// Passed to another process (`LISTEN_PID` is not ours, or missing): ignore the fds.
-    NotForUs { listen_pid: Option<u32>, count: u32 },
-    /// Ours: `count` fds from 3, with one name each (`None` when `LISTEN_FDNAMES` is unset).
-    Ours {
-        count: u32,
-        names: Vec<Option<String>>,
-        sources: Vec<Option<Source>>,
-    },
-}
-
-/// Parses `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES` (and heird's `HEIRD_FD_SOURCES`).
-pub fn parse_listen_env(
-    listen_pid: Option<&str>,
-    listen_fds: Option<&str>,
-    fdnames: Option<&str>,
-    sources: Option<&str>,
-    my_pid: u32,
-) -> Result<ListenEnv, ListenError> {
-    let Some(fds) = listen_fds else {
-        return Ok(ListenEnv::Absent);
-    };
-    let count: u32 = fds
-        .trim()
-        .parse()
-        .map_err(|_| ListenError::BadCount(fds.to_string()))?;
-    if count > MAX_LISTEN_FDS {
-        return Err(ListenError::TooMany(count));
-    }
-    let pid = match listen_pid {
-        None => None,
-        Some(p) => Some(
-            p.trim()
-                .parse::<u32>()
-                .map_err(|_| ListenError::BadPid(p.to_string()))?,
-        ),
-    };
-    if pid != Some(my_pid) {
-        return Ok(ListenEnv::NotForUs {
-            listen_pid: pid,
-            count,
-        });
-    }
-    let names: Vec<Option<String>> = match fdnames {
-        None => vec![None; count as usize],
-        Some(n) => {
-            let parts: Vec<Option<String>> = if n.is_empty() && count == 0 {
-                Vec::new()
-            } else {
-                n.split(':').map(|s| Some(s.to_string())).collect()
-            };
-            if parts.len() != count as usize {
-                return Err(ListenError::NameCount {
-                    names: parts.len(),
-                    fds: count,
-                });
-            }
-            parts
-        }
-    };
-    let sources = match sources {
-        Some(s) if s.split(',').count() == count as usize => s.split(',').map(Source::parse).collect(),
-        _ => vec![None; count as usize],
-    };
-    Ok(ListenEnv::Ours {
-        count,
-        names,
-        sources,
-    })
-}
-
-/// How to acquire listeners.
-#[derive(Debug, Clone, Default)]
-pub struct Acquire {
-    /// `--fd N` descriptors, used when systemd passed nothing.
-    pub inherited: Vec<RawFd>,
-    /// Addresses to bind when neither systemd nor `--fd` gave sockets.
-    pub bind: Vec<ListenAddr>,
-}
-
-/// The listeners and what happened on the way.
-#[derive(Debug, Default)]
-pub struct Acquired {
-    pub listeners: Vec<Listener>,
-    /// Set when `LISTEN_FDS` was present but meant for another process.
-    pub ignored: Option<String>,
-    /// Indices into `listeners` of sockets bound now, to keep in systemd's fd store.
-    pub store: Vec<usize>,
-    /// Names of stored sockets that are no longer wanted, to remove from the fd store.
-    pub unstore: Vec<String>,
-    /// Keep-alive connections a previous process stored at its stop (name, fd), to be served
-    /// and then removed from the store.
-    pub connections: Vec<(String, OwnedFd)>,
-}
-
-/// Prefix of the names under which heird keeps the sockets it bound in systemd's fd store.
-/// Socket-unit fds never carry it (and are never stored).
-pub const STORE_PREFIX: &str = "bound-";
-
-/// systemd passed fds without a predecessor: socket-unit fds and/or fds heird stored earlier.
-/// With socket-unit fds, serve those and drop stored ones. Otherwise reuse each stored socket
-/// whose address the config still lists, bind the addresses that have none (to be stored), and
-/// drop stored sockets the config no longer lists.
-fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Result<Acquired, ListenError> {
-    let (mut stored, unit): (Vec<Listener>, Vec<Listener>) =
-        passed.into_iter().partition(|l| l.name.starts_with(STORE_PREFIX));
-    if !unit.is_empty() {
-        let unstore = stored.iter().map(|l| l.name.clone()).collect();
-        return Ok(Acquired {
-            listeners: unit,
-            unstore,
-            ..Acquired::default()
-        });
-    }
-    let mut out = Vec::new();
-    let mut store = Vec::new();
-    for addr in bind_addrs {
-        let wanted = addr.to_string();
-        // A unix socket whose file is gone (e.g. a RuntimeDirectory= removed at the stop) can
-        // no longer be reached by path: bind it anew instead of reusing the stored fd.
-        let reachable = match addr {
-            ListenAddr::Unix(path) => std::fs::symlink_metadata(path)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())),
-            ListenAddr::Tcp(_) => true,
-        };
-        match stored.iter().position(|l| reachable && l.address == wanted) {
-            Some(i) => {
-                let mut l = stored.remove(i);
-                l.source = Source::Bound;
-                out.push(l);
-            }
-            None => {
-                store.push(out.len());
-                out.push(bind(addr)?);
-            }
-        }
-    }
-    let unstore = stored.iter().map(|l| l.name.clone()).collect();
-    Ok(Acquired {
-        listeners: out,
-        store,
-        unstore,
-        ..Acquired::default()
-    })
-}
-
-/// Takes the listening sockets. Must run before any thread exists: it unsets the `LISTEN_*`
-/// variables so that nothing (children included) sees them again.
-pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
-    let env = |k: &str| std::env::var(k).ok();
-    let parsed = parse_listen_env(
-        env("LISTEN_PID").as_deref(),
-        env("LISTEN_FDS").as_deref(),
-        env("LISTEN_FDNAMES").as_deref(),
-        env(SOURCES_VAR).as_deref(),
-        std::process::id(),
-    );
-    sys::remove_env(&LISTEN_VARS).map_err(ListenError::Env)?;
-    sys::remove_env(&[SOURCES_VAR]).map_err(ListenError::Env)?;
-    let mut ignored = None;
-    match parsed? {
-        ListenEnv::Ours {
-            count,
-            names,
-            sources,
-        } if count > 0 => {
-            let from_predecessor = sources.iter().any(Option::is_some);
-            let mut connections = Vec::new();
-            let mut out = Vec::with_capacity(count as usize);
-            for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
-                let fd = LISTEN_FDS_START + i as RawFd;
-                let origin = match &name {
-                    Some(n) => format!("LISTEN_FDNAMES {n:?}"),
-                    None => format!("LISTEN_FDS={count}"),
-                };
-                let owned = sys::take_inherited_fd(fd)
-                    .map_err(|e| take_err(fd, &origin, e))?
-                    .ok_or_else(|| ListenError::NotOpen {
-                        fd,
-                        origin: origin.clone(),
-                        count,
-                    })?;
-                let name = name.unwrap_or_else(|| format!("fd{fd}"));
-                // A keep-alive connection a previous process left in the fd store.
-                if crate::server::is_stored_connection(&name) {
-                    connections.push((name, owned));
-                    continue;
-                }
-                let source = source.unwrap_or(Source::Systemd);
-                out.push(validate(owned, name, source, &origin)?);
-            }
-            // From a predecessor (it says where each fd came from): take them all, as they are.
-            let mut acquired = if from_predecessor {
-                Acquired {
-                    listeners: out,
-                    ignored,
-                    ..Acquired::default()
-                }
-            } else {
-                reconcile_with_store(out, &opts.bind)?
-            };
-            acquired.connections = connections;
-            return Ok(acquired);
-        }
-        ListenEnv::NotForUs { listen_pid, count } => {
-            // The fds belong to someone else; keep them out of our children.
-            for i in 0..count.min(MAX_LISTEN_FDS) {
-                sys::set_cloexec_raw(LISTEN_FDS_START + i as RawFd);
-            }
-            ignored = Some(match listen_pid {
-                Some(p) => format!(
-                    "LISTEN_FDS={count} is for pid {p}, not for us (pid {}): ignored",
-                    std::process::id()
-                ),
-                None => format!("LISTEN_FDS={count} without LISTEN_PID: ignored"),
-            });
-        }
-        _ => {}
-    }
-    if !opts.inherited.is_empty() {
-        let mut out = Vec::new();
-        let mut seen = Vec::new();
-        for &fd in &opts.inherited {
-            if fd < 3 {
-                return Err(ListenError::StdioFd(fd));
-            }
-            if seen.contains(&fd) {
-                return Err(ListenError::Duplicate(fd));
-            }
-            seen.push(fd);
-            let origin = format!("--fd {fd}");
-            let owned = sys::take_inherited_fd(fd)
-                .map_err(|e| take_err(fd, &origin, e))?
-                .ok_or_else(|| ListenError::InheritedNotOpen {
-                    fd,
-                    origin: origin.clone(),
-                })?;
-            out.push(validate(owned, format!("fd{fd}"), Source::Inherited, &origin)?);
-        }
-        return Ok(Acquired {
-            listeners: out,
-            ignored,
-            ..Acquired::default()
-        });
-    }
-    let mut out = Vec::new();
-    for addr in &opts.bind {
-        out.push(bind(addr)?);
-    }
-    let store = (0..out.len()).collect();
-    Ok(Acquired {
-        listeners: out,
-        ignored,
-        store,
-        ..Acquired::default()
-    })
-}
-
-fn take_err(fd: RawFd, origin: &str, e: std::io::Error) -> ListenError {
-    ListenError::Sys {
-        fd,
-        origin: origin.to_string(),
-        op: "take",
-        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
-    }
-}
-
 /// Checks that `fd` is a listening stream socket of a supported family and makes it
 /// close-on-exec and nonblocking.
 pub fn validate(fd: OwnedFd, name: String, source: Source, origin: &str) -> Result<Listener, ListenError> {
     let raw = fd.as_raw_fd();
     let sys_err = |op: &'static str| {
         let origin = origin.to_string();
-        move |source: nix::Error| ListenError::Sys {
+        move |error: nix::Error| ListenError::Sys {
             fd: raw,
             origin,
             op,
-            source,
+            error,
         }
     };
     let st = fstat(fd.as_fd()).map_err(sys_err("fstat"))?;
@@ -544,9 +269,9 @@ fn set_flags(fd: BorrowedFd<'_>) -> nix::Result<()> {
 
 /// Binds `addr` (std sockets are CLOEXEC already; made nonblocking here).
 pub fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
-    let bind_err = |source| ListenError::Bind {
+    let bind_err = |error| ListenError::Bind {
         addr: addr.to_string(),
-        source,
+        error,
     };
     let fd: OwnedFd = match addr {
         ListenAddr::Tcp(a) => std::net::TcpListener::bind(a).map_err(bind_err)?.into(),
@@ -556,7 +281,7 @@ pub fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
     // fd store keeps the socket) wants the system's maximum, like systemd's own Backlog=.
     socket::listen(&fd, socket::Backlog::MAXCONN).map_err(|e| ListenError::Bind {
         addr: addr.to_string(),
-        source: e.into(),
+        error: e.into(),
     })?;
     validate(fd, addr.default_name(), Source::Bound, &addr.to_string())
 }
@@ -572,7 +297,7 @@ pub fn bind_unix(path: &Path, addr: &impl fmt::Display) -> Result<StdUnixListene
             if !is_socket {
                 return Err(ListenError::Bind {
                     addr: addr.to_string(),
-                    source: e,
+                    error: e,
                 });
             }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -580,18 +305,18 @@ pub fn bind_unix(path: &Path, addr: &impl fmt::Display) -> Result<StdUnixListene
                     addr: addr.to_string(),
                 });
             }
-            std::fs::remove_file(path).map_err(|source| ListenError::Bind {
+            std::fs::remove_file(path).map_err(|error| ListenError::Bind {
                 addr: addr.to_string(),
-                source,
+                error,
             })?;
-            StdUnixListener::bind(path).map_err(|source| ListenError::Bind {
+            StdUnixListener::bind(path).map_err(|error| ListenError::Bind {
                 addr: addr.to_string(),
-                source,
+                error,
             })
         }
-        Err(source) => Err(ListenError::Bind {
+        Err(error) => Err(ListenError::Bind {
             addr: addr.to_string(),
-            source,
+            error,
         }),
     }
 }
@@ -606,66 +331,6 @@ pub fn names_and_sources(listeners: &[Listener]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(pid: Option<&str>, fds: Option<&str>, names: Option<&str>) -> Result<ListenEnv, ListenError> {
-        parse_listen_env(pid, fds, names, None, 42)
-    }
-
-    #[test]
-    fn absent_without_listen_fds() {
-        assert_eq!(p(Some("42"), None, None).unwrap(), ListenEnv::Absent);
-    }
-
-    #[test]
-    fn ours_with_names() {
-        match p(Some("42"), Some("2"), Some("http:unix")).unwrap() {
-            ListenEnv::Ours { count, names, .. } => {
-                assert_eq!(count, 2);
-                assert_eq!(names, vec![Some("http".into()), Some("unix".into())]);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn not_for_us() {
-        assert_eq!(
-            p(Some("7"), Some("1"), None).unwrap(),
-            ListenEnv::NotForUs {
-                listen_pid: Some(7),
-                count: 1
-            }
-        );
-        assert_eq!(
-            p(None, Some("1"), None).unwrap(),
-            ListenEnv::NotForUs {
-                listen_pid: None,
-                count: 1
-            }
-        );
-    }
-
-    #[test]
-    fn errors_name_the_problem() {
-        let e = p(Some("42"), Some("abc"), None).unwrap_err().to_string();
-        assert!(e.contains("LISTEN_FDS=\"abc\""), "{e}");
-        let e = p(Some("x"), Some("1"), None).unwrap_err().to_string();
-        assert!(e.contains("LISTEN_PID"), "{e}");
-        let e = p(Some("42"), Some("2"), Some("a")).unwrap_err().to_string();
-        assert!(e.contains("1 names") && e.contains("LISTEN_FDS=2"), "{e}");
-        let e = p(Some("42"), Some("99999"), None).unwrap_err().to_string();
-        assert!(e.contains("99999"), "{e}");
-    }
-
-    #[test]
-    fn sources_are_carried() {
-        match parse_listen_env(Some("42"), Some("2"), Some("a:b"), Some("bound,systemd"), 42).unwrap() {
-            ListenEnv::Ours { sources, .. } => {
-                assert_eq!(sources, vec![Some(Source::Bound), Some(Source::Systemd)])
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn addresses() {
@@ -694,38 +359,6 @@ mod proptests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Any environment values: never a panic; every error names the variable it is about.
-        #[test]
-        fn listen_env_never_panics(
-            pid in proptest::option::of(".{0,12}"),
-            fds in proptest::option::of(".{0,12}"),
-            names in proptest::option::of(".{0,40}"),
-            sources in proptest::option::of(".{0,40}"),
-        ) {
-            match parse_listen_env(pid.as_deref(), fds.as_deref(), names.as_deref(), sources.as_deref(), 42) {
-                Ok(ListenEnv::Ours { count, names, sources }) => {
-                    prop_assert_eq!(names.len(), count as usize);
-                    prop_assert_eq!(sources.len(), count as usize);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let m = e.to_string();
-                    prop_assert!(m.contains("LISTEN_"), "{}", m);
-                }
-            }
-        }
-
-        #[test]
-        fn listen_env_counts_round_trip(count in 0u32..100, extra in 0usize..3) {
-            let names: Vec<String> = (0..count as usize + extra).map(|i| format!("n{i}")).collect();
-            let r = parse_listen_env(Some("42"), Some(&count.to_string()), Some(&names.join(":")), None, 42);
-            if extra == 0 || count == 0 && names.is_empty() {
-                prop_assert!(r.is_ok());
-            } else {
-                prop_assert!(r.is_err());
-            }
-        }
-
         #[test]
         fn addresses_never_panic(s in ".{0,80}") {
             match ListenAddr::parse(&s) {

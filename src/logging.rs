@@ -40,3 +40,17 @@ pub fn init(level: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Runs `f` with a stderr subscriber as the default for this thread (before [`init`], which
+/// may open the journald socket).
+pub fn with_stderr<T>(level: &str, f: impl FnOnce() -> T) -> T {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f)
+}

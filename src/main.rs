@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use heird::config::{Cli, Command, Config, ConfigArg, ReloadArgs, ServeArgs, StopArgs};
-use heird::handoff::Inherited;
-use heird::{Acquire, Options, Service, app, control, logging, server};
+use heird::inherit::Inherited;
+use heird::wire::ControlAnswer;
+use heird::{Acquire, Options, Service, app, client, control, logging, server};
 
 const EX_CONFIG: u8 = 78;
 
@@ -44,16 +45,19 @@ fn serve(args: ServeArgs) -> ExitCode {
             return fail(EX_CONFIG, &e.into());
         }
     };
-    logging::init(&config.log_level);
     let acquire = Acquire {
         inherited: args.fds.clone(),
         bind: config.listen.clone(),
     };
+    // The fds are taken before logging opens anything (the journald socket could otherwise
+    // land on a number that a wrong LISTEN_FDS count claims); what prepare logs goes to stderr.
     // On an error, prepare_with has already told a waiting predecessor why.
-    let service = match Service::prepare_with(inherited, &acquire) {
+    let prepared = logging::with_stderr(&config.log_level, || Service::prepare_with(inherited, &acquire));
+    let service = match prepared {
         Ok(s) => s,
         Err(e) => return fail(EX_CONFIG, &e.into()),
     };
+    logging::init(&config.log_level);
     if let Some(note) = service.ignored_listen_fds() {
         tracing::warn!("{note}");
     }
@@ -72,6 +76,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         handoff_timeout: config.handoff_timeout,
         serve: server::ServeSettings {
             idle_close_grace: config.idle_close_grace,
+            move_connections: config.move_connections,
             ..Default::default()
         },
         watchdog_stall: config.watchdog_stall,
@@ -101,69 +106,49 @@ fn check(arg: &ConfigArg) -> ExitCode {
     }
 }
 
-fn main_pid(pid: Option<u32>) -> Option<u32> {
-    pid.or_else(|| std::env::var("MAINPID").ok()?.parse().ok())
-        .filter(|p| *p > 0)
-}
-
 fn reload(args: ReloadArgs) -> ExitCode {
-    let path = match args.socket.clone().or_else(control::default_path) {
-        Some(p) => p,
-        None => match main_pid(args.pid) {
-            Some(pid) => match control::path_of_pid(pid) {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    return fail(
-                        EX_CONFIG,
-                        &anyhow::anyhow!(
-                            "pid {pid} has no RUNTIME_DIRECTORY, so no control socket; pass --socket"
-                        ),
-                    );
-                }
-                Err(e) => {
-                    return fail(
-                        1,
-                        &anyhow::Error::new(e).context(format!("cannot read the environment of pid {pid}")),
-                    );
-                }
-            },
-            None => {
-                return fail(
-                    EX_CONFIG,
-                    &anyhow::anyhow!(
-                        "no control socket: pass --socket PATH or --pid PID, or run under systemd (RUNTIME_DIRECTORY)"
-                    ),
-                );
-            }
-        },
+    let path = match client::find_socket(args.socket.clone(), args.pid) {
+        Ok(p) => p,
+        Err(e @ (client::ClientError::NoTarget | client::ClientError::NoSocket { .. })) => {
+            return fail(EX_CONFIG, &e.into());
+        }
+        Err(e) => return fail(1, &e.into()),
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(1, &e.into()),
     };
-    match rt.block_on(control::request_reload(&path, args.timeout)) {
-        Ok(answer) => {
-            if let Some(ok) = answer.strip_prefix("ok ") {
-                println!("reloaded: {ok}");
-                ExitCode::SUCCESS
-            } else {
-                let reason = answer
-                    .strip_prefix("failed ")
-                    .or_else(|| answer.strip_prefix("error "))
-                    .unwrap_or(&answer);
-                eprintln!("heird: reload failed: {reason}");
-                ExitCode::FAILURE
-            }
+    match rt.block_on(client::reload(&path, args.timeout)) {
+        Ok(ControlAnswer::Ok { pid, generation }) => {
+            println!("reloaded: pid={pid} generation={generation}");
+            ExitCode::SUCCESS
+        }
+        Ok(ControlAnswer::Failed(reason) | ControlAnswer::Error(reason) | ControlAnswer::Retry(reason)) => {
+            eprintln!("heird: reload failed: {reason}");
+            ExitCode::FAILURE
         }
         Err(e) => fail(1, &e.into()),
     }
 }
 
 fn stop(args: StopArgs) -> ExitCode {
-    let Some(pid) = main_pid(args.pid) else {
-        return fail(EX_CONFIG, &anyhow::anyhow!("no pid: pass --pid or set $MAINPID"));
+    let pid = match (args.pid, std::env::var("MAINPID")) {
+        (Some(p), _) => p,
+        (None, Ok(v)) if v.trim().is_empty() || v.trim() == "0" => {
+            // ExecStop= with no main process left (it exited or crashed): nothing to stop.
+            println!("no main process; nothing to stop");
+            return ExitCode::SUCCESS;
+        }
+        (None, _) => match client::main_pid(None) {
+            Some(p) => p,
+            None => return fail(EX_CONFIG, &anyhow::anyhow!("no pid: pass --pid or set $MAINPID")),
+        },
     };
-    match heird::service::stop_and_wait(pid, args.timeout).with_context(|| format!("stopping pid {pid}")) {
+    let raw = match client::checked_pid(u64::from(pid)) {
+        Ok(p) => p,
+        Err(e) => return fail(EX_CONFIG, &e.into()),
+    };
+    match client::stop_and_wait(raw, args.timeout).with_context(|| format!("stopping pid {pid}")) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => fail(
             1,

@@ -32,9 +32,11 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::channel::{Channel, MAX_MSG};
 use crate::drain::Drain;
-use crate::handoff::{Channel, MAX_MSG};
+use crate::fdstore;
 use crate::listeners::{Family, Listener};
+use crate::wire::{ChannelMsg, ConnKind as Kind};
 
 /// Settings of the connection layer.
 #[derive(Debug, Clone)]
@@ -152,7 +154,7 @@ impl Server {
         let mut conns = Vec::new();
         let mut names = Vec::new();
         for (name, fd) in stored {
-            if let Some(id) = name.strip_prefix(STORED_BUF_PREFIX) {
+            if let Some(id) = fdstore::parse_conn_buf_name(&name) {
                 bufs.insert(id.to_string(), fd);
             } else {
                 conns.push((name.clone(), fd));
@@ -160,7 +162,7 @@ impl Server {
             names.push(name);
         }
         for (name, fd) in conns {
-            let Some((kind, moves, id)) = parse_stored_name(&name) else {
+            let Some((kind, moves, id)) = fdstore::parse_conn_name(&name) else {
                 warn!(name, "not a stored connection name; closed");
                 continue;
             };
@@ -172,9 +174,7 @@ impl Server {
                 }
                 None => Vec::new(),
             };
-            let mut header = format!("conn {} {moves}\n", kind.as_str()).into_bytes();
-            header.extend_from_slice(&prefix);
-            if let Err(e) = self.adopt(&header, fd) {
+            if let Err(e) = self.adopt(kind, moves, &prefix, fd) {
                 warn!(name, error = %e, "cannot serve a stored connection");
             }
         }
@@ -189,24 +189,23 @@ impl Server {
         )
     }
 
-    /// Serves a connection that a predecessor moved to us (a `conn` message on the channel).
-    pub fn adopt(&self, header: &[u8], fd: OwnedFd) -> io::Result<()> {
-        let moved = parse_move_header(header)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad moved-connection header"))?;
+    /// Serves a connection that a predecessor moved to us (a `conn` message on the channel),
+    /// replaying `unread` (bytes read from it but not parsed) first.
+    pub fn adopt(&self, kind: Kind, moves: u32, unread: &[u8], fd: OwnedFd) -> io::Result<()> {
         let ctx = self.ctx.clone();
-        let prefix = Bytes::copy_from_slice(moved.prefix);
-        match moved.kind {
+        let prefix = Bytes::copy_from_slice(unread);
+        match kind {
             Kind::Tcp => {
                 let std = std::net::TcpStream::from(fd);
                 std.set_nonblocking(true)?;
                 let s = TcpStream::from_std(std)?;
-                tokio::spawn(serve_connection(s, prefix, ctx, moved.moves));
+                tokio::spawn(serve_connection(s, prefix, ctx, moves));
             }
             Kind::Unix => {
                 let std = std::os::unix::net::UnixStream::from(fd);
                 std.set_nonblocking(true)?;
                 let s = UnixStream::from_std(std)?;
-                tokio::spawn(serve_connection(s, prefix, ctx, moved.moves));
+                tokio::spawn(serve_connection(s, prefix, ctx, moves));
             }
         }
         Ok(())
@@ -440,16 +439,9 @@ enum Mover {
     },
 }
 
-/// Prefix of the fd-store names of stored connections: `conn-<tcp|unix>-<moves>-<pid>-<n>`.
-pub const STORED_CONN_PREFIX: &str = "conn-";
-/// Prefix of the fd-store names of a stored connection's unparsed bytes (a memfd):
-/// `cbuf-<pid>-<n>`, matching the connection's `<pid>-<n>`.
-pub const STORED_BUF_PREFIX: &str = "cbuf-";
-
 /// Stores one idle connection in systemd's fd store, with the bytes read but not parsed yet (a
 /// request that had just started arriving) in a memfd stored beside it.
 fn store_moved<S: Movable>(io: ConnIo<S>, read_buf: Bytes, moves: u32) -> io::Result<()> {
-    use crate::notify::NotifyState;
     use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
     let (fd, unread) = io.into_fd()?;
@@ -460,29 +452,9 @@ fn store_moved<S: Movable>(io: ConnIo<S>, read_buf: Bytes, moves: u32) -> io::Re
         let mut f = std::fs::File::from(buf);
         std::io::Write::write_all(&mut f, &unread)?;
         std::io::Write::write_all(&mut f, &read_buf)?;
-        let name = format!("{STORED_BUF_PREFIX}{id}");
-        sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(&name)], &[f.as_fd()])?;
+        fdstore::store(&fdstore::conn_buf_name(&id), f.as_fd())?;
     }
-    let name = format!("{STORED_CONN_PREFIX}{}-{moves}-{id}", S::KIND.as_str());
-    sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(&name)], &[fd.as_fd()])
-}
-
-/// `conn-tcp-2-1234-7` → (tcp, 2 moves, "1234-7").
-fn parse_stored_name(name: &str) -> Option<(Kind, u32, &str)> {
-    let rest = name.strip_prefix(STORED_CONN_PREFIX)?;
-    let (kind, rest) = rest.split_once('-')?;
-    let kind = match kind {
-        "tcp" => Kind::Tcp,
-        "unix" => Kind::Unix,
-        _ => return None,
-    };
-    let (moves, id) = rest.split_once('-')?;
-    Some((kind, moves.parse().ok()?, id))
-}
-
-/// True for fd-store names of stored connections and their bytes.
-pub fn is_stored_connection(name: &str) -> bool {
-    name.starts_with(STORED_CONN_PREFIX) || name.starts_with(STORED_BUF_PREFIX)
+    fdstore::store(&fdstore::conn_name(S::KIND, moves, &id), fd.as_fd())
 }
 
 /// Sends one connection to the successor: header `conn <tcp|unix> <moves>\n`, then the bytes
@@ -494,61 +466,18 @@ async fn send_moved<S: Movable>(
     moves: u32,
 ) -> io::Result<()> {
     let (fd, unread) = io.into_fd()?;
-    let header = format!("conn {} {moves}\n", S::KIND.as_str());
-    let mut msg = Vec::with_capacity(header.len() + unread.len() + read_buf.len());
-    msg.extend_from_slice(header.as_bytes());
-    msg.extend_from_slice(&unread);
-    msg.extend_from_slice(&read_buf);
-    if msg.len() > MAX_MSG {
+    let mut bytes = Vec::with_capacity(unread.len() + read_buf.len());
+    bytes.extend_from_slice(&unread);
+    bytes.extend_from_slice(&read_buf);
+    if bytes.len() + 64 > MAX_MSG {
         return Err(io::Error::other("too many unparsed bytes to move"));
     }
-    channel.send_with_fd(&msg, Some(fd.as_fd())).await
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Tcp,
-    Unix,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Tcp => "tcp",
-            Kind::Unix => "unix",
-        }
-    }
-}
-
-struct MoveHeader<'a> {
-    kind: Kind,
-    moves: u32,
-    prefix: &'a [u8],
-}
-
-fn parse_move_header(msg: &[u8]) -> Option<MoveHeader<'_>> {
-    let nl = msg.iter().position(|b| *b == b'\n')?;
-    let head = std::str::from_utf8(&msg[..nl]).ok()?;
-    let mut it = head.split(' ');
-    if it.next()? != "conn" {
-        return None;
-    }
-    let kind = match it.next()? {
-        "tcp" => Kind::Tcp,
-        "unix" => Kind::Unix,
-        _ => return None,
-    };
-    let moves = it.next()?.parse().ok()?;
-    Some(MoveHeader {
-        kind,
+    let msg = ChannelMsg::Conn {
+        kind: S::KIND,
         moves,
-        prefix: &msg[nl + 1..],
-    })
-}
-
-/// True for a channel message that carries a moved connection.
-pub fn is_moved_connection(msg: &[u8]) -> bool {
-    msg.starts_with(b"conn ")
+        unread: &bytes,
+    };
+    channel.send_with_fd(&msg, Some(fd.as_fd())).await
 }
 
 fn log_conn_end(res: Result<(), hyper::Error>) {
@@ -647,27 +576,5 @@ pub fn log_moves(server: &Server) {
     };
     if moved + not_moved > 0 {
         info!(moved, not_moved, to, "connections moved; the rest were closed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn move_header_round_trip() {
-        let m = parse_move_header(b"conn tcp 3\nGET / HTTP/1.1\r\n").unwrap();
-        assert_eq!(m.kind, Kind::Tcp);
-        assert_eq!(m.moves, 3);
-        assert_eq!(m.prefix, b"GET / HTTP/1.1\r\n");
-        assert!(parse_move_header(b"conn udp 1\n").is_none());
-        assert!(parse_move_header(b"primary").is_none());
-        assert!(parse_move_header(b"conn tcp x\n").is_none());
-        assert_eq!(
-            parse_stored_name("conn-tcp-2-1234-7"),
-            Some((Kind::Tcp, 2, "1234-7"))
-        );
-        assert_eq!(parse_stored_name("conn-unix-0-1-0"), Some((Kind::Unix, 0, "1-0")));
-        assert_eq!(parse_stored_name("bound-tcp-127.0.0.1_80"), None);
     }
 }

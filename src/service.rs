@@ -1,27 +1,38 @@
-//! The lifecycle of one process: acquire → serve → READY → (handoff | stop) → drain → exit.
-//!
-//! [`Service::prepare`] runs before the async runtime exists (it takes fds and edits the
-//! environment); [`Service::run`] serves until the process should exit.
+//! The process: [`Service::prepare`] takes the sockets before the async runtime exists (it
+//! edits the environment); [`Service::run`] turns the world (signals, control requests, the
+//! handoff channel, the successor's exit, timers) into [`lifecycle`] events and performs the
+//! actions the state machine returns, until it says exit.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::acquire::{self, Acquire};
+use crate::channel::Channel;
 use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
-use crate::handoff::{self, Channel, HandoffError, Inherited, Successor};
-use crate::listeners::{self, Acquire, ListenError, Listener};
+use crate::handover;
+use crate::inherit::{InheritError, Inherited};
+use crate::lifecycle::{self, Action, DrainTo, Event, State, WaiterId};
+use crate::listeners::{ListenError, Listener};
 use crate::notify::{self, NotifyState};
 use crate::server::{self, ServeSettings, Server};
+use crate::successor::{self, HandoffError, Successor};
+use crate::wire::{ChannelMsg, ControlAnswer};
+
+pub use crate::lifecycle::Exit;
 
 /// Runtime options of a service.
 #[derive(Debug, Clone)]
@@ -52,7 +63,7 @@ impl Default for Options {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Inherit(#[from] handoff::InheritError),
+    Inherit(#[from] InheritError),
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error("no listening socket: pass sockets with systemd, --fd, or give an address to bind")]
@@ -69,15 +80,6 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("cannot report readiness to the predecessor: {0}")]
     Ready(std::io::Error),
-}
-
-/// How a run ended; both mean exit status 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// SIGTERM/SIGINT: drained and stopped.
-    Stopped,
-    /// Handed over to the successor with this pid, then drained.
-    HandedOver { successor: i32 },
 }
 
 /// A service whose sockets are taken, ready to run.
@@ -107,25 +109,26 @@ impl Service {
             e
         };
         fault::set_generation(inherited.generation);
-        let acquired = listeners::acquire(acquire).map_err(|e| fail(e.into()))?;
+        let acquired = acquire::acquire(acquire).map_err(|e| fail(e.into()))?;
         if inherited.channel.is_some() {
             fault::point(Step::SuccessorTookFds);
         }
         if acquired.listeners.is_empty() {
             return Err(fail(StartError::NoListeners));
         }
-        let exe = handoff::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
+        let exe = successor::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
         if crate::fdstore::available() {
             // Removals first: a socket bound anew may carry the name of the one it replaces.
             for name in &acquired.unstore {
                 crate::fdstore::remove(name);
             }
             for &i in &acquired.store {
-                crate::fdstore::store(&acquired.listeners[i]);
+                let l = &acquired.listeners[i];
+                crate::fdstore::store_listener(&l.name, &l.address, l.fd.as_fd());
             }
         }
         if let Err(e) = crate::sys::raise_nofile_limit() {
-            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            warn!(error = %e, "cannot raise the open-files limit");
         }
         // Whatever else we inherited stays out of our successors.
         crate::sys::cloexec_all_above_stderr();
@@ -154,6 +157,14 @@ impl Service {
 
     /// Serves `router` until a stop or a completed handoff, then drains.
     pub async fn run(self, router: Router, opts: Options) -> Result<Exit, RunError> {
+        let report = |e: RunError| {
+            self.inherited.report_error(&e.to_string());
+            e
+        };
+        let drain = Drain::new();
+        let server = Server::spawn(&self.listeners, router.clone(), &drain, &opts.serve)
+            .map_err(|e| report(RunError::Serve(e)))?;
+        let signals = Signals::new().map_err(|e| report(RunError::Signals(e)))?;
         let Service {
             listeners,
             inherited,
@@ -162,14 +173,6 @@ impl Service {
             stored_connections,
             ..
         } = self;
-        let generation = inherited.generation;
-        let report = |e: RunError| {
-            inherited.report_error(&e.to_string());
-            e
-        };
-        let mut drain = Drain::new();
-        let mut server = Server::spawn(&listeners, router.clone(), &drain, &opts.serve)
-            .map_err(|e| report(RunError::Serve(e)))?;
         // Connections the previous process stored at a restart: serve them, then take them out
         // of the store (it holds a copy of each fd).
         if !stored_connections.is_empty() {
@@ -179,447 +182,408 @@ impl Service {
             }
             info!(fds = names.len(), "took over connections from the fd store");
         }
-        let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
-        let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| report(RunError::Signals(e)))?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(|e| report(RunError::Signals(e)))?;
-
-        // The control socket: inherited from the predecessor, or bound now.
-        let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Request>(16);
-        let mut control_path = None;
-        let control_fd: Option<Arc<OwnedFd>> = match (inherited.control, &opts.control_socket) {
-            (Some(fd), _) => Some(Arc::new(fd)),
-            (None, Some(path)) => match control::bind(path) {
-                Ok(fd) => {
-                    control_path = Some(path.clone());
-                    Some(Arc::new(fd))
-                }
-                Err(e) => {
-                    warn!(error = %e, "no control socket: `heird reload` will not work");
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        let control_open = Drain::new();
-        let serve_control = || match &control_fd {
-            Some(fd) => match fd
-                .try_clone()
-                .and_then(|fd| control::serve(fd, ctl_tx.clone(), control_open.clone()))
-            {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    warn!(error = %e, "cannot serve the control socket");
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut control_task = serve_control();
-
-        // Readiness: a successor tells its parent and waits to be made primary; a first
-        // process tells systemd.
-        let status = format!("serving, generation {generation}, pid {}", std::process::id());
         let channel = match inherited.channel {
             Some(fd) => Some(Channel::new(fd).map_err(RunError::Ready)?),
             None => None,
         };
-        let mut primary = channel.is_none();
-        let (primary_tx, mut primary_rx) = tokio::sync::oneshot::channel::<bool>();
-        let mut primary_tx = Some(primary_tx);
-        let mut channel_task: Option<JoinHandle<()>> = None;
-        match channel {
-            Some(ch) => {
-                fault::point(Step::Serving);
-                match handoff::announce_ready(&ch).await {
-                    Ok(()) => info!(
-                        generation,
-                        listeners = listeners.len(),
-                        "ready; waiting for the predecessor to hand over"
-                    ),
-                    // The predecessor is gone (its end of the channel is closed): the wait below
-                    // sees EOF at once and this process carries on as the primary.
-                    Err(e) => warn!(error = %e, "cannot tell the predecessor we are ready"),
-                }
-                fault::point(Step::ReadyWritten);
-                let tx = primary_tx.take();
-                channel_task = Some(tokio::spawn(successor_channel(ch, tx, server.clone())));
-            }
-            None => {
-                notify::ready(&status);
-                info!(generation, listeners = listeners.len(), "ready");
-            }
-        }
-        let mut watchdog = if primary { start_watchdog(&opts) } else { None };
-
-        type HandoffTask = JoinHandle<Result<Successor, HandoffError>>;
-        let mut running: Option<HandoffTask> = None;
-        let mut waiters: Vec<tokio::sync::oneshot::Sender<String>> = Vec::new();
-        let cancel = Drain::new(); // started to cancel a running handoff
-        let mut deferred = false; // a handoff asked for before we became primary
-
-        let exit = 'life: loop {
-            let mut handed: Option<Successor> = None;
-            let exit = loop {
-                let request: Option<Option<tokio::sync::oneshot::Sender<String>>> = tokio::select! {
-                    _ = sigterm.recv() => break Exit::Stopped,
-                    _ = sigint.recv() => break Exit::Stopped,
-                    _ = sigusr2.recv() => Some(None),
-                    _ = sighup.recv() => Some(None),
-                    Some(req) = ctl_rx.recv() => Some(Some(req.reply)),
-                    handed = &mut primary_rx, if !primary => {
-                        primary = true;
-                        match handed {
-                            Ok(true) => info!(generation, "predecessor handed over; now primary"),
-                            _ => warn!(generation, "predecessor went away before handing over; carrying on as primary"),
-                        }
-                        watchdog = start_watchdog(&opts);
-                        if deferred {
-                            deferred = false;
-                            Some(None)
-                        } else {
-                            None
-                        }
-                    }
-                    res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
-                        running = None;
-                        let res = res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e))));
-                        match res {
-                            Ok(successor) => {
-                                let pid = successor.pid;
-                                let channel = hand_over(&successor, generation, &opts).await;
-                                // Idle connections move to the successor. Stop accepting before
-                                // anyone hears "ok": from then on, new connections reach the
-                                // successor.
-                                server.move_to(channel);
-                                drain.start();
-                                fault::point_with_peer(Step::DrainStarted, pid as u32);
-                                let answer = format!("ok pid={pid} generation={}", generation + 1);
-                                for w in waiters.drain(..) {
-                                    let _ = w.send(answer.clone());
-                                }
-                                handed = Some(successor);
-                                break Exit::HandedOver { successor: pid };
-                            }
-                            Err(e) => {
-                                error!(error = %e, "handoff failed; still serving");
-                                notify::ready(&format!("handoff failed: {e}"));
-                                for w in waiters.drain(..) {
-                                    let _ = w.send(format!("failed {e}"));
-                                }
-                            }
-                        }
-                        None
-                    }
-                };
-                let Some(reply) = request else { continue };
-                if !primary {
-                    // The predecessor is finishing the handover; run this request once it has.
-                    info!("handoff requested before this process became primary; deferred");
-                    waiters.extend(reply);
-                    deferred = true;
-                    continue;
-                }
-                if running.is_some() {
-                    info!("handoff requested while one is running; coalesced with it");
-                    waiters.extend(reply);
-                    continue;
-                }
-                waiters.extend(reply);
-                notify::reloading(&format!("handing over to generation {}", generation + 1));
-                info!(generation, "handoff started");
-                let (l, c, exe, args, timeout, cancel) = (
-                    listeners.clone(),
-                    control_fd.clone(),
-                    exe.clone(),
-                    args.clone(),
-                    opts.handoff_timeout,
-                    cancel.clone(),
-                );
-                running = Some(tokio::spawn(async move {
-                    let spawn = handoff::Spawn {
-                        exe: &exe,
-                        args: &args,
-                        listeners: &l,
-                        control: c.as_deref().map(|f| f.as_fd()),
-                        generation,
-                        timeout,
-                    };
-                    tokio::select! {
-                        r = handoff::start(spawn) => r,
-                        _ = cancel.started() => Err(HandoffError::Stopping),
-                    }
-                }));
-            };
-
-            // Stopping or handed over: no more control requests or watchdog pings here.
-            if let Some(t) = control_task.take() {
-                t.abort();
-            }
-            if let Some(w) = watchdog.take() {
-                w.abort();
-            }
-            if exit == Exit::Stopped {
-                if primary {
-                    notify::stopping(&format!(
-                        "stopping, draining {} connections",
-                        drain.open_connections()
-                    ));
-                }
-                info!(generation, "stopping");
-                if let Some(task) = running.take() {
-                    cancel.start();
-                    cancel_handoff(task).await;
-                }
-                for w in waiters.drain(..) {
-                    let _ = w.send(format!("failed {}", HandoffError::Stopping));
-                }
-                if let Some(path) = &control_path {
-                    let _ = std::fs::remove_file(path);
-                }
-                // Release the sockets now (unless systemd holds them), then drain. Under systemd
-                // with an fd store, idle keep-alive connections wait there for the next process
-                // (a restart); a final stop releases the store, which closes them.
-                if primary && let Some(max) = crate::fdstore::connection_room() {
-                    // The stored listeners (one per self-bound socket) come first.
-                    let stored_listeners = listeners
-                        .iter()
-                        .filter(|l| l.name.starts_with(listeners::STORE_PREFIX))
-                        .count();
-                    server.store_on_stop(max.saturating_sub(stored_listeners as u64));
-                }
-                drop(listeners);
-                drain.start();
-                let open = drain.open_connections();
-                let left = drain.wait(opts.drain_timeout).await;
-                log_drain(open, left, &opts);
-                server::log_moves(&server);
-                break 'life exit;
-            }
-
-            // Handed over: drain, but watch the successor. If it dies (killed, crashed) before
-            // this process is gone, nobody would hold the sockets: take the service back instead
-            // of exiting. A successor that exits cleanly (it stopped, or handed over in turn
-            // during our drain) is no reason to.
-            let successor = handed.expect("set with HandedOver");
-            // Our own predecessor may still be moving connections to us (handoffs can come faster
-            // than drains): stay until it has closed the channel, so that those connections are
-            // passed on to our successor instead of dying with us.
-            if let Some(t) = channel_task.as_mut() {
-                let _ = tokio::time::timeout(opts.drain_timeout, t).await;
-            }
-            let open = drain.open_connections();
-            let draining = drain.clone();
-            let drained = draining.wait(opts.drain_timeout);
-            tokio::pin!(drained);
-            // The successor acknowledges `primary`; until then (or handoff_timeout) this process
-            // stays, so that a successor dying right after the handover is noticed for sure.
-            let mut watching = true;
-            let mut awaiting_ack = true;
-            let mut drained_done = false;
-            let ack_deadline = tokio::time::sleep(opts.handoff_timeout);
-            tokio::pin!(ack_deadline);
-            let died: Option<String> = loop {
-                tokio::select! {
-                    left = &mut drained, if !drained_done => {
-                        log_drain(open, left, &opts);
-                        if left > 0 {
-                            fault::point_with_peer(Step::DrainDeadline, successor.pid as u32);
-                        }
-                        drained_done = true;
-                        if !awaiting_ack {
-                            break exit_status(&successor, watching).await;
-                        }
-                    }
-                    msg = successor.channel.recv(), if awaiting_ack => {
-                        awaiting_ack = false;
-                        if !matches!(&msg, Ok(Some(m)) if m.as_slice() == b"primary-ack") {
-                            // Closed without an acknowledgement: it is exiting or gone.
-                            let _ = tokio::time::timeout(Duration::from_secs(1), successor.pidfd.readable()).await;
-                            if let Some(status) = exit_status(&successor, watching).await {
-                                break Some(status);
-                            }
-                        }
-                        if drained_done {
-                            break exit_status(&successor, watching).await;
-                        }
-                    }
-                    _ = &mut ack_deadline, if awaiting_ack && drained_done => {
-                        warn!(successor = successor.pid, "no acknowledgement from the successor; exiting anyway");
-                        break exit_status(&successor, watching).await;
-                    }
-                    _ = successor.pidfd.readable(), if watching => {
-                        let (clean, status) = handoff::reap_exited(&successor).await;
-                        if !clean {
-                            break Some(status);
-                        }
-                        info!(successor = successor.pid, "the successor exited cleanly; finishing the drain");
-                        watching = false;
-                        awaiting_ack = false;
-                        if drained_done {
-                            break None;
-                        }
-                    }
-                }
-            };
-            server::log_moves(&server);
-            let Some(status) = died else {
-                break 'life exit;
-            };
-            error!(
-                successor = successor.pid,
-                %status,
-                "the successor died after the handover; taking the service back"
-            );
-            notify::send(&[
-                NotifyState::MainPid(std::process::id()),
-                NotifyState::Ready,
-                NotifyState::Status(&format!(
-                    "successor {} died; serving again, pid {}",
-                    successor.pid,
-                    std::process::id()
-                )),
-            ]);
-            drop(successor);
-            drain = Drain::new();
-            server =
-                Server::spawn(&listeners, router.clone(), &drain, &opts.serve).map_err(RunError::Serve)?;
-            control_task = serve_control();
-            watchdog = start_watchdog(&opts);
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        let control = control::Control::open(inherited.control, opts.control_socket.as_deref(), ctl_tx);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let generation = inherited.generation;
+        let status = format!("serving, generation {generation}, pid {}", std::process::id());
+        let (state, first) = State::start(generation, channel.is_some(), status);
+        let mut d = Driver {
+            state,
+            generation,
+            opts,
+            router,
+            listeners: Some(listeners),
+            exe,
+            args,
+            drain,
+            server,
+            control,
+            ctl_rx,
+            events,
+            watchdog: None,
+            running: None,
+            cancel: watch::Sender::new(false),
+            handed: None,
+            awaiting_ack: false,
+            ack_timer: None,
+            drain_wait: None,
+            waiters: HashMap::new(),
+            next_waiter: 0,
+            channel_task: None,
         };
-
-        // Control requests that raced in after the loop ended: the successor (if any) will take
-        // them, so ask the client to retry; then let every answer be written before exiting.
-        ctl_rx.close();
-        while let Ok(req) = ctl_rx.try_recv() {
-            let _ = req.reply.send(match exit {
-                Exit::HandedOver { successor } => format!("retry handed over to pid {successor}"),
-                Exit::Stopped => format!("failed {}", HandoffError::Stopping),
-            });
+        if let Some(ch) = channel {
+            fault::point(Step::Serving);
+            match successor::announce_ready(&ch).await {
+                Ok(()) => info!(
+                    generation,
+                    listeners = d.listeners().len(),
+                    "ready; waiting for the predecessor to hand over"
+                ),
+                // The predecessor is gone (its end of the channel is closed): the channel task
+                // sees EOF at once and this process carries on as the primary.
+                Err(e) => warn!(error = %e, "cannot tell the predecessor we are ready"),
+            }
+            fault::point(Step::ReadyWritten);
+            d.channel_task = Some(tokio::spawn(handover::predecessor_channel(
+                ch,
+                events_tx,
+                d.server.clone(),
+            )));
+        } else {
+            info!(generation, listeners = d.listeners().len(), "ready");
         }
-        drop(ctl_rx);
-        control_open.wait(Duration::from_secs(2)).await;
-        if let Some(t) = channel_task {
+        for a in first {
+            d.perform(a).await?;
+        }
+        d.run(signals).await
+    }
+}
+
+/// The signals heird handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+type DrainWait = Pin<Box<dyn Future<Output = usize> + Send>>;
+
+/// Everything the run loop owns; `perform` is the only place that acts on the world.
+struct Driver {
+    state: State,
+    generation: u64,
+    opts: Options,
+    router: Router,
+    /// The listening sockets, passed to each successor; released at a stop.
+    listeners: Option<Arc<Vec<Listener>>>,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    drain: Drain,
+    server: Server,
+    control: control::Control,
+    ctl_rx: mpsc::Receiver<control::Request>,
+    /// Events from background tasks (the predecessor's channel).
+    events: mpsc::UnboundedReceiver<Event>,
+    watchdog: Option<JoinHandle<()>>,
+    /// The successor being started.
+    running: Option<JoinHandle<Result<Successor, HandoffError>>>,
+    /// Set to cancel the successor being started.
+    cancel: watch::Sender<bool>,
+    /// The successor that took over, until it exits or we do.
+    handed: Option<Successor>,
+    awaiting_ack: bool,
+    ack_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    drain_wait: Option<DrainWait>,
+    waiters: HashMap<WaiterId, oneshot::Sender<String>>,
+    next_waiter: WaiterId,
+    channel_task: Option<JoinHandle<()>>,
+}
+
+impl Driver {
+    fn listeners(&self) -> &[Listener] {
+        self.listeners.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    async fn run(mut self, mut sig: Signals) -> Result<Exit, RunError> {
+        let mut exit = None;
+        while exit.is_none() {
+            let event = tokio::select! {
+                _ = sig.term.recv() => Event::Stop,
+                _ = sig.int.recv() => Event::Stop,
+                _ = sig.usr2.recv() => Event::Reload(None),
+                _ = sig.hup.recv() => Event::Reload(None),
+                Some(req) = self.ctl_rx.recv() => {
+                    let id = self.next_waiter;
+                    self.next_waiter += 1;
+                    self.waiters.insert(id, req.reply);
+                    Event::Reload(Some(id))
+                }
+                Some(ev) = self.events.recv() => ev,
+                res = async { self.running.as_mut().expect("guarded").await }, if self.running.is_some() => {
+                    self.running = None;
+                    match res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e)))) {
+                        Ok(s) => {
+                            let pid = s.pid();
+                            self.handed = Some(s);
+                            Event::SuccessorReady { pid }
+                        }
+                        Err(e) => {
+                            error!(error = %e, "handoff failed; still serving");
+                            Event::SuccessorFailed { reason: e.to_string() }
+                        }
+                    }
+                }
+                msg = async { self.handed.as_ref().expect("guarded").channel.recv().await }, if self.awaiting_ack && self.handed.is_some() => {
+                    match msg {
+                        Ok(Some(m)) if ChannelMsg::parse(&m) == Some(ChannelMsg::PrimaryAck) => {
+                            self.awaiting_ack = false;
+                            Event::SuccessorAcked
+                        }
+                        Ok(Some(m)) => {
+                            warn!(message = %String::from_utf8_lossy(&m[..m.len().min(64)]), "unexpected message from the successor");
+                            continue;
+                        }
+                        // Closed without an acknowledgement: it is exiting or gone; its exit
+                        // (or the acknowledgement timer) decides.
+                        _ => {
+                            self.awaiting_ack = false;
+                            continue;
+                        }
+                    }
+                }
+                _ = async { self.handed.as_ref().expect("guarded").child.exited().await }, if self.handed.is_some() && self.state.phase != lifecycle::Phase::HandingOver => {
+                    let mut s = self.handed.take().expect("guarded");
+                    let (clean, status) = s.child.reap().await;
+                    if clean {
+                        info!(successor = s.pid(), "the successor exited cleanly; finishing the drain");
+                    }
+                    Event::SuccessorExited { clean, status }
+                }
+                _ = async { self.ack_timer.as_mut().expect("guarded").await }, if self.ack_timer.is_some() => {
+                    self.ack_timer = None;
+                    warn!("no acknowledgement from the successor in time");
+                    Event::AckTimedOut
+                }
+                left = async { self.drain_wait.as_mut().expect("guarded").await }, if self.drain_wait.is_some() => {
+                    self.drain_wait = None;
+                    Event::DrainDone { left }
+                }
+            };
+            // A successor that died since the last look is noticed before anything else (its
+            // exit may not have woken the loop yet), so that a handed-over process never exits
+            // while nobody serves.
+            let mut events = vec![event];
+            if matches!(self.state.phase, lifecycle::Phase::HandedOver(_))
+                && let Some(mut s) = self.handed.take_if(|s| s.child.has_exited())
+            {
+                let (clean, status) = s.child.reap().await;
+                events.insert(0, Event::SuccessorExited { clean, status });
+            }
+            for event in events {
+                for action in lifecycle::step(&mut self.state, event) {
+                    if let Action::Exit(e) = action {
+                        exit = Some(e);
+                    }
+                    self.perform(action).await?;
+                }
+            }
+        }
+        let exit = exit.expect("loop ends with an exit");
+        server::log_moves(&self.server);
+        // Control requests that raced in: the successor (if any) will take them, so ask the
+        // client to retry; then let every answer be written before exiting.
+        self.ctl_rx.close();
+        while let Ok(req) = self.ctl_rx.try_recv() {
+            let answer = match exit {
+                Exit::HandedOver { successor } => {
+                    ControlAnswer::Retry(format!("handed over to pid {successor}"))
+                }
+                Exit::Stopped => ControlAnswer::Failed(lifecycle::STOPPING.into()),
+            };
+            let _ = req.reply.send(answer.to_string());
+        }
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(ControlAnswer::Failed(lifecycle::STOPPING.into()).to_string());
+        }
+        self.control.finish(exit == Exit::Stopped).await;
+        if let Some(t) = self.channel_task.take() {
             t.abort();
         }
         Ok(exit)
     }
+
+    async fn perform(&mut self, action: Action) -> Result<(), RunError> {
+        match action {
+            Action::NotifyReady(status) => notify::ready(&status),
+            Action::NotifyReloading => {
+                notify::reloading(&format!("handing over to generation {}", self.generation + 1));
+                info!(generation = self.generation, "handoff started");
+            }
+            Action::NotifyStopping => {
+                notify::stopping(&format!(
+                    "stopping, draining {} connections",
+                    self.drain.open_connections()
+                ));
+                info!(generation = self.generation, "stopping");
+            }
+            Action::StartWatchdog => self.watchdog = start_watchdog(&self.opts),
+            Action::StopWatchdog => {
+                if let Some(w) = self.watchdog.take() {
+                    w.abort();
+                }
+            }
+            Action::StopControl => self.control.stop(),
+            Action::StartSuccessor => self.start_successor(),
+            Action::CancelSuccessor => self.cancel_successor().await,
+            Action::HandOver => {
+                if let Some(s) = self.handed.as_mut() {
+                    handover::hand_over(s, self.generation, self.opts.handoff_timeout).await;
+                    self.awaiting_ack = true;
+                }
+            }
+            Action::StartDrain(to) => self.start_drain(to),
+            Action::WaitDrain => {
+                let open = self.drain.open_connections();
+                let drain = self.drain.clone();
+                let timeout = self.opts.drain_timeout;
+                let successor = self.handed.as_ref().map(|s| s.pid() as u32);
+                self.drain_wait = Some(Box::pin(async move {
+                    let left = drain.wait(timeout).await;
+                    log_drain(open, left, timeout);
+                    if left > 0
+                        && let Some(pid) = successor
+                    {
+                        fault::point_with_peer(Step::DrainDeadline, pid);
+                    }
+                    left
+                }));
+            }
+            Action::ArmAckTimer => {
+                self.ack_timer = Some(Box::pin(tokio::time::sleep(self.opts.handoff_timeout)));
+            }
+            Action::Reply(id, answer) => {
+                if let Some(w) = self.waiters.remove(&id) {
+                    let _ = w.send(answer.to_string());
+                }
+            }
+            Action::TakeBack { successor, status } => self.take_back(successor, &status)?,
+            Action::Exit(_) => {}
+        }
+        Ok(())
+    }
+
+    fn start_successor(&mut self) {
+        let Some(listeners) = self.listeners.clone() else {
+            return;
+        };
+        let control = self.control.fd();
+        let (exe, args, generation) = (self.exe.clone(), self.args.clone(), self.generation);
+        let (timeout, grace) = (self.opts.handoff_timeout, self.opts.drain_timeout);
+        self.cancel.send_replace(false);
+        let mut cancel = self.cancel.subscribe();
+        self.running = Some(tokio::spawn(async move {
+            let spawn = successor::Spawn {
+                exe: &exe,
+                args: &args,
+                listeners: &listeners,
+                control: control.as_deref().map(|f| f.as_fd()),
+                generation,
+                timeout,
+            };
+            successor::start(
+                spawn,
+                async move {
+                    let _ = cancel.wait_for(|c| *c).await;
+                },
+                grace,
+            )
+            .await
+        }));
+    }
+
+    /// A stop during a handoff: the successor never takes over. It may already serve
+    /// connections, so it is stopped gently (SIGTERM, then its own drain), and reaped before
+    /// this process goes on, so a stop leaves nothing serving.
+    async fn cancel_successor(&mut self) {
+        self.cancel.send_replace(true);
+        if let Some(task) = self.running.take() {
+            let bound = self.opts.drain_timeout + Duration::from_secs(5);
+            match tokio::time::timeout(bound, task).await {
+                Ok(Ok(Ok(mut s))) => {
+                    let status = s.child.stop(self.opts.drain_timeout).await;
+                    warn!(pid = s.pid(), %status, "stopping: successor was ready but not handed over; stopped it");
+                }
+                Ok(Ok(Err(e))) => info!(reason = %e, "handoff cancelled by stop"),
+                Ok(Err(e)) => warn!(error = %e, "handoff task failed"),
+                Err(_) => warn!("handoff did not cancel in time"),
+            }
+        }
+    }
+
+    fn start_drain(&mut self, to: DrainTo) {
+        match to {
+            DrainTo::Successor => {
+                if let Some(s) = &self.handed {
+                    // Idle connections move to the successor. The drain starts before anyone
+                    // hears "ok": from then on, new connections reach the successor.
+                    self.server.move_to(s.channel.clone());
+                    self.drain.start();
+                    fault::point_with_peer(Step::DrainStarted, s.pid() as u32);
+                    return;
+                }
+            }
+            DrainTo::Store => {
+                // Under systemd with an fd store, idle keep-alive connections wait there for the
+                // next process (a restart); a final stop releases the store, which closes them.
+                if let Some(max) = crate::fdstore::connection_room() {
+                    let stored_listeners = self
+                        .listeners()
+                        .iter()
+                        .filter(|l| crate::fdstore::is_bound_listener(&l.name))
+                        .count();
+                    self.server
+                        .store_on_stop(max.saturating_sub(stored_listeners as u64));
+                }
+                // Release the sockets now (unless systemd holds them), then drain.
+                self.listeners = None;
+            }
+            DrainTo::Close => self.listeners = None,
+        }
+        self.drain.start();
+    }
+
+    /// The successor died after the handover: nobody would hold the sockets. Become the main
+    /// process again and serve.
+    fn take_back(&mut self, successor: i32, status: &str) -> Result<(), RunError> {
+        error!(successor, %status, "the successor died after the handover; taking the service back");
+        notify::send(&[
+            NotifyState::MainPid(std::process::id()),
+            NotifyState::Ready,
+            NotifyState::Status(&format!(
+                "successor {successor} died; serving again, pid {}",
+                std::process::id()
+            )),
+        ]);
+        self.handed = None;
+        self.awaiting_ack = false;
+        self.ack_timer = None;
+        self.drain_wait = None;
+        self.drain = Drain::new();
+        let listeners = self.listeners.clone().unwrap_or_default();
+        self.server = Server::spawn(&listeners, self.router.clone(), &self.drain, &self.opts.serve)
+            .map_err(RunError::Serve)?;
+        self.control.restart();
+        self.watchdog = start_watchdog(&self.opts);
+        Ok(())
+    }
 }
 
-fn log_drain(open: usize, left: usize, opts: &Options) {
+fn log_drain(open: usize, left: usize, deadline: Duration) {
     if left > 0 {
         warn!(
             left,
-            deadline_s = opts.drain_timeout.as_secs_f64(),
+            deadline_s = deadline.as_secs_f64(),
             "drain deadline reached; closing the rest"
         );
     } else {
         info!(drained = open, "drained");
-    }
-}
-
-/// `Some(status)` when the successor has died (exited uncleanly or was killed), reaped;
-/// `None` while it runs or when it exited cleanly.
-async fn exit_status(successor: &Successor, watching: bool) -> Option<String> {
-    if !watching || !has_exited(successor) {
-        return None;
-    }
-    let (clean, status) = handoff::reap_exited(successor).await;
-    (!clean).then_some(status)
-}
-
-/// True when the successor has exited: its pidfd polls readable right now.
-fn has_exited(successor: &Successor) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(successor.pidfd.get_ref().as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-}
-
-/// MAINPID + READY, then the barrier, then tell the successor it is primary. After this the
-/// process says nothing more to systemd. Returns the channel, which carries moved connections.
-async fn hand_over(successor: &Successor, generation: u64, opts: &Options) -> Arc<Channel> {
-    let pid = successor.pid;
-    notify::handed_over(
-        pid as u32,
-        &format!("serving, generation {}, pid {pid}", generation + 1),
-    );
-    fault::point_with_peer(Step::MainPidSent, pid as u32);
-    let timeout = opts.handoff_timeout;
-    match tokio::task::spawn_blocking(move || notify::barrier(timeout)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "barrier failed; systemd may not have processed MAINPID yet"),
-        Err(e) => warn!(error = %e, "barrier task failed"),
-    }
-    fault::point_with_peer(Step::BarrierDone, pid as u32);
-    if let Err(e) = successor.channel.send(b"primary").await {
-        warn!(pid, error = %e, "cannot tell the successor it is primary");
-    }
-    info!(
-        successor = pid,
-        generation = generation + 1,
-        ready_ms = successor.ready_after.as_secs_f64() * 1e3,
-        "handed over; draining"
-    );
-    successor.channel.clone()
-}
-
-/// The successor's side of the channel: `primary` makes this process the primary; `conn`
-/// messages bring moved connections; EOF means the predecessor is gone.
-async fn successor_channel(
-    ch: Channel,
-    mut primary_tx: Option<tokio::sync::oneshot::Sender<bool>>,
-    server: Server,
-) {
-    loop {
-        match ch.recv_with_fd().await {
-            Ok(Some((msg, fd))) if server::is_moved_connection(&msg) => match fd {
-                Some(fd) => {
-                    if let Err(e) = server.adopt(&msg, fd) {
-                        warn!(error = %e, "cannot serve a moved connection");
-                    }
-                }
-                None => warn!("moved connection without its fd"),
-            },
-            Ok(Some((msg, _))) if msg.as_slice() == b"primary" => {
-                if let Some(tx) = primary_tx.take() {
-                    let _ = tx.send(true);
-                }
-                if let Err(e) = ch.send(b"primary-ack").await {
-                    warn!(error = %e, "cannot acknowledge the handover");
-                }
-            }
-            Ok(Some((msg, _))) => {
-                warn!(message = %String::from_utf8_lossy(&msg[..msg.len().min(64)]), "unexpected message from the predecessor")
-            }
-            Ok(None) => break,
-            Err(e) => {
-                warn!(error = %e, "handoff channel failed");
-                break;
-            }
-        }
-    }
-    if let Some(tx) = primary_tx.take() {
-        let _ = tx.send(false);
-    }
-}
-
-/// A stop arrived during a handoff: the task kills and reaps a successor that is not ready yet;
-/// one that became ready in the meantime is told to stop (it never became primary).
-async fn cancel_handoff(task: JoinHandle<Result<Successor, HandoffError>>) {
-    match tokio::time::timeout(Duration::from_secs(10), task).await {
-        Ok(Ok(Ok(successor))) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(successor.pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            warn!(
-                pid = successor.pid,
-                "stopping: successor was ready but not handed over; sent SIGTERM"
-            );
-        }
-        Ok(Ok(Err(e))) => info!(reason = %e, "handoff cancelled by stop"),
-        Ok(Err(e)) => warn!(error = %e, "handoff task failed"),
-        Err(_) => warn!("handoff did not cancel within 10 s"),
     }
 }
 
@@ -631,37 +595,4 @@ fn start_watchdog(opts: &Options) -> Option<JoinHandle<()>> {
     }
     info!(interval_ms = interval.as_millis() as u64, "watchdog enabled");
     Some(tokio::spawn(notify::watchdog_ticker(interval)))
-}
-
-/// Sends SIGTERM to `pid` and waits until it has exited (`heird stop`, used as `ExecStop=`:
-/// systemd 252/257 SIGKILL a main pid they did not fork at once, so the unit waits here
-/// instead). Returns false when the process is still running after `timeout`.
-pub fn stop_and_wait(pid: u32, timeout: Duration) -> std::io::Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::signal::{Signal, kill};
-    let raw = pid as i32;
-    let pidfd = match crate::sys::pidfd_open(raw) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
-        Err(e) => return Err(e),
-    };
-    match kill(nix::unistd::Pid::from_raw(raw), Signal::SIGTERM) {
-        Ok(()) => {}
-        Err(nix::Error::ESRCH) => return Ok(true),
-        Err(e) => return Err(e.into()),
-    }
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(0) | Err(nix::Error::EINTR) => continue,
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(e.into()),
-        }
-    }
 }

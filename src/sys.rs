@@ -169,10 +169,16 @@ pub fn spawn(plan: &mut ExecPlan, fds: &[BorrowedFd<'_>], report: BorrowedFd<'_>
         })
         .collect();
     let mut temps: Vec<RawFd> = vec![-1; raw.len()];
+    // The empty signal mask the child execs with (as std's `Command` does): tokio and our own
+    // threads may block signals, and a blocked SIGTERM would survive exec into the successor.
+    // SAFETY: sigemptyset only writes the set it is given, a local that lives past the fork.
+    let mut empty_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::sigemptyset(&mut empty_mask) };
 
     // SAFETY: after fork in a multi-threaded process the child may only call async-signal-safe
-    // functions. The child branch below calls only getpid, fcntl, dup2, execve, write and _exit,
-    // and touches only memory prepared above (no allocation, no lock).
+    // functions. The child branch below calls only getpid, sigprocmask, signal, fcntl, dup2,
+    // execve, write and _exit, and touches only memory prepared above (no allocation, no lock).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -184,6 +190,10 @@ pub fn spawn(plan: &mut ExecPlan, fds: &[BorrowedFd<'_>], report: BorrowedFd<'_>
     // SAFETY: see above; every pointer used here was prepared before the fork.
     unsafe {
         let me = libc::getpid();
+        // Rust ignores SIGPIPE; an ignored signal stays ignored across exec. Reset it and the
+        // mask, so the successor starts as any program started by systemd would.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty_mask, std::ptr::null_mut());
         for slot in &slots {
             write_decimal(*slot, me as u64);
         }

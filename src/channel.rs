@@ -1,0 +1,80 @@
+//! The handoff channel: a connected `SOCK_SEQPACKET` socket pair between a process and its
+//! successor (fd `3 + n` in the successor, named by `HEIRD_HANDOFF_FD`). Seqpacket keeps message
+//! boundaries and carries fds (`SCM_RIGHTS`), so one datagram is one [`ChannelMsg`], and a moved
+//! connection travels as one message with its fd.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::sys;
+use crate::wire::ChannelMsg;
+
+/// Largest message on the channel (a moved connection carries its unparsed bytes).
+pub const MAX_MSG: usize = 128 * 1024;
+
+/// One end of the handoff channel, usable from async code.
+#[derive(Debug)]
+pub struct Channel {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Channel {
+    /// Wraps a connected seqpacket socket (made nonblocking here).
+    pub fn new(fd: OwnedFd) -> io::Result<Channel> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let fl = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+        fcntl(fd.as_fd(), FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+        Ok(Channel {
+            fd: sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)?,
+        })
+    }
+
+    /// Receives one message; `None` at EOF (the other process closed its end or exited).
+    pub async fn recv(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.recv_with_fd().await?.map(|(m, _)| m))
+    }
+
+    /// Receives one message and the fd that came with it, if any; `None` at EOF.
+    pub async fn recv_with_fd(&self) -> io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+        let mut buf = vec![0u8; MAX_MSG];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| sys::recv_with_fd(fd.get_ref().as_fd(), &mut buf)) {
+                Ok(Ok((0, _))) => return Ok(None),
+                Ok(Ok((n, fd))) => {
+                    buf.truncate(n);
+                    return Ok(Some((buf, fd)));
+                }
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(None),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, msg: &ChannelMsg<'_>) -> io::Result<()> {
+        self.send_with_fd(msg, None).await
+    }
+
+    /// Sends one message, with `fd` attached (SCM_RIGHTS) when given.
+    pub async fn send_with_fd(&self, msg: &ChannelMsg<'_>, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let bytes = msg.encode();
+        if bytes.len() > MAX_MSG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "handoff message too long",
+            ));
+        }
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|sock| sys::send_with_fd(sock.get_ref().as_fd(), &bytes, fd)) {
+                Ok(r) => return r.map(|_| ()),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}

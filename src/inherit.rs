@@ -1,0 +1,110 @@
+//! What a process inherits from the predecessor that started it, read (and unset) from the
+//! environment before any thread exists: its generation, its end of the handoff channel, and
+//! the control socket.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{MsgFlags, send};
+
+use crate::channel::MAX_MSG;
+use crate::sys;
+use crate::wire::ChannelMsg;
+
+/// The successor's end of the handoff channel (`3 + number of listeners`).
+pub const HANDOFF_FD_VAR: &str = "HEIRD_HANDOFF_FD";
+/// The successor's generation: 1 for a process started by systemd or by hand.
+pub const GENERATION_VAR: &str = "HEIRD_GENERATION";
+/// The control socket's listening fd, passed down so its file never changes hands.
+pub const CONTROL_FD_VAR: &str = "HEIRD_CONTROL_FD";
+
+/// What a successor inherits from its parent, read from the environment at start.
+#[derive(Debug)]
+pub struct Inherited {
+    /// 1 for a process started by systemd or by hand; parent's + 1 for a successor.
+    pub generation: u64,
+    /// The channel to the parent, when this process is a successor.
+    pub channel: Option<OwnedFd>,
+    /// The control socket's listening fd, when the parent passed it.
+    pub control: Option<OwnedFd>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InheritError {
+    #[error("{var}={value:?} is not a valid fd number")]
+    BadFd { var: &'static str, value: String },
+    #[error("{var}={value:?} is not a valid generation")]
+    BadGeneration { var: &'static str, value: String },
+    #[error("{var}={fd}: fd is not open")]
+    NotOpen { var: &'static str, fd: RawFd },
+    #[error("{var}={fd}: {error}")]
+    Io {
+        var: &'static str,
+        fd: RawFd,
+        error: io::Error,
+    },
+}
+
+impl Inherited {
+    /// Reads and unsets `HEIRD_GENERATION`, `HEIRD_HANDOFF_FD`, `HEIRD_CONTROL_FD`.
+    /// Must run before any thread exists.
+    pub fn from_env() -> Result<Inherited, InheritError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let gen_s = var(GENERATION_VAR);
+        let chan_s = var(HANDOFF_FD_VAR);
+        let ctl_s = var(CONTROL_FD_VAR);
+        sys::remove_env(&[GENERATION_VAR, HANDOFF_FD_VAR, CONTROL_FD_VAR]).map_err(|error| {
+            InheritError::Io {
+                var: GENERATION_VAR,
+                fd: -1,
+                error,
+            }
+        })?;
+        let generation = match gen_s {
+            None => 1,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|g| *g >= 1)
+                .ok_or(InheritError::BadGeneration {
+                    var: GENERATION_VAR,
+                    value: v,
+                })?,
+        };
+        let take = |var: &'static str, value: Option<String>| -> Result<Option<OwnedFd>, InheritError> {
+            let Some(v) = value else { return Ok(None) };
+            let fd: RawFd = v
+                .parse()
+                .ok()
+                .filter(|fd| *fd >= 3)
+                .ok_or_else(|| InheritError::BadFd {
+                    var,
+                    value: v.clone(),
+                })?;
+            let owned = sys::take_inherited_fd(fd)
+                .map_err(|error| InheritError::Io { var, fd, error })?
+                .ok_or(InheritError::NotOpen { var, fd })?;
+            use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+            fcntl(owned.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| InheritError::Io {
+                var,
+                fd,
+                error: e.into(),
+            })?;
+            Ok(Some(owned))
+        };
+        Ok(Inherited {
+            generation,
+            channel: take(HANDOFF_FD_VAR, chan_s)?,
+            control: take(CONTROL_FD_VAR, ctl_s)?,
+        })
+    }
+
+    /// Reports a startup failure to the parent (best effort, blocking, before any runtime).
+    pub fn report_error(&self, message: &str) {
+        if let Some(ch) = &self.channel {
+            let msg = ChannelMsg::Error(message.to_string()).encode();
+            let bytes = &msg[..msg.len().min(MAX_MSG)];
+            let _ = send(ch.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL);
+        }
+    }
+}

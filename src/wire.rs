@@ -1,0 +1,243 @@
+//! The typed messages of heird's two small protocols, each with an encoder and a parser, so that
+//! no string literal of a protocol appears anywhere else.
+//!
+//! - [`ChannelMsg`]: one datagram on the handoff channel between a process and its successor
+//!   (see [`crate::channel`]).
+//! - [`ControlAnswer`]: the one-line answer of the control socket to `reload` (see
+//!   [`crate::control`]).
+//!
+//! Both stay readable text on the wire, and both must stay compatible across versions: during a
+//! package upgrade the old binary talks to the new one.
+
+use std::fmt;
+
+/// What kind of socket a moved connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// A TCP connection (inet or inet6).
+    Tcp,
+    /// A Unix stream connection.
+    Unix,
+}
+
+impl ConnKind {
+    /// The word used on the wire and in fd-store names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnKind::Tcp => "tcp",
+            ConnKind::Unix => "unix",
+        }
+    }
+
+    /// Parses [`ConnKind::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<ConnKind> {
+        match s {
+            "tcp" => Some(ConnKind::Tcp),
+            "unix" => Some(ConnKind::Unix),
+            _ => None,
+        }
+    }
+}
+
+/// One message on the handoff channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelMsg<'a> {
+    /// Successor → parent: serving, waiting to be made primary (`ready <pid>`; older versions
+    /// sent a bare `ready`).
+    Ready { pid: Option<u32> },
+    /// Successor → parent: it cannot start, and why (a config error, say).
+    Error(String),
+    /// The forked child → parent: exec failed with this errno (written by `sys::spawn` after
+    /// the fork, so its text is built by hand there: `exec-failed <errno>`).
+    ExecFailed(i32),
+    /// Parent → successor: systemd has processed `MAINPID=`; you are the primary now.
+    Primary,
+    /// Successor → parent: `Primary` arrived.
+    PrimaryAck,
+    /// Parent → successor: an idle connection (its fd rides along as `SCM_RIGHTS`), with how
+    /// often it has moved and the bytes read from it but not parsed yet.
+    Conn {
+        kind: ConnKind,
+        moves: u32,
+        unread: &'a [u8],
+    },
+}
+
+impl ChannelMsg<'_> {
+    /// The datagram's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ChannelMsg::Ready { pid: Some(pid) } => format!("ready {pid}").into_bytes(),
+            ChannelMsg::Ready { pid: None } => b"ready".to_vec(),
+            ChannelMsg::Error(text) => format!("error {text}").into_bytes(),
+            ChannelMsg::ExecFailed(errno) => format!("exec-failed {errno}").into_bytes(),
+            ChannelMsg::Primary => b"primary".to_vec(),
+            ChannelMsg::PrimaryAck => b"primary-ack".to_vec(),
+            ChannelMsg::Conn { kind, moves, unread } => {
+                let head = format!("conn {} {moves}\n", kind.as_str());
+                let mut v = Vec::with_capacity(head.len() + unread.len());
+                v.extend_from_slice(head.as_bytes());
+                v.extend_from_slice(unread);
+                v
+            }
+        }
+    }
+}
+
+impl<'a> ChannelMsg<'a> {
+    /// Parses one datagram; `None` for anything heird does not send.
+    pub fn parse(msg: &'a [u8]) -> Option<ChannelMsg<'a>> {
+        if let Some(rest) = msg.strip_prefix(b"conn ") {
+            let nl = rest.iter().position(|b| *b == b'\n')?;
+            let head = std::str::from_utf8(&rest[..nl]).ok()?;
+            let (kind, moves) = head.split_once(' ')?;
+            return Some(ChannelMsg::Conn {
+                kind: ConnKind::parse(kind)?,
+                moves: moves.parse().ok()?,
+                unread: &rest[nl + 1..],
+            });
+        }
+        let text = std::str::from_utf8(msg).ok()?.trim_end_matches(['\n', '\0']);
+        let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match word {
+            "ready" if rest.is_empty() => Some(ChannelMsg::Ready { pid: None }),
+            "ready" => rest
+                .trim()
+                .parse()
+                .ok()
+                .map(|pid| ChannelMsg::Ready { pid: Some(pid) }),
+            "error" => Some(ChannelMsg::Error(rest.to_string())),
+            "exec-failed" => rest.trim().parse().ok().map(ChannelMsg::ExecFailed),
+            "primary" if rest.is_empty() => Some(ChannelMsg::Primary),
+            "primary-ack" if rest.is_empty() => Some(ChannelMsg::PrimaryAck),
+            _ => None,
+        }
+    }
+}
+
+/// The control socket's request line (`reload`).
+pub const RELOAD_REQUEST: &str = "reload";
+
+/// The control socket's one-line answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAnswer {
+    /// The handoff succeeded: `ok pid=<new> generation=<g>`.
+    Ok { pid: u32, generation: u64 },
+    /// The handoff failed, and why; the old process keeps serving.
+    Failed(String),
+    /// This process can no longer take requests (it has just handed over): ask again, and the
+    /// successor answers.
+    Retry(String),
+    /// The request itself was wrong (unknown command, permission).
+    Error(String),
+}
+
+impl fmt::Display for ControlAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlAnswer::Ok { pid, generation } => write!(f, "ok pid={pid} generation={generation}"),
+            ControlAnswer::Failed(r) => write!(f, "failed {r}"),
+            ControlAnswer::Retry(r) => write!(f, "retry {r}"),
+            ControlAnswer::Error(r) => write!(f, "error {r}"),
+        }
+    }
+}
+
+impl ControlAnswer {
+    /// Parses one answer line (without its newline). An unknown line is kept as an error.
+    pub fn parse(line: &str) -> ControlAnswer {
+        let line = line.trim_end();
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let field = |k: &str| {
+            rest.split(' ')
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        match word {
+            "ok" => match (
+                field("pid").and_then(|p| p.parse().ok()),
+                field("generation").and_then(|g| g.parse().ok()),
+            ) {
+                (Some(pid), Some(generation)) => ControlAnswer::Ok { pid, generation },
+                _ => ControlAnswer::Error(format!("malformed answer {line:?}")),
+            },
+            "failed" => ControlAnswer::Failed(rest.to_string()),
+            "retry" => ControlAnswer::Retry(rest.to_string()),
+            "error" => ControlAnswer::Error(rest.to_string()),
+            _ => ControlAnswer::Error(format!("unknown answer {line:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_messages_round_trip() {
+        let msgs = [
+            ChannelMsg::Ready { pid: Some(42) },
+            ChannelMsg::Ready { pid: None },
+            ChannelMsg::Error("config: bad key".into()),
+            ChannelMsg::ExecFailed(2),
+            ChannelMsg::Primary,
+            ChannelMsg::PrimaryAck,
+            ChannelMsg::Conn {
+                kind: ConnKind::Tcp,
+                moves: 3,
+                unread: b"GET / HTTP/1.1\r\n",
+            },
+            ChannelMsg::Conn {
+                kind: ConnKind::Unix,
+                moves: 0,
+                unread: b"",
+            },
+        ];
+        for m in msgs {
+            let bytes = m.encode();
+            assert_eq!(ChannelMsg::parse(&bytes), Some(m));
+        }
+    }
+
+    #[test]
+    fn channel_garbage_is_rejected() {
+        for bad in [
+            &b"hello"[..],
+            b"ready x",
+            b"conn udp 1\n",
+            b"conn tcp x\n",
+            b"conn tcp 1",
+            b"primary now",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert_eq!(ChannelMsg::parse(bad), None, "{bad:?}");
+        }
+        // The forked child writes its errno by hand, padded by nothing.
+        assert_eq!(
+            ChannelMsg::parse(b"exec-failed 13"),
+            Some(ChannelMsg::ExecFailed(13))
+        );
+    }
+
+    #[test]
+    fn control_answers_round_trip() {
+        let answers = [
+            ControlAnswer::Ok {
+                pid: 7,
+                generation: 3,
+            },
+            ControlAnswer::Failed("successor 9 exited before it was ready (exit status 1)".into()),
+            ControlAnswer::Retry("handed over to pid 9".into()),
+            ControlAnswer::Error("unknown command \"x\"".into()),
+        ];
+        for a in answers {
+            assert_eq!(ControlAnswer::parse(&a.to_string()), a);
+        }
+        assert!(matches!(
+            ControlAnswer::parse("ok pid=x"),
+            ControlAnswer::Error(_)
+        ));
+        assert!(matches!(ControlAnswer::parse("bogus"), ControlAnswer::Error(_)));
+    }
+}
