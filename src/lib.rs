@@ -70,3 +70,6 @@ pub mod wire;
 pub use acquire::Acquire;
 pub use listeners::ListenAddr;
 pub use service::{Exit, Options, Service};
+
+#[cfg(test)]
+mod error_texts;

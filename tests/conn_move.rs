@@ -36,7 +36,8 @@ fn one_connection_keeps_its_port_and_is_answered_by_the_new_pid() {
     assert_eq!(v1["pid"].as_u64().unwrap() as u32, s.h.pid());
     assert_eq!(v1["connection_moves"], 0);
     reload_ok(s.dir.path());
-    std::thread::sleep(Duration::from_millis(100));
+    // The old process exits once it has moved its connections.
+    assert!(wait_gone(s.h.pid(), Duration::from_secs(10)));
     w.write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let (h2, b2) = read_response(&mut r);
     let v2 = json(&b2);
@@ -46,8 +47,9 @@ fn one_connection_keeps_its_port_and_is_answered_by_the_new_pid() {
     assert!(!h2.to_ascii_lowercase().contains("connection: close"), "{h2}");
     // Same TCP connection: same local port, and it moves again at the next handoff.
     assert_eq!(r.get_ref().local_addr().unwrap(), local);
+    let second = v2["pid"].as_u64().unwrap() as u32;
     reload_ok(s.dir.path());
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(wait_gone(second, Duration::from_secs(10)));
     w.write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let (_, b3) = read_response(&mut r);
     assert_eq!(json(&b3)["connection_moves"], 2, "{b3}");
@@ -61,7 +63,8 @@ fn load_across_50_handoffs_has_no_failure_and_no_reconnect() {
         reload_ok(s.dir.path());
         std::thread::sleep(Duration::from_millis(60));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let ok_now = load.snapshot().ok;
+    assert!(load.wait_until(Duration::from_secs(10), |st| st.ok > ok_now + 50));
     let st = load.stop();
     eprintln!(
         "50 handoffs: ok={} failed={} reconnects={} close_seen={} pids={}",
@@ -112,9 +115,10 @@ fn half_sent_request_completes_on_the_successor() {
     w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     read_response(&mut r);
     w.write_all(b"GET /info HTTP/1.1\r\nHo").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
     reload_ok(s.dir.path());
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the old process is gone, the connection (and the half request, whether the old
+    // process had read it or not) is the successor's.
+    assert!(wait_gone(s.h.pid(), Duration::from_secs(10)));
     w.write_all(b"st: t\r\n\r\n").unwrap();
     let (_, b) = read_response(&mut r);
     let v = json(&b);
@@ -156,8 +160,8 @@ fn moving_1000_idle_connections_costs_only_what_they_need() {
         read_response(c);
     }
     reload_ok(s.dir.path());
-    // Let the moves land, then measure the successor with 1000 connections.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The moves have landed once the old process is gone; measure the successor then.
+    assert!(wait_gone(s.h.pid(), Duration::from_secs(20)));
     let new = info(s.addr)["pid"].as_u64().unwrap() as u32;
     let fds_with = fd_table(new).len();
     let rss_with = rss_kib(new);
@@ -176,7 +180,7 @@ fn moving_1000_idle_connections_costs_only_what_they_need() {
     }
     assert_eq!(moved, 1000);
     drop(conns);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(Duration::from_secs(10), || fd_table(new).len() + 1000 <= fds_with));
     let fds_without = fd_table(new).len();
     let rss_without = rss_kib(new);
     eprintln!(
@@ -266,7 +270,13 @@ fn chained_handoffs_faster_than_drains_lose_no_connection() {
     for _ in 0..30 {
         reload_ok(s.dir.path());
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Every drain is over (one process left), and the load went on after the last handoff.
+    let marker = s.dir.path().to_string_lossy().to_string();
+    assert!(wait_until(Duration::from_secs(30), || heird_pids_with(&marker)
+        .len()
+        == 1));
+    let ok_now = load.snapshot().ok;
+    assert!(load.wait_until(Duration::from_secs(10), |st| st.ok > ok_now + 50));
     let st = load.stop();
     eprintln!(
         "30 chained handoffs: ok={} failed={} reconnects={}",

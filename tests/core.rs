@@ -147,7 +147,12 @@ fn sigterm_lets_a_request_in_flight_finish() {
 
 #[test]
 fn half_sent_header_does_not_hold_the_exit_past_drain_timeout() {
-    let Setup { addr, mut h, .. } = start_heird("drain_timeout = \"1s\"\n", false);
+    let Setup {
+        addr,
+        mut h,
+        dir: _dir,
+        ..
+    } = start_heird("drain_timeout = \"1s\"\n", false);
     let mut slow = std::net::TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
     std::thread::sleep(Duration::from_millis(100));

@@ -248,10 +248,12 @@ fn stored_unix_listener_without_its_file_is_bound_anew() {
 #[test]
 fn without_fdstore_env_a_stop_closes_connections_gently() {
     use std::io::{BufReader, Write};
+    // `dir` is kept: dropping it would delete the notify socket and the log under the process.
     let Setup {
         addr,
         mut h,
         notify: mut n,
+        dir: _dir,
         ..
     } = start_heird("idle_close_grace = \"2s\"\n", false);
     let stream = std::net::TcpStream::connect(addr).unwrap();
@@ -264,7 +266,14 @@ fn without_fdstore_env_a_stop_closes_connections_gently() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The drain has started once the process said STOPPING=1.
+    assert!(
+        n.wait_for(Duration::from_secs(5), |_, m| m.contains("STOPPING=1"))
+            .is_some(),
+        "{:?} {}",
+        n.seen,
+        h.stderr()
+    );
     w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let (head, body) = read_response(&mut r);
     assert_eq!(body, "ok");

@@ -48,9 +48,11 @@ fn load_across_25_handoffs_loses_nothing_and_pid_changes_each_time() {
             "handoff {i}: pid {new} did not change ({out})"
         );
         pids.push(new);
-        std::thread::sleep(Duration::from_millis(100));
+        // The load reaches the new process before the next handoff.
+        assert!(load.wait_until(Duration::from_secs(10), |st| {
+            st.pids.get(&new).is_some_and(|n| *n >= 5)
+        }));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let st = load.stop();
     eprintln!(
         "25 handoffs: ok={} failed={} reconnects={} close_seen={} pids={}",
@@ -73,8 +75,7 @@ fn request_in_flight_on_the_old_process_completes() {
     let s = start("");
     let old = s.h.pid();
     let addr = s.addr;
-    let req = std::thread::spawn(move || get(addr, "/sleep?duration=2s"));
-    std::thread::sleep(Duration::from_millis(200));
+    let req = get_accepted_by(addr, "/sleep?duration=2s", old);
     let (ok, out) = reload(s.dir.path());
     assert!(ok, "{out}");
     assert_ne!(current_pid(addr), old);
@@ -299,7 +300,18 @@ fn storm_of_50_sigusr2_one_successor_at_a_time_no_zombies() {
         std::thread::sleep(Duration::from_millis(15));
     }
     let storm = t0.elapsed();
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: one live heird, and it serves.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            heird_pids_with(&marker)
+                .into_iter()
+                .filter(|p| !matches!(state(*p), None | Some('Z')))
+                .count()
+                == 1
+        }),
+        "the storm did not settle: {:?}",
+        heird_pids_with(&marker)
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let max_children = watcher.join().unwrap();
     assert_eq!(get(s.addr, "/").unwrap().0, 200);
@@ -333,8 +345,14 @@ fn fd_count_is_flat_after_50_handoffs() {
         while heird_pids_with(&marker).len() > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(100));
-        (pid, fd_table(pid).len())
+        // The count is stable (the predecessor's channel and moved connections are closed).
+        let mut last = fd_table(pid).len();
+        assert!(wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = fd_table(pid).len();
+            std::mem::replace(&mut last, now) == now
+        }));
+        (pid, last)
     };
     assert!(reload(s.dir.path()).0);
     let (_, before) = settled_count();
@@ -354,8 +372,7 @@ fn draining_predecessor_does_not_take_back_after_a_clean_second_handoff() {
     let first = s.h.pid();
     let addr = s.addr;
     // Keeps the first process draining for 2 s.
-    let long = std::thread::spawn(move || get(addr, "/sleep?duration=2s"));
-    std::thread::sleep(Duration::from_millis(200));
+    let long = get_accepted_by(addr, "/sleep?duration=2s", first);
     assert!(reload(s.dir.path()).0);
     let second = current_pid(addr);
     assert!(reload(s.dir.path()).0);
@@ -369,8 +386,7 @@ fn draining_predecessor_does_not_take_back_after_a_clean_second_handoff() {
         wait_gone(first, Duration::from_secs(5)),
         "first generation did not exit after its drain"
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(current_pid(addr), third);
+    assert!(wait_until(Duration::from_secs(5), || current_pid(addr) == third));
     let live: Vec<u32> = heird_pids_with(&s.cfg.to_string_lossy())
         .into_iter()
         .filter(|p| !matches!(state(*p), None | Some('Z')))

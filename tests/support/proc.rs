@@ -122,6 +122,10 @@ fn recv(sock: &std::os::unix::net::UnixDatagram) -> Option<(u32, String, Vec<Own
     Some((pid, String::from_utf8_lossy(&buf[..n]).to_string(), owned))
 }
 
+/// Every heird a test starts carries the test's directory in this variable (successors inherit
+/// it), so that all of its generations can be found and killed when the test ends.
+pub const TEST_DIR_VAR: &str = "HEIRD_TEST_DIR";
+
 /// A running heird process (the first one the test spawned); killed on drop.
 pub struct Heird {
     pub child: Child,
@@ -171,7 +175,7 @@ impl Drop for Heird {
                 all.flatten()
                     .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
                     .filter(|p| *p != std::process::id())
-                    .filter(|p| env_of(*p, "RUNTIME_DIRECTORY").as_deref() == Some(dir.as_str())),
+                    .filter(|p| env_of(*p, TEST_DIR_VAR).as_deref() == Some(dir.as_str())),
             );
         }
         for pid in pids.into_iter().rev() {
@@ -195,6 +199,8 @@ pub struct Spawn {
     pub listen_pid_self: bool,
     pub bin: PathBuf,
     pub dir: PathBuf,
+    /// Start without `$RUNTIME_DIRECTORY` (as outside systemd).
+    pub no_runtime_directory: bool,
 }
 
 impl Spawn {
@@ -206,6 +212,7 @@ impl Spawn {
             listen_pid_self: false,
             bin: PathBuf::from(BIN),
             dir: dir.to_path_buf(),
+            no_runtime_directory: false,
         }
     }
 
@@ -232,10 +239,15 @@ impl Spawn {
             .env_remove("LISTEN_FDNAMES")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("RUST_LOG")
-            .env("RUNTIME_DIRECTORY", &self.dir)
+            .env(TEST_DIR_VAR, &self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        if self.no_runtime_directory {
+            cmd.env_remove("RUNTIME_DIRECTORY");
+        } else {
+            cmd.env("RUNTIME_DIRECTORY", &self.dir);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -566,4 +578,69 @@ pub fn warm_load(
         "the load never warmed up"
     );
     load
+}
+
+/// Waits for `cond` until `d` passes; true when it held.
+pub fn wait_until(d: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// The inode of the server's end of the TCP connection `server` ↔ `client` (IPv4), from
+/// `/proc/net/tcp`.
+pub fn server_side_inode(server: SocketAddr, client: SocketAddr) -> Option<String> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (l, r) = (hex(server), hex(client));
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(1) == Some(&l.as_str()) && cols.get(2) == Some(&r.as_str()))
+                .then(|| cols[9].to_string())
+        })
+}
+
+/// True once process `pid` holds the server's end of the connection from `client`.
+pub fn accepted_by(pid: u32, server: SocketAddr, client: SocketAddr) -> bool {
+    let Some(inode) = server_side_inode(server, client) else {
+        return false;
+    };
+    fd_table(pid)
+        .iter()
+        .any(|(_, t)| *t == format!("socket:[{inode}]"))
+}
+
+/// Sends `GET path` (`Connection: close`) on a new connection and returns once process `pid`
+/// has accepted it, so that the request is that process's; the thread returns what [`get`]
+/// returns.
+pub fn get_accepted_by(
+    addr: SocketAddr,
+    path: &str,
+    pid: u32,
+) -> std::thread::JoinHandle<std::io::Result<(u16, String)>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    let local = s.local_addr().unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || accepted_by(pid, addr, local)),
+        "pid {pid} did not accept the connection for {path}"
+    );
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((status, out))
+    })
 }
