@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
 
 /// Cloneable handle on the process-wide drain state.
 #[derive(Clone, Debug)]
@@ -100,5 +101,18 @@ impl Drop for ConnGuard {
         if self.drain.inner.open.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.drain.inner.idle.notify_waiters();
         }
+    }
+}
+
+/// Logs how a drain of `open` connections ended (`left` still open at `deadline`).
+pub fn log_outcome(open: usize, left: usize, deadline: Duration) {
+    if left > 0 {
+        warn!(
+            left,
+            deadline_s = deadline.as_secs_f64(),
+            "drain deadline reached; closing the rest"
+        );
+    } else {
+        info!(drained = open, "drained");
     }
 }

@@ -32,15 +32,17 @@
 //! - [`listeners`]: listen addresses, validating and binding listening sockets.
 //! - [`acquire`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets.
 //! - [`inherit`]: what a successor inherits from its predecessor (generation, channel, control).
-//! - [`successor`]: starting a successor and waiting until it is ready; a child handle that
-//!   kills and reaps on drop.
+//! - [`child`]: a child process handle that kills and reaps on drop unless released.
+//! - [`successor`]: starting a successor and waiting until it is ready.
 //! - [`drain`]: the drain switch, open-connection count, deadline.
 //! - [`server`]: accept loops, per-connection serving through hyper, moving connections.
 //! - [`control`]: the control socket behind `heird reload` (server side).
 //! - [`client`]: `reload` and `stop` for any binary (client side).
 //! - [`lifecycle`]: the state machine: phases, events, actions, the pure `step`.
 //! - [`handover`]: both ends of the handover on the channel.
-//! - [`service`]: `prepare` (before the runtime) and the run loop that drives the lifecycle.
+//! - `runloop`: turns signals, requests, channel messages, exits and timers into lifecycle
+//!   events, and performs the actions.
+//! - [`service`]: `prepare` (before the runtime), then `run`, which starts the run loop.
 //! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`).
 //! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
 //! - [`logging`]: journald or stderr.
@@ -49,6 +51,7 @@
 pub mod acquire;
 pub mod app;
 pub mod channel;
+pub mod child;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -61,6 +64,7 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
 pub mod notify;
+mod runloop;
 pub mod server;
 pub mod service;
 pub mod successor;

@@ -130,3 +130,15 @@ pub async fn watchdog_ticker(interval: Duration) {
         send(&[NotifyState::Watchdog]);
     }
 }
+
+/// Starts pinging the watchdog when systemd asked for it (`stall`: a test switch that never
+/// pings, to prove that systemd notices).
+pub fn start_watchdog(stall: bool) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = watchdog_interval()?;
+    if stall {
+        warn!("watchdog_stall is set: not pinging the watchdog (test only)");
+        return None;
+    }
+    tracing::info!(interval_ms = interval.as_millis() as u64, "watchdog enabled");
+    Some(tokio::spawn(watchdog_ticker(interval)))
+}

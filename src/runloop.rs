@@ -1,0 +1,449 @@
+//! The run loop: turns the world (signals, control requests, the handoff channel, the
+//! successor's exit, timers) into [`lifecycle`] events, and performs the actions that
+//! [`lifecycle::step`] returns. This is the only place that acts on them.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::channel::Channel;
+use crate::control;
+use crate::drain::Drain;
+use crate::fault::{self, Step};
+use crate::handover;
+use crate::lifecycle::{self, Action, DrainTo, Event, Exit, State, WaiterId};
+use crate::listeners::Listener;
+use crate::notify::{self, NotifyState};
+use crate::server::{self, Server};
+use crate::service::{Options, RunError};
+use crate::successor::{self, HandoffError, Successor};
+use crate::wire::{ChannelMsg, ControlAnswer};
+
+/// The signals heird handles.
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// What the run loop starts with.
+pub(crate) struct Start {
+    pub generation: u64,
+    /// The channel to our predecessor, when this process is a successor.
+    pub channel: Option<Channel>,
+    pub control_fd: Option<std::os::fd::OwnedFd>,
+    pub opts: Options,
+    pub router: Router,
+    pub listeners: Arc<Vec<Listener>>,
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+    pub drain: Drain,
+    pub server: Server,
+    pub signals: Signals,
+}
+
+/// Runs the lifecycle until it says exit.
+pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
+    let Start {
+        generation,
+        channel,
+        control_fd,
+        opts,
+        router,
+        listeners,
+        exe,
+        args,
+        drain,
+        server,
+        signals,
+    } = start;
+    let (ctl_tx, ctl_rx) = mpsc::channel(16);
+    let control = control::Control::open(control_fd, opts.control_socket.as_deref(), ctl_tx);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let status = format!("serving, generation {generation}, pid {}", std::process::id());
+    let (state, first) = State::start(generation, channel.is_some(), status);
+    let mut d = Driver {
+        state,
+        generation,
+        opts,
+        router,
+        listeners: Some(listeners),
+        exe,
+        args,
+        drain,
+        server,
+        control,
+        ctl_rx,
+        events,
+        watchdog: None,
+        running: None,
+        cancel: watch::Sender::new(false),
+        handed: None,
+        awaiting_ack: false,
+        ack_timer: None,
+        drain_wait: None,
+        waiters: HashMap::new(),
+        next_waiter: 0,
+        channel_task: None,
+    };
+    if let Some(ch) = channel {
+        fault::point(Step::Serving);
+        match successor::announce_ready(&ch).await {
+            Ok(()) => info!(
+                generation,
+                listeners = d.listeners().len(),
+                "ready; waiting for the predecessor to hand over"
+            ),
+            // The predecessor is gone (its end of the channel is closed): the channel task
+            // sees EOF at once and this process carries on as the primary.
+            Err(e) => warn!(error = %e, "cannot tell the predecessor we are ready"),
+        }
+        fault::point(Step::ReadyWritten);
+        d.channel_task = Some(tokio::spawn(handover::predecessor_channel(
+            ch,
+            events_tx,
+            d.server.clone(),
+        )));
+    } else {
+        info!(generation, listeners = d.listeners().len(), "ready");
+    }
+    for a in first {
+        d.perform(a).await?;
+    }
+    d.run(signals).await
+}
+
+type DrainWait = Pin<Box<dyn Future<Output = usize> + Send>>;
+
+/// Everything the run loop owns; `perform` is the only place that acts on the world.
+pub(crate) struct Driver {
+    state: State,
+    generation: u64,
+    opts: Options,
+    router: Router,
+    /// The listening sockets, passed to each successor; released at a stop.
+    listeners: Option<Arc<Vec<Listener>>>,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    drain: Drain,
+    server: Server,
+    control: control::Control,
+    ctl_rx: mpsc::Receiver<control::Request>,
+    /// Events from background tasks (the predecessor's channel).
+    events: mpsc::UnboundedReceiver<Event>,
+    watchdog: Option<JoinHandle<()>>,
+    /// The successor being started.
+    running: Option<JoinHandle<Result<Successor, HandoffError>>>,
+    /// Set to cancel the successor being started.
+    cancel: watch::Sender<bool>,
+    /// The successor that took over, until it exits or we do.
+    handed: Option<Successor>,
+    awaiting_ack: bool,
+    ack_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    drain_wait: Option<DrainWait>,
+    waiters: HashMap<WaiterId, oneshot::Sender<String>>,
+    next_waiter: WaiterId,
+    channel_task: Option<JoinHandle<()>>,
+}
+
+impl Driver {
+    fn listeners(&self) -> &[Listener] {
+        self.listeners.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    async fn run(mut self, mut sig: Signals) -> Result<Exit, RunError> {
+        let mut exit = None;
+        while exit.is_none() {
+            let event = tokio::select! {
+                _ = sig.term.recv() => Event::Stop,
+                _ = sig.int.recv() => Event::Stop,
+                _ = sig.usr2.recv() => Event::Reload(None),
+                _ = sig.hup.recv() => Event::Reload(None),
+                Some(req) = self.ctl_rx.recv() => {
+                    let id = self.next_waiter;
+                    self.next_waiter += 1;
+                    self.waiters.insert(id, req.reply);
+                    Event::Reload(Some(id))
+                }
+                Some(ev) = self.events.recv() => ev,
+                res = async { self.running.as_mut().expect("guarded").await }, if self.running.is_some() => {
+                    self.running = None;
+                    match res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e)))) {
+                        Ok(s) => {
+                            let pid = s.pid();
+                            self.handed = Some(s);
+                            Event::SuccessorReady { pid }
+                        }
+                        Err(e) => {
+                            error!(error = %e, "handoff failed; still serving");
+                            Event::SuccessorFailed { reason: e.to_string() }
+                        }
+                    }
+                }
+                msg = async { self.handed.as_ref().expect("guarded").channel.recv().await }, if self.awaiting_ack && self.handed.is_some() => {
+                    match msg {
+                        Ok(Some(m)) if ChannelMsg::parse(&m) == Some(ChannelMsg::PrimaryAck) => {
+                            self.awaiting_ack = false;
+                            Event::SuccessorAcked
+                        }
+                        Ok(Some(m)) => {
+                            warn!(message = %String::from_utf8_lossy(&m[..m.len().min(64)]), "unexpected message from the successor");
+                            continue;
+                        }
+                        // Closed without an acknowledgement: it is exiting or gone; its exit
+                        // (or the acknowledgement timer) decides.
+                        _ => {
+                            self.awaiting_ack = false;
+                            continue;
+                        }
+                    }
+                }
+                _ = async { self.handed.as_ref().expect("guarded").child.exited().await }, if self.handed.is_some() && self.state.phase != lifecycle::Phase::HandingOver => {
+                    let mut s = self.handed.take().expect("guarded");
+                    let (clean, status) = s.child.reap().await;
+                    if clean {
+                        info!(successor = s.pid(), "the successor exited cleanly; finishing the drain");
+                    }
+                    Event::SuccessorExited { clean, status }
+                }
+                _ = async { self.ack_timer.as_mut().expect("guarded").await }, if self.ack_timer.is_some() => {
+                    self.ack_timer = None;
+                    warn!("no acknowledgement from the successor in time");
+                    Event::AckTimedOut
+                }
+                left = async { self.drain_wait.as_mut().expect("guarded").await }, if self.drain_wait.is_some() => {
+                    self.drain_wait = None;
+                    Event::DrainDone { left }
+                }
+            };
+            // A successor that died since the last look is noticed before anything else (its
+            // exit may not have woken the loop yet), so that a handed-over process never exits
+            // while nobody serves.
+            let mut events = vec![event];
+            if matches!(self.state.phase, lifecycle::Phase::HandedOver(_))
+                && let Some(mut s) = self.handed.take_if(|s| s.child.has_exited())
+            {
+                let (clean, status) = s.child.reap().await;
+                events.insert(0, Event::SuccessorExited { clean, status });
+            }
+            for event in events {
+                for action in lifecycle::step(&mut self.state, event) {
+                    if let Action::Exit(e) = action {
+                        exit = Some(e);
+                    }
+                    self.perform(action).await?;
+                }
+            }
+        }
+        let exit = exit.expect("loop ends with an exit");
+        server::log_moves(&self.server);
+        // Control requests that raced in: the successor (if any) will take them, so ask the
+        // client to retry; then let every answer be written before exiting.
+        self.ctl_rx.close();
+        while let Ok(req) = self.ctl_rx.try_recv() {
+            let answer = match exit {
+                Exit::HandedOver { successor } => {
+                    ControlAnswer::Retry(format!("handed over to pid {successor}"))
+                }
+                Exit::Stopped => ControlAnswer::Failed(lifecycle::STOPPING.into()),
+            };
+            let _ = req.reply.send(answer.to_string());
+        }
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(ControlAnswer::Failed(lifecycle::STOPPING.into()).to_string());
+        }
+        self.control.finish(exit == Exit::Stopped).await;
+        if let Some(t) = self.channel_task.take() {
+            t.abort();
+        }
+        Ok(exit)
+    }
+
+    async fn perform(&mut self, action: Action) -> Result<(), RunError> {
+        match action {
+            Action::NotifyReady(status) => notify::ready(&status),
+            Action::NotifyReloading => {
+                notify::reloading(&format!("handing over to generation {}", self.generation + 1));
+                info!(generation = self.generation, "handoff started");
+            }
+            Action::NotifyStopping => {
+                notify::stopping(&format!(
+                    "stopping, draining {} connections",
+                    self.drain.open_connections()
+                ));
+                info!(generation = self.generation, "stopping");
+            }
+            Action::StartWatchdog => self.watchdog = notify::start_watchdog(self.opts.watchdog_stall),
+            Action::StopWatchdog => {
+                if let Some(w) = self.watchdog.take() {
+                    w.abort();
+                }
+            }
+            Action::StopControl => self.control.stop(),
+            Action::StartSuccessor => self.start_successor(),
+            Action::CancelSuccessor => self.cancel_successor().await,
+            Action::HandOver => {
+                if let Some(s) = self.handed.as_mut() {
+                    handover::hand_over(s, self.generation, self.opts.handoff_timeout).await;
+                    self.awaiting_ack = true;
+                }
+            }
+            Action::StartDrain(to) => self.start_drain(to),
+            Action::WaitDrain => {
+                let open = self.drain.open_connections();
+                let drain = self.drain.clone();
+                let timeout = self.opts.drain_timeout;
+                let successor = self.handed.as_ref().map(|s| s.pid() as u32);
+                self.drain_wait = Some(Box::pin(async move {
+                    let left = drain.wait(timeout).await;
+                    crate::drain::log_outcome(open, left, timeout);
+                    if left > 0
+                        && let Some(pid) = successor
+                    {
+                        fault::point_with_peer(Step::DrainDeadline, pid);
+                    }
+                    left
+                }));
+            }
+            Action::ArmAckTimer => {
+                self.ack_timer = Some(Box::pin(tokio::time::sleep(self.opts.handoff_timeout)));
+            }
+            Action::Reply(id, answer) => {
+                if let Some(w) = self.waiters.remove(&id) {
+                    let _ = w.send(answer.to_string());
+                }
+            }
+            Action::TakeBack { successor, status } => self.take_back(successor, &status)?,
+            Action::Exit(_) => {}
+        }
+        Ok(())
+    }
+
+    fn start_successor(&mut self) {
+        let Some(listeners) = self.listeners.clone() else {
+            return;
+        };
+        let control = self.control.fd();
+        let (exe, args, generation) = (self.exe.clone(), self.args.clone(), self.generation);
+        let (timeout, grace) = (self.opts.handoff_timeout, self.opts.drain_timeout);
+        self.cancel.send_replace(false);
+        let mut cancel = self.cancel.subscribe();
+        self.running = Some(tokio::spawn(async move {
+            let spawn = successor::Spawn {
+                exe: &exe,
+                args: &args,
+                listeners: &listeners,
+                control: control.as_deref().map(|f| f.as_fd()),
+                generation,
+                timeout,
+            };
+            successor::start(
+                spawn,
+                async move {
+                    let _ = cancel.wait_for(|c| *c).await;
+                },
+                grace,
+            )
+            .await
+        }));
+    }
+
+    /// A stop during a handoff: the successor never takes over. It may already serve
+    /// connections, so it is stopped gently (SIGTERM, then its own drain), and reaped before
+    /// this process goes on, so a stop leaves nothing serving.
+    async fn cancel_successor(&mut self) {
+        self.cancel.send_replace(true);
+        if let Some(task) = self.running.take() {
+            let bound = self.opts.drain_timeout + Duration::from_secs(5);
+            match tokio::time::timeout(bound, task).await {
+                Ok(Ok(Ok(mut s))) => {
+                    let status = s.child.stop(self.opts.drain_timeout).await;
+                    warn!(pid = s.pid(), %status, "stopping: successor was ready but not handed over; stopped it");
+                }
+                Ok(Ok(Err(e))) => info!(reason = %e, "handoff cancelled by stop"),
+                Ok(Err(e)) => warn!(error = %e, "handoff task failed"),
+                Err(_) => warn!("handoff did not cancel in time"),
+            }
+        }
+    }
+
+    fn start_drain(&mut self, to: DrainTo) {
+        match to {
+            DrainTo::Successor => {
+                if let Some(s) = &self.handed {
+                    // Idle connections move to the successor. The drain starts before anyone
+                    // hears "ok": from then on, new connections reach the successor.
+                    self.server.move_to(s.channel.clone());
+                    self.drain.start();
+                    fault::point_with_peer(Step::DrainStarted, s.pid() as u32);
+                    return;
+                }
+            }
+            DrainTo::Store => {
+                // Under systemd with an fd store, idle keep-alive connections wait there for the
+                // next process (a restart); a final stop releases the store, which closes them.
+                if let Some(max) = crate::fdstore::connection_room() {
+                    let stored_listeners = self
+                        .listeners()
+                        .iter()
+                        .filter(|l| crate::fdstore::is_bound_listener(&l.name))
+                        .count();
+                    self.server
+                        .store_on_stop(max.saturating_sub(stored_listeners as u64));
+                }
+                // Release the sockets now (unless systemd holds them), then drain.
+                self.listeners = None;
+            }
+            DrainTo::Close => self.listeners = None,
+        }
+        self.drain.start();
+    }
+
+    /// The successor died after the handover: nobody would hold the sockets. Become the main
+    /// process again and serve.
+    fn take_back(&mut self, successor: i32, status: &str) -> Result<(), RunError> {
+        error!(successor, %status, "the successor died after the handover; taking the service back");
+        notify::send(&[
+            NotifyState::MainPid(std::process::id()),
+            NotifyState::Ready,
+            NotifyState::Status(&format!(
+                "successor {successor} died; serving again, pid {}",
+                std::process::id()
+            )),
+        ]);
+        self.handed = None;
+        self.awaiting_ack = false;
+        self.ack_timer = None;
+        self.drain_wait = None;
+        self.drain = Drain::new();
+        let listeners = self.listeners.clone().unwrap_or_default();
+        self.server = Server::spawn(&listeners, self.router.clone(), &self.drain, &self.opts.serve)
+            .map_err(RunError::Serve)?;
+        self.control.restart();
+        self.watchdog = notify::start_watchdog(self.opts.watchdog_stall);
+        Ok(())
+    }
+}
