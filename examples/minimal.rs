@@ -1,31 +1,19 @@
-//! An axum app made systemd-native with heird: socket activation or its own bind, READY=1,
-//! zero-downtime handoff on SIGUSR2/SIGHUP, and a graceful drain on SIGTERM.
+//! The smallest heird app: an axum `Router` in, a systemd-native service out. Sockets from
+//! systemd (socket activation, the fd store) or its own bind, READY=1, a zero-downtime handoff
+//! on SIGUSR2/SIGHUP or `minimal reload`, a graceful drain on SIGTERM or `minimal stop`.
 //!
-//! Try: `systemd-socket-activate -l 127.0.0.1:3000 cargo run --example minimal`
+//! Try (run the built binary: `cargo run` would get the socket instead of the app):
+//! `cargo build --example minimal && systemd-socket-activate -l 127.0.0.1:3000 target/debug/examples/minimal`
+//! then `curl 127.0.0.1:3000/`.
 use axum::{Router, routing::get};
-use heird::{Acquire, ListenAddr, Options, Service};
-use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    let acquire = Acquire {
-        bind: vec![ListenAddr::Tcp(([127, 0, 0, 1], 3000).into())],
-        ..Default::default()
-    };
-    // Take the sockets before any thread exists.
-    let service = match Service::prepare(&acquire) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("minimal: {e}");
-            return ExitCode::from(78);
-        }
-    };
-    let app = Router::new().route("/", get(|| async { "hello from a systemd-native axum app\n" }));
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(service.run(app, Options::default())) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("minimal: {e}");
-            ExitCode::FAILURE
-        }
+fn main() -> std::process::ExitCode {
+    // `minimal reload` and `minimal stop`: the unit's ExecReload= and ExecStop=.
+    if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+        return code;
     }
+    heird::main(heird::Acquire::bind(&["127.0.0.1:3000"]), |service| async move {
+        let app = Router::new().route("/", get(|| async { "hello from a systemd-native axum app\n" }));
+        service.run(app, heird::Options::default()).await
+    })
 }

@@ -90,13 +90,48 @@ pub fn parse_listen_env(
     })
 }
 
-/// How to acquire listeners.
+/// Where the listening sockets come from when systemd passes none: inherited descriptors,
+/// else addresses to bind. Sockets from systemd (`LISTEN_FDS`) always win.
+///
+/// ```
+/// let a = heird::Acquire::bind(&["127.0.0.1:8080", "unix:/run/myapp/http.sock"]);
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Acquire {
     /// `--fd N` descriptors, used when systemd passed nothing.
     pub inherited: Vec<RawFd>,
     /// Addresses to bind when neither systemd nor `--fd` gave sockets.
     pub bind: Vec<ListenAddr>,
+    /// An address given to [`Acquire::bind`] that does not parse, reported when the sockets
+    /// are taken.
+    bad: Option<(String, String)>,
+}
+
+impl Acquire {
+    /// Binds these addresses (`HOST:PORT` or `unix:/path`) when systemd passes no socket. An
+    /// address that does not parse makes [`crate::Service::prepare`] fail with its reason.
+    pub fn bind(addrs: &[&str]) -> Acquire {
+        let mut a = Acquire::default();
+        for s in addrs {
+            match ListenAddr::parse(s) {
+                Ok(addr) => a.bind.push(addr),
+                Err(ListenError::BadAddr { addr, reason }) => {
+                    a.bad.get_or_insert((addr, reason));
+                }
+                Err(e) => {
+                    a.bad.get_or_insert((s.to_string(), e.to_string()));
+                }
+            }
+        }
+        a
+    }
+
+    /// Serves on these inherited descriptors (`--fd N`) when systemd passes no socket.
+    pub fn fds(mut self, fds: &[RawFd]) -> Acquire {
+        self.inherited.extend_from_slice(fds);
+        self
+    }
 }
 
 /// The listeners and what happened on the way.
@@ -165,6 +200,12 @@ fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Res
 /// Takes the listening sockets. Must run before any thread exists: it unsets the `LISTEN_*`
 /// variables so that nothing (children included) sees them again.
 pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
+    if let Some((addr, reason)) = &opts.bad {
+        return Err(ListenError::BadAddr {
+            addr: addr.clone(),
+            reason: reason.clone(),
+        });
+    }
     let env = |k: &str| std::env::var(k).ok();
     let parsed = parse_listen_env(
         env("LISTEN_PID").as_deref(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::cli::{ReloadArgs, StopArgs};
 use crate::listeners::{ListenAddr, ListenError};
 
 /// `heird --version`; a test build with fault-injection hooks says so.
@@ -60,33 +61,6 @@ pub struct ServeArgs {
     /// Inherited listening fd to serve on (repeatable), e.g. --fd 3.
     #[arg(long = "fd", value_name = "N")]
     pub fds: Vec<i32>,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct ReloadArgs {
-    /// Main pid of the service (defaults to $MAINPID). Used to find its control socket.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Control socket of the service (defaults to $RUNTIME_DIRECTORY/control.sock).
-    #[arg(long, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// How long to wait for the outcome.
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct StopArgs {
-    /// Pid to stop (defaults to $MAINPID).
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// How long to wait for the exit before giving up (systemd's TimeoutStopSec still applies).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
-    pub timeout: Duration,
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -85,7 +85,7 @@ fn listen_errors() {
 
 #[test]
 fn control_client_and_handoff_errors() {
-    use crate::client::ClientError as C;
+    use crate::cli::ClientError as C;
     use crate::control::ControlError;
     use crate::successor::HandoffError as H;
     let p = PathBuf::from("/run/x/control.sock");

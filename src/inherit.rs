@@ -30,6 +30,9 @@ pub struct Inherited {
 }
 
 #[derive(Debug, thiserror::Error)]
+// Each variant is documented by its message.
+#[allow(missing_docs)]
+#[non_exhaustive]
 pub enum InheritError {
     #[error("{var}={value:?} is not a valid fd number")]
     BadFd { var: &'static str, value: String },
@@ -97,6 +100,21 @@ impl Inherited {
             channel: take(HANDOFF_FD_VAR, chan_s)?,
             control: take(CONTROL_FD_VAR, ctl_s)?,
         })
+    }
+
+    /// Reports a startup failure (a configuration error, say) to the predecessor waiting for
+    /// this process, prints it, and returns exit code 78 (EX_CONFIG): the predecessor's reload
+    /// fails with this reason and it keeps serving.
+    pub fn fail(&self, error: &dyn std::error::Error) -> std::process::ExitCode {
+        let mut text = error.to_string();
+        let mut cur = error.source();
+        while let Some(e) = cur {
+            text += &format!(": {e}");
+            cur = e.source();
+        }
+        self.report_error(&text);
+        eprintln!("error: {text}");
+        std::process::ExitCode::from(78)
     }
 
     /// Reports a startup failure to the parent (best effort, blocking, before any runtime).

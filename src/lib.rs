@@ -1,4 +1,27 @@
-//! heird makes an HTTP service native to systemd and restarts it with zero downtime.
+//! heird makes an axum service native to systemd and replaces its process with zero downtime:
+//! `systemctl reload`, `systemctl restart` and a package upgrade lose no request and break no
+//! keep-alive connection, and a failed upgrade fails loudly while the old process serves on.
+//!
+//! # Your app in a few lines
+//! ```no_run
+//! use axum::{Router, routing::get};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     // `myapp reload` / `myapp stop`, for the unit's ExecReload= and ExecStop=.
+//!     if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+//!         return code;
+//!     }
+//!     // Sockets from systemd (socket units, the fd store), else bind this address.
+//!     heird::main(heird::Acquire::bind(&["127.0.0.1:8080"]), |service| async move {
+//!         let app = Router::new().route("/", get(|| async { "hello" }));
+//!         service.run(app, heird::Options::default()).await
+//!     })
+//! }
+//! ```
+//! [`Service`] adds a readiness gate ([`Service::ready_when`]), a [`Handle`] to follow the
+//! lifecycle ([`Status`]) and to start a handoff or a stop from code, and [`Options`] (drain
+//! and handoff timeouts, signal handling). [`Inherited`] and [`start`] serve a binary that reads
+//! its own configuration first. The `examples/` directory has one program per point.
 //!
 //! # Lifecycle of one process
 //! 1. **Acquire** (before any thread exists): read what a predecessor passed
@@ -19,61 +42,82 @@
 //!    `Connection: close` and close it when idle; exit 0 at the latest at the deadline. A
 //!    predecessor whose successor dies before it has exited takes the service back.
 //!
-//! The phases and every rule about them are one pure state machine ([`lifecycle`]); the run
-//! loop ([`service`]) only turns the world into its events and performs its actions.
+//! The phases and every rule about them are one pure state machine (`lifecycle`); the run
+//! loop (`runloop`) only turns the world into its events and performs its actions.
 //!
 //! # Layout (lowest first; imports point down this list, never up)
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
-//! - [`wire`]: the typed messages of the handoff channel and the control socket.
-//! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
-//! - [`fdstore`]: systemd's fd store, and every name heird stores under.
-//! - [`channel`]: the handoff channel (seqpacket, one message per datagram, fds attached).
-//! - [`config`]: command line and config file → validated `Config`.
-//! - [`listeners`]: listen addresses, validating and binding listening sockets.
-//! - [`acquire`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets.
-//! - [`inherit`]: what a successor inherits from its predecessor (generation, channel, control).
-//! - [`child`]: a child process handle that kills and reaps on drop unless released.
-//! - [`successor`]: starting a successor and waiting until it is ready.
-//! - [`drain`]: the drain switch, open-connection count, deadline.
-//! - [`server`]: accept loops, per-connection serving through hyper, moving connections.
-//! - [`control`]: the control socket behind `heird reload` (server side).
-//! - [`client`]: `reload` and `stop` for any binary (client side).
-//! - [`lifecycle`]: the state machine: phases, events, actions, the pure `step`.
-//! - [`handover`]: both ends of the handover on the channel.
+//! - `wire`: the typed messages of the handoff channel and the control socket.
+//! - `notify`: sd_notify states, the barrier, the watchdog ticker.
+//! - `fdstore`: systemd's fd store, and every name heird stores under.
+//! - `channel`: the handoff channel (seqpacket, one message per datagram, fds attached).
+//! - `listeners`: listen addresses, validating and binding listening sockets.
+//! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets.
+//! - `inherit`: what a successor inherits from its predecessor (generation, channel, control).
+//! - `child`: a child process handle that kills and reaps on drop unless released.
+//! - `successor`: starting a successor and waiting until it is ready.
+//! - `drain`: the drain switch, open-connection count, deadline.
+//! - `server`: accept loops, per-connection serving through hyper, moving connections.
+//! - `control`: the control socket behind `reload` (server side).
+//! - [`cli`]: `reload` and `stop` for any binary (client side).
+//! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
+//! - `handle`: what an app holds: [`Status`], [`Handle`].
+//! - `handover`: both ends of the handover on the channel.
 //! - `runloop`: turns signals, requests, channel messages, exits and timers into lifecycle
 //!   events, and performs the actions.
-//! - [`service`]: `prepare` (before the runtime), then `run`, which starts the run loop.
-//! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`).
-//! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
-//! - [`logging`]: journald or stderr.
+//! - `service`: [`Service::prepare`] (before the runtime), then [`Service::run`].
+//! - `entry`: [`main`] and [`start`]: the runtime and the exit code for a binary.
+//! - `logging`: journald or stderr.
+//! - `config`, `app`: heird's own binary (its config file and demo endpoints), not the library.
+//! - `fault`: test-only fault injection at named handoff steps (feature `fault-injection`).
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod acquire;
+mod acquire;
+#[doc(hidden)]
+#[allow(missing_docs)]
 pub mod app;
-pub mod channel;
-pub mod child;
-pub mod client;
+mod channel;
+mod child;
+pub mod cli;
+#[doc(hidden)]
+#[allow(missing_docs)]
 pub mod config;
-pub mod control;
-pub mod drain;
-pub mod fault;
-pub mod fdstore;
-pub mod handover;
-pub mod inherit;
-pub mod lifecycle;
-pub mod listeners;
-pub mod logging;
-pub mod notify;
+mod control;
+mod drain;
+mod entry;
+mod fault;
+mod fdstore;
+mod handle;
+mod handover;
+mod inherit;
+mod lifecycle;
+mod listeners;
+mod logging;
+mod notify;
 mod runloop;
-pub mod server;
-pub mod service;
-pub mod successor;
+mod server;
+mod service;
+mod successor;
 mod sys;
-pub mod wire;
+mod wire;
 
 pub use acquire::Acquire;
-pub use listeners::ListenAddr;
-pub use service::{Exit, Options, Service};
+pub use entry::{EX_CONFIG, main, start};
+pub use handle::{Handle, ReloadError, Reloaded, Status};
+pub use inherit::{InheritError, Inherited};
+pub use lifecycle::Exit;
+pub use listeners::{ListenAddr, ListenError, Listener};
+pub use logging::init as init_logging;
+pub use server::{ConnectionMoves, ServeSettings};
+pub use service::{Options, RunError, Service, StartError};
+
+/// heird's own binary uses these; they are not part of the library's API and may change at
+/// any time.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::notify::set_watchdog_stall;
+}
 
 #[cfg(test)]
 mod error_texts;

@@ -161,16 +161,6 @@ impl State {
         (state, actions)
     }
 
-    /// True until the process should leave its loop.
-    pub fn running(&self) -> bool {
-        !matches!(self.phase, Phase::Exited(_))
-    }
-
-    /// True while this process may answer as the service (not handed over, not stopping).
-    pub fn is_primary(&self) -> bool {
-        matches!(self.phase, Phase::Serving | Phase::HandingOver)
-    }
-
     fn reply_all(&mut self, answer: ControlAnswer) -> impl Iterator<Item = Action> {
         std::mem::take(&mut self.waiters)
             .into_iter()

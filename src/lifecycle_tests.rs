@@ -62,7 +62,7 @@ fn a_handoff_hands_over_drains_and_exits_after_ack() {
         step(&mut s, E::SuccessorAcked),
         vec![A::Exit(Exit::HandedOver { successor: 50 })]
     );
-    assert!(!s.running());
+    assert!(matches!(s.phase, Phase::Exited(_)));
 }
 
 #[test]
@@ -234,7 +234,7 @@ fn requests_while_stopping_fail_and_nothing_happens_after_exit() {
     );
     assert!(step(&mut s, E::Stop).is_empty());
     step(&mut s, E::DrainDone { left: 3 });
-    assert!(!s.running());
+    assert!(matches!(s.phase, Phase::Exited(_)));
     for e in [E::Stop, E::Reload(Some(1)), E::SuccessorReady { pid: 1 }] {
         assert!(step(&mut s, e).is_empty());
     }

@@ -24,7 +24,11 @@ pub const LISTEN_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"
 /// heird's own variable carrying each passed fd's original source along a chain of handoffs.
 pub const SOURCES_VAR: &str = "HEIRD_FD_SOURCES";
 
+/// Why a listening socket could not be taken or bound.
 #[derive(Debug, thiserror::Error)]
+// Each variant is documented by its message.
+#[allow(missing_docs)]
+#[non_exhaustive]
 pub enum ListenError {
     #[error("LISTEN_FDS={0:?} is not a number")]
     BadCount(String),
@@ -104,11 +108,14 @@ impl Source {
 /// A listen address from the command line or config: `HOST:PORT` or `unix:/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
+    /// `HOST:PORT`, e.g. `127.0.0.1:8080` or `[::1]:8080`.
     Tcp(SocketAddr),
+    /// `unix:/absolute/path`.
     Unix(PathBuf),
 }
 
 impl ListenAddr {
+    /// Parses `HOST:PORT` or `unix:/path`.
     pub fn parse(s: &str) -> Result<Self, ListenError> {
         let bad = |reason: &str| ListenError::BadAddr {
             addr: s.to_string(),
@@ -157,12 +164,25 @@ impl fmt::Display for ListenAddr {
 /// A validated listening socket: close-on-exec, nonblocking, stream, listening.
 #[derive(Debug)]
 pub struct Listener {
-    pub name: String,
-    pub source: Source,
+    pub(crate) name: String,
+    pub(crate) source: Source,
     /// Display form of the local address (`127.0.0.1:8080`, `unix:/run/heird.sock`).
-    pub address: String,
-    pub fd: OwnedFd,
-    pub family: Family,
+    pub(crate) address: String,
+    pub(crate) fd: OwnedFd,
+    pub(crate) family: Family,
+}
+
+impl Listener {
+    /// Its name: the `LISTEN_FDNAMES` entry (`FileDescriptorName=` of the socket unit), `fdN`
+    /// for an unnamed or `--fd` socket, `bound-…` for a socket heird bound.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its local address for display (`127.0.0.1:8080`, `unix:/run/myapp/http.sock`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

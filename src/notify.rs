@@ -51,11 +51,6 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
-/// `STATUS=` alone.
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 /// `MAINPID=`, `READY=1` and a status, in one datagram.
 pub fn handed_over(pid: u32, status: &str) {
     send(&[
@@ -131,11 +126,18 @@ pub async fn watchdog_ticker(interval: Duration) {
     }
 }
 
-/// Starts pinging the watchdog when systemd asked for it (`stall`: a test switch that never
-/// pings, to prove that systemd notices).
-pub fn start_watchdog(stall: bool) -> Option<tokio::task::JoinHandle<()>> {
+static WATCHDOG_STALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Test switch: never ping the watchdog, to prove that systemd notices (heird's
+/// `watchdog_stall = true`).
+pub fn set_watchdog_stall(stall: bool) {
+    WATCHDOG_STALL.store(stall, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Starts pinging the watchdog when systemd asked for it.
+pub fn start_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
-    if stall {
+    if WATCHDOG_STALL.load(std::sync::atomic::Ordering::SeqCst) {
         warn!("watchdog_stall is set: not pinging the watchdog (test only)");
         return None;
     }

@@ -21,6 +21,7 @@ use crate::channel::Channel;
 use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
+use crate::handle::{Handles, Status};
 use crate::handover;
 use crate::lifecycle::{self, Action, DrainTo, Event, Exit, State, WaiterId};
 use crate::listeners::Listener;
@@ -39,6 +40,16 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
+    /// The next signal, as an event: SIGTERM/SIGINT stop, SIGUSR2/SIGHUP hand over.
+    async fn next(&mut self) -> Event {
+        tokio::select! {
+            _ = self.term.recv() => Event::Stop,
+            _ = self.int.recv() => Event::Stop,
+            _ = self.usr2.recv() => Event::Reload(None),
+            _ = self.hup.recv() => Event::Reload(None),
+        }
+    }
+
     pub(crate) fn new() -> std::io::Result<Signals> {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
@@ -62,7 +73,8 @@ pub(crate) struct Start {
     pub args: Vec<OsString>,
     pub drain: Drain,
     pub server: Server,
-    pub signals: Signals,
+    pub signals: Option<Signals>,
+    pub handles: Handles,
 }
 
 /// Runs the lifecycle until it says exit.
@@ -79,9 +91,15 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         drain,
         server,
         signals,
+        handles,
     } = start;
-    let (ctl_tx, ctl_rx) = mpsc::channel(16);
-    let control = control::Control::open(control_fd, opts.control_socket.as_deref(), ctl_tx);
+    let Handles {
+        requests_tx,
+        requests: ctl_rx,
+        stop,
+        status: status_tx,
+    } = handles;
+    let control = control::Control::open(control_fd, opts.control_socket.as_deref(), requests_tx);
     let (events_tx, events) = mpsc::unbounded_channel();
     let status = format!("serving, generation {generation}, pid {}", std::process::id());
     let (state, first) = State::start(generation, channel.is_some(), status);
@@ -108,6 +126,9 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         waiters: HashMap::new(),
         next_waiter: 0,
         channel_task: None,
+        stop: stop.subscribe(),
+        stop_asked: false,
+        status: status_tx,
     };
     if let Some(ch) = channel {
         fault::point(Step::Serving);
@@ -167,6 +188,11 @@ pub(crate) struct Driver {
     waiters: HashMap<WaiterId, oneshot::Sender<String>>,
     next_waiter: WaiterId,
     channel_task: Option<JoinHandle<()>>,
+    /// [`crate::Handle::stop`] was called (once seen, it is an event once).
+    stop: watch::Receiver<bool>,
+    stop_asked: bool,
+    /// What [`crate::Handle`]s see.
+    status: watch::Sender<Status>,
 }
 
 impl Driver {
@@ -174,14 +200,17 @@ impl Driver {
         self.listeners.as_deref().map(Vec::as_slice).unwrap_or(&[])
     }
 
-    async fn run(mut self, mut sig: Signals) -> Result<Exit, RunError> {
+    async fn run(mut self, mut sig: Option<Signals>) -> Result<Exit, RunError> {
         let mut exit = None;
+        self.publish_status();
         while exit.is_none() {
+            let signals = sig.is_some();
             let event = tokio::select! {
-                _ = sig.term.recv() => Event::Stop,
-                _ = sig.int.recv() => Event::Stop,
-                _ = sig.usr2.recv() => Event::Reload(None),
-                _ = sig.hup.recv() => Event::Reload(None),
+                ev = async { sig.as_mut().expect("guarded").next().await }, if signals => ev,
+                _ = self.stop.wait_for(|s| *s), if !self.stop_asked => {
+                    self.stop_asked = true;
+                    Event::Stop
+                }
                 Some(req) = self.ctl_rx.recv() => {
                     let id = self.next_waiter;
                     self.next_waiter += 1;
@@ -257,6 +286,7 @@ impl Driver {
                     self.perform(action).await?;
                 }
             }
+            self.publish_status();
         }
         let exit = exit.expect("loop ends with an exit");
         server::log_moves(&self.server);
@@ -282,6 +312,19 @@ impl Driver {
         Ok(exit)
     }
 
+    fn publish_status(&self) {
+        use lifecycle::Phase as P;
+        let s = match &self.state.phase {
+            P::Waiting => Status::Starting,
+            P::Serving => Status::Primary,
+            P::HandingOver => Status::HandingOver,
+            P::HandedOver(_) => Status::Draining,
+            P::Stopping => Status::Stopping,
+            P::Exited(_) => Status::Exited,
+        };
+        self.status.send_if_modified(|old| std::mem::replace(old, s) != s);
+    }
+
     async fn perform(&mut self, action: Action) -> Result<(), RunError> {
         match action {
             Action::NotifyReady(status) => notify::ready(&status),
@@ -296,7 +339,7 @@ impl Driver {
                 ));
                 info!(generation = self.generation, "stopping");
             }
-            Action::StartWatchdog => self.watchdog = notify::start_watchdog(self.opts.watchdog_stall),
+            Action::StartWatchdog => self.watchdog = notify::start_watchdog(),
             Action::StopWatchdog => {
                 if let Some(w) = self.watchdog.take() {
                     w.abort();
@@ -443,7 +486,7 @@ impl Driver {
         self.server = Server::spawn(&listeners, self.router.clone(), &self.drain, &self.opts.serve)
             .map_err(RunError::Serve)?;
         self.control.restart();
-        self.watchdog = notify::start_watchdog(self.opts.watchdog_stall);
+        self.watchdog = notify::start_watchdog();
         Ok(())
     }
 }

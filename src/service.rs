@@ -17,6 +17,7 @@ use crate::channel::Channel;
 use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
+use crate::handle::{Handle, Handles};
 use crate::inherit::{InheritError, Inherited};
 use crate::listeners::{ListenError, Listener};
 use crate::runloop;
@@ -25,18 +26,28 @@ use crate::successor;
 
 pub use crate::lifecycle::Exit;
 
-/// Runtime options of a service.
+/// Runtime options of a service. Start from `Options::default()` and set what you need:
+///
+/// ```
+/// let mut opts = heird::Options::default();
+/// opts.drain_timeout = std::time::Duration::from_secs(10);
+/// opts.handle_signals = false; // the app drives heird::Handle itself
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
-    /// How long a drain may take before the rest is closed.
+    /// How long a drain may take before the rest is closed (default 30 s).
     pub drain_timeout: Duration,
-    /// How long a successor may take to say it is ready.
+    /// How long a successor may take to say it is ready, readiness gate included (30 s).
     pub handoff_timeout: Duration,
+    /// The connection layer's settings.
     pub serve: ServeSettings,
-    /// Test-only: never send watchdog pings.
-    pub watchdog_stall: bool,
     /// Control socket path used when no control fd was inherited (`None`: no control socket).
+    /// Defaults to `$RUNTIME_DIRECTORY/control.sock`, else a private directory of ours.
     pub control_socket: Option<PathBuf>,
+    /// Handle SIGTERM/SIGINT (stop) and SIGUSR2/SIGHUP (handoff) (default true). Without, the
+    /// app drives the lifecycle through [`crate::Handle`].
+    pub handle_signals: bool,
 }
 
 impl Default for Options {
@@ -45,13 +56,17 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(30),
             handoff_timeout: Duration::from_secs(30),
             serve: ServeSettings::default(),
-            watchdog_stall: false,
             control_socket: control::default_path(),
+            handle_signals: true,
         }
     }
 }
 
+/// Why a service could not take its sockets.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+// Each variant is documented by its message.
+#[allow(missing_docs)]
 pub enum StartError {
     #[error(transparent)]
     Inherit(#[from] InheritError),
@@ -63,8 +78,14 @@ pub enum StartError {
     Exe(std::io::Error),
 }
 
+/// Why a run ended with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+// Each variant is documented by its message.
+#[allow(missing_docs)]
 pub enum RunError {
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("cannot start serving: {0}")]
     Serve(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -83,6 +104,17 @@ pub struct Service {
     ignored: Option<String>,
     /// Keep-alive connections a previous process left in the fd store at its stop.
     stored_connections: Vec<(String, OwnedFd)>,
+    handles: Handles,
+    gate: Option<Gate>,
+}
+
+/// The app's readiness check.
+struct Gate(std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 impl Service {
@@ -130,13 +162,33 @@ impl Service {
             args: std::env::args_os().skip(1).collect(),
             ignored: acquired.ignored,
             stored_connections: acquired.connections,
+            handles: Handles::new(),
+            gate: None,
         })
     }
 
+    /// A handle to follow the lifecycle and to start a handoff or a stop from code.
+    pub fn handle(&self) -> Handle {
+        self.handles.handle()
+    }
+
+    /// A readiness gate: the process says it is ready (`READY=1`, or to its predecessor) and
+    /// starts accepting only once `gate` returns `Ok`. An `Err` (or no answer within
+    /// `handoff_timeout`) ends the run with [`RunError::NotReady`]; in a successor that fails the
+    /// handoff visibly (`reload` exits 1 with the reason) and the old process keeps serving.
+    pub fn ready_when<F>(&mut self, gate: F)
+    where
+        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.gate = Some(Gate(Box::pin(gate)));
+    }
+
+    /// The listening sockets taken.
     pub fn listeners(&self) -> &[Listener] {
         &self.listeners
     }
 
+    /// 1 for a process started by systemd or by hand; one more for each successor.
     pub fn generation(&self) -> u64 {
         self.inherited.generation
     }
@@ -147,21 +199,40 @@ impl Service {
     }
 
     /// Serves `router` until a stop or a completed handoff, then drains.
-    pub async fn run(self, router: Router, opts: Options) -> Result<Exit, RunError> {
+    pub async fn run(mut self, router: Router, opts: Options) -> Result<Exit, RunError> {
         let report = |e: RunError| {
             self.inherited.report_error(&e.to_string());
             e
         };
+        if let Some(gate) = self.gate.take() {
+            let reason = match tokio::time::timeout(opts.handoff_timeout, gate.0).await {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(_) => Some(format!(
+                    "the readiness gate did not pass within {:?}",
+                    opts.handoff_timeout
+                )),
+            };
+            if let Some(reason) = reason {
+                return Err(report(RunError::NotReady(reason)));
+            }
+            info!("readiness gate passed");
+        }
         let drain = Drain::new();
         let server = Server::spawn(&self.listeners, router.clone(), &drain, &opts.serve)
             .map_err(|e| report(RunError::Serve(e)))?;
-        let signals = runloop::Signals::new().map_err(|e| report(RunError::Signals(e)))?;
+        let signals = if opts.handle_signals {
+            Some(runloop::Signals::new().map_err(|e| report(RunError::Signals(e)))?)
+        } else {
+            None
+        };
         let Service {
             listeners,
             inherited,
             exe,
             args,
             stored_connections,
+            handles,
             ..
         } = self;
         // Connections the previous process stored at a restart: serve them, then take them out
@@ -189,6 +260,7 @@ impl Service {
             drain,
             server,
             signals,
+            handles,
         })
         .await
     }

@@ -1,7 +1,22 @@
-//! The client side, for any binary built on heird: `reload` (ask the running service for a
-//! handoff over its control socket and wait for the outcome) and `stop` (SIGTERM the main
-//! process and wait until it has drained and exited: the `ExecStop=` that systemd needs, since
-//! it SIGKILLs a main pid it did not fork itself at once).
+//! The client commands for any binary built on heird, so that its unit has the same
+//! `ExecReload=` and `ExecStop=` as heird's own:
+//! - `reload`: ask the running service for a handoff over its control socket and wait for the
+//!   outcome (exit 0, or 1 with the reason on stderr);
+//! - `stop`: SIGTERM the main process and wait until it has drained and exited: the
+//!   `ExecStop=` that systemd needs, since it SIGKILLs a main pid it did not fork itself.
+//!
+//! With clap, embed [`ReloadArgs`] and [`StopArgs`] in your own subcommands and call
+//! [`reload_command`] / [`stop_command`]; without, [`dispatch`] does it:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+//!         return code; // `myapp reload …` or `myapp stop …`
+//!     }
+//!     // … serve
+//! #   std::process::ExitCode::SUCCESS
+//! }
+//! ```
 
 use std::io;
 use std::os::fd::AsFd;
@@ -11,11 +26,76 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Args, Parser};
+
 use crate::control;
 use crate::wire::{ControlAnswer, RELOAD_REQUEST};
 
+/// `reload`'s arguments.
+#[derive(Debug, Args, Clone)]
+#[non_exhaustive]
+pub struct ReloadArgs {
+    /// Main pid of the service (defaults to $MAINPID). Used to find its control socket.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Control socket of the service (defaults to $RUNTIME_DIRECTORY/control.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// How long to wait for the outcome.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub timeout: Duration,
+}
+
+/// `stop`'s arguments.
+#[derive(Debug, Args, Clone)]
+#[non_exhaustive]
+pub struct StopArgs {
+    /// Pid to stop (defaults to $MAINPID).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// How long to wait for the exit before giving up (systemd's TimeoutStopSec still applies).
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub timeout: Duration,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true)]
+enum Client {
+    /// Ask the running service for a handoff and wait for the outcome.
+    Reload(ReloadArgs),
+    /// SIGTERM the main process and wait until it has drained and exited.
+    Stop(StopArgs),
+}
+
+/// Runs `reload` or `stop` when `args` (a whole command line, program name first) asks for one;
+/// `None` otherwise. A usage error prints clap's message and exits 2.
+pub fn dispatch(args: impl IntoIterator<Item = OsString>) -> Option<ExitCode> {
+    let args: Vec<OsString> = args.into_iter().skip(1).collect();
+    if !matches!(args.first().and_then(|a| a.to_str()), Some("reload" | "stop")) {
+        return None;
+    }
+    Some(match Client::try_parse_from(args) {
+        Ok(Client::Reload(a)) => reload_command(a),
+        Ok(Client::Stop(a)) => stop_command(a),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+    })
+}
+
 /// Why a client could not get an answer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+// Each variant is documented by its message.
+#[allow(missing_docs)]
 pub enum ClientError {
     #[error("no control socket: pass --socket PATH or --pid PID, or run under systemd (RUNTIME_DIRECTORY)")]
     NoTarget,
@@ -153,5 +233,63 @@ pub fn stop_and_wait(pid: i32, timeout: Duration) -> std::io::Result<bool> {
             Ok(_) => return Ok(true),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+const EX_CONFIG: u8 = 78;
+
+/// Prints `error: <message>` and returns `code`.
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// `reload`: exit 0 when the handoff succeeded; 1 with the reason on stderr when it failed;
+/// 78 when there is no service to ask.
+pub fn reload_command(args: ReloadArgs) -> ExitCode {
+    let path = match find_socket(args.socket.clone(), args.pid) {
+        Ok(p) => p,
+        Err(e @ (ClientError::NoTarget | ClientError::NoSocket { .. })) => return fail(EX_CONFIG, e),
+        Err(e) => return fail(1, e),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(reload(&path, args.timeout)) {
+        Ok(ControlAnswer::Ok { pid, generation }) => {
+            println!("reloaded: pid={pid} generation={generation}");
+            ExitCode::SUCCESS
+        }
+        Ok(ControlAnswer::Failed(reason) | ControlAnswer::Error(reason) | ControlAnswer::Retry(reason)) => {
+            fail(1, format!("reload failed: {reason}"))
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
+/// `stop`: exit 0 once the process is gone (or when `$MAINPID` is empty: nothing to stop);
+/// 1 when it did not exit within the timeout; 78 for a bad pid.
+pub fn stop_command(args: StopArgs) -> ExitCode {
+    let pid = match (args.pid, std::env::var("MAINPID")) {
+        (Some(p), _) => p,
+        (None, Ok(v)) if v.trim().is_empty() || v.trim() == "0" => {
+            // ExecStop= with no main process left (it exited or crashed): nothing to stop.
+            println!("no main process; nothing to stop");
+            return ExitCode::SUCCESS;
+        }
+        (None, _) => match main_pid(None) {
+            Some(p) => p,
+            None => return fail(EX_CONFIG, "no pid: pass --pid or set $MAINPID"),
+        },
+    };
+    let raw = match checked_pid(u64::from(pid)) {
+        Ok(p) => p,
+        Err(e) => return fail(EX_CONFIG, e),
+    };
+    match stop_and_wait(raw, args.timeout) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => fail(1, format!("pid {pid} did not exit within {:?}", args.timeout)),
+        Err(e) => fail(1, format!("stopping pid {pid}: {e}")),
     }
 }

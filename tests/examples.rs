@@ -1,0 +1,168 @@
+//! The examples are programs a user copies: each is built by `cargo test` and run here, the way
+//! its doc says, with real sockets and signals.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::proc::*;
+
+/// `target/<profile>/examples/<name>`, next to this test's own binary.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("examples").join(name);
+    assert!(
+        p.exists(),
+        "{} is not built (cargo test builds the examples)",
+        p.display()
+    );
+    p
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cli(bin: &PathBuf, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("MAINPID")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// minimal's "Try" line, as written: socket activation by `systemd-socket-activate`, then
+/// `minimal reload --pid` and `minimal stop --pid` outside systemd.
+#[test]
+fn minimal_runs_as_its_doc_says() {
+    let Some(activate) = ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs systemd-socket-activate (package systemd)"
+        );
+        eprintln!("SKIP: systemd-socket-activate is not installed");
+        return;
+    };
+    let bin = example("minimal");
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(activate)
+        .args(["-l", &addr.to_string()])
+        .arg(&bin)
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = Killed(child);
+    // The first connection makes systemd-socket-activate exec the app with the socket.
+    let mut first = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        first = get(addr, "/").ok();
+        first.is_some()
+    }));
+    let (st, body) = first.unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("hello from a systemd-native axum app"), "{body}");
+    let (code, out) = cli(&bin, &["reload", "--pid", &pid.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    let new: u32 = out
+        .split("pid=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"));
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "the old process did not exit"
+    );
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    let (code, out) = cli(&bin, &["stop", "--pid", &new.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(wait_gone(new, Duration::from_secs(10)));
+}
+
+/// readiness: no READY=1 and no connection served before the gate passes; a gate that fails in
+/// the successor fails the reload with its reason, and the old process serves on; the
+/// background job runs only in the primary.
+#[test]
+fn readiness_gate_holds_ready_and_fails_a_reload_visibly() {
+    let bin = example("readiness");
+    let dir = tempfile::tempdir().unwrap();
+    let dep = dir.path().join("dep");
+    let mut notify = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let mut sp = Spawn::new(dir.path(), &[&addr.to_string()])
+        .env("READY_FILE", dep.to_str().unwrap())
+        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap());
+    sp.bin = bin.clone();
+    let h = sp.start();
+    // The gate waits for the dependency: nothing is ready, nothing is served.
+    assert!(
+        notify
+            .wait_for(Duration::from_millis(500), |_, m| m.contains("READY=1"))
+            .is_none(),
+        "READY before the gate passed: {:?}",
+        notify.seen
+    );
+    std::fs::write(&dep, "ok\n").unwrap();
+    assert!(
+        notify
+            .wait_for(Duration::from_secs(10), |_, m| m.contains("READY=1"))
+            .is_some(),
+        "{}",
+        h.describe()
+    );
+    let (st, body) = get(addr, "/").unwrap();
+    assert_eq!(st, 200);
+    assert!(body.contains("status=Primary"), "{body}");
+    assert!(wait_until(Duration::from_secs(5), || {
+        get(addr, "/").is_ok_and(|(_, b)| !b.contains("ticks=0\n"))
+    }));
+    // The dependency fails: the successor's gate fails, and so does the reload.
+    std::fs::write(&dep, "down\n").unwrap();
+    let (ok, out) = reload(dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("dependency") && out.contains("down"), "{out}");
+    let (_, body) = get(addr, "/").unwrap();
+    assert!(body.contains(&format!("pid={}", h.pid())), "{body}");
+    // Back up: the reload works, and the successor is primary.
+    std::fs::write(&dep, "ok\n").unwrap();
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}\n{}", h.describe());
+    let new = wait_new_pid_in_body(addr, h.pid());
+    assert_ne!(new, h.pid());
+}
+
+fn wait_new_pid_in_body(addr: std::net::SocketAddr, old: u32) -> u32 {
+    let mut seen = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        if let Ok((200, b)) = get(addr, "/")
+            && let Some(p) = b.split("pid=").nth(1).and_then(|s| s.split_whitespace().next())
+        {
+            seen = p.parse().unwrap_or(0);
+        }
+        seen != 0 && seen != old
+    }));
+    seen
+}
