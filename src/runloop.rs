@@ -207,7 +207,8 @@ impl Driver {
             let signals = sig.is_some();
             let event = tokio::select! {
                 ev = async { sig.as_mut().expect("guarded").next().await }, if signals => ev,
-                _ = self.stop.wait_for(|s| *s), if !self.stop_asked => {
+                // (The watch guard must not live across the select: the run future is Send.)
+                _ = async { let _ = self.stop.wait_for(|s| *s).await; }, if !self.stop_asked => {
                     self.stop_asked = true;
                     Event::Stop
                 }
