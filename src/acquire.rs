@@ -147,6 +147,8 @@ pub struct Acquired {
     /// Keep-alive connections a previous process stored at its stop (name, fd), to be served
     /// and then removed from the store.
     pub connections: Vec<(String, OwnedFd)>,
+    /// The app's state a previous process stored at its stop (a memfd).
+    pub state: Option<OwnedFd>,
 }
 
 /// systemd passed fds without a predecessor: socket-unit fds and/or fds heird stored earlier.
@@ -225,6 +227,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
         } if count > 0 => {
             let from_predecessor = sources.iter().any(Option::is_some);
             let mut connections = Vec::new();
+            let mut state = None;
             let mut out = Vec::with_capacity(count as usize);
             for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
                 let fd = LISTEN_FDS_START + i as RawFd;
@@ -240,6 +243,10 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
                         count,
                     })?;
                 let name = name.unwrap_or_else(|| format!("fd{fd}"));
+                if name == fdstore::STATE_NAME {
+                    state = Some(owned);
+                    continue;
+                }
                 // A keep-alive connection a previous process left in the fd store.
                 if fdstore::is_stored_connection(&name) {
                     connections.push((name, owned));
@@ -259,6 +266,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
                 reconcile_with_store(out, &opts.bind)?
             };
             acquired.connections = connections;
+            acquired.state = state;
             return Ok(acquired);
         }
         ListenEnv::NotForUs { listen_pid, count } => {

@@ -7,6 +7,7 @@
 //! - At a stop, idle keep-alive connections are kept there for the next process
 //!   (`conn-<tcp|unix>-<moves>-<id>`), with the bytes read from each but not parsed yet in a
 //!   memfd beside it (`cbuf-<id>`).
+//! - At a stop, the app's state, in a memfd (`heird-state`).
 //!
 //! The store is used when `$NOTIFY_SOCKET` is set and `$FDSTORE` (systemd ≥ 254 sets it to
 //! `FileDescriptorStoreMax=`) is not 0. systemd 252 does not set `$FDSTORE`: there heird simply
@@ -26,6 +27,10 @@ pub const BOUND_PREFIX: &str = "bound-";
 pub const CONN_PREFIX: &str = "conn-";
 /// Prefix of a stored connection's unparsed bytes (a memfd): `cbuf-<id>`, the same `<id>`.
 pub const CONN_BUF_PREFIX: &str = "cbuf-";
+
+/// The app's state (a memfd), kept at a stop for the next process (see
+/// `crate::Service::save_state`).
+pub const STATE_NAME: &str = "heird-state";
 
 /// True for the name of a listener heird bound and stored.
 pub fn is_bound_listener(name: &str) -> bool {
@@ -98,6 +103,26 @@ pub fn store_listener(name: &str, address: &str, fd: BorrowedFd<'_>) {
 /// Pushes `fd` into the store under `name` (a connection or its bytes); returns the error.
 pub fn store(name: &str, fd: BorrowedFd<'_>) -> std::io::Result<()> {
     sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(name)], &[fd])
+}
+
+/// Keeps `bytes` in the store under `name`, in a memfd (never on disk).
+pub fn store_bytes(name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::os::fd::AsFd;
+    let fd = memfd_create(c"heird-bytes", MFdFlags::MFD_CLOEXEC).map_err(std::io::Error::from)?;
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, bytes)?;
+    store(name, f.as_fd())
+}
+
+/// Reads a stored memfd from its start, at most `limit` bytes.
+pub fn read_bytes(fd: std::os::fd::OwnedFd, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::from(fd);
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut v = Vec::new();
+    f.take(limit).read_to_end(&mut v)?;
+    Ok(v)
 }
 
 /// Removes the stored fds named `name` (an address the config no longer lists).

@@ -2,6 +2,8 @@
 //! background work in exactly one process at a time), and [`Handle::reload`] /
 //! [`Handle::stop`] to start a handoff or a stop from code.
 
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::Request;
@@ -79,7 +81,11 @@ pub struct Handle {
     pub(crate) requests: mpsc::Sender<Request>,
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) status: watch::Receiver<Status>,
+    pub(crate) state: StateSlot,
 }
+
+/// The state handed over by the previous process, until the app takes it.
+pub(crate) type StateSlot = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl Handle {
     /// The status right now.
@@ -121,11 +127,22 @@ impl Handle {
         }
     }
 
+    /// Takes the state the previous process gave (see [`crate::Service::save_state`]): after
+    /// a restart it is there from the start; after a handoff it arrives with the handover, so
+    /// take it once [`Handle::primary`] has resolved. `None` when there was none (a first start,
+    /// or a previous process that saved nothing); a second call returns `None` too.
+    pub fn take_state(&self) -> Option<Vec<u8>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// Stops the service (as SIGTERM would): it drains and the run returns.
     pub fn stop(&self) {
         self.stop.send_replace(true);
     }
 }
+
+/// Produces the app's state at the moment it is handed over.
+pub(crate) type StateProvider = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// The run loop's side of the handles.
 pub(crate) struct Handles {
@@ -133,6 +150,7 @@ pub(crate) struct Handles {
     pub requests: mpsc::Receiver<Request>,
     pub stop: watch::Sender<bool>,
     pub status: watch::Sender<Status>,
+    pub state: StateSlot,
 }
 
 impl Handles {
@@ -143,6 +161,7 @@ impl Handles {
             requests,
             stop: watch::Sender::new(false),
             status: watch::Sender::new(Status::Starting),
+            state: StateSlot::default(),
         }
     }
 
@@ -151,6 +170,7 @@ impl Handles {
             requests: self.requests_tx.clone(),
             stop: self.stop.clone(),
             status: self.status.subscribe(),
+            state: self.state.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::channel::Channel;
 use crate::fault::{self, Step};
+use crate::handle::StateSlot;
 use crate::lifecycle::Event;
 use crate::notify;
 use crate::server::Server;
@@ -21,7 +22,12 @@ use crate::wire::ChannelMsg;
 
 /// MAINPID + READY, then the barrier, then tell the successor it is primary. After this the
 /// process says nothing more to systemd, and the successor is no longer killed with us.
-pub async fn hand_over(successor: &mut Successor, generation: u64, barrier_timeout: Duration) {
+pub async fn hand_over(
+    successor: &mut Successor,
+    generation: u64,
+    barrier_timeout: Duration,
+    state: Option<Vec<u8>>,
+) {
     let pid = successor.pid();
     successor.child.release();
     notify::handed_over(
@@ -35,6 +41,11 @@ pub async fn hand_over(successor: &mut Successor, generation: u64, barrier_timeo
         Err(e) => warn!(error = %e, "barrier task failed"),
     }
     fault::point_with_peer(Step::BarrierDone, pid as u32);
+    if let Some(bytes) = state
+        && let Err(e) = successor.channel.send(&ChannelMsg::State(&bytes)).await
+    {
+        warn!(pid, bytes = bytes.len(), error = %e, "cannot hand the state over");
+    }
     if let Err(e) = successor.channel.send(&ChannelMsg::Primary).await {
         warn!(pid, error = %e, "cannot tell the successor it is primary");
     }
@@ -49,7 +60,12 @@ pub async fn hand_over(successor: &mut Successor, generation: u64, barrier_timeo
 /// The successor's side of the channel: `primary` makes this process the primary; `conn`
 /// messages bring moved connections; EOF means the predecessor is gone (before `primary`: it
 /// went away without handing over, and this process carries on as the primary).
-pub async fn predecessor_channel(ch: Channel, events: mpsc::UnboundedSender<Event>, server: Server) {
+pub async fn predecessor_channel(
+    ch: Channel,
+    events: mpsc::UnboundedSender<Event>,
+    server: Server,
+    state: StateSlot,
+) {
     let mut primary = false;
     loop {
         let (msg, fd) = match ch.recv_with_fd().await {
@@ -67,6 +83,9 @@ pub async fn predecessor_channel(ch: Channel, events: mpsc::UnboundedSender<Even
                 }
             }
             (Some(ChannelMsg::Conn { .. }), None) => warn!("moved connection without its fd"),
+            (Some(ChannelMsg::State(bytes)), _) => {
+                *state.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
+            }
             (Some(ChannelMsg::Primary), _) => {
                 if !primary {
                     primary = true;

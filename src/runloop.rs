@@ -21,7 +21,7 @@ use crate::channel::Channel;
 use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
-use crate::handle::{Handles, Status};
+use crate::handle::{Handles, StateProvider, Status};
 use crate::handover;
 use crate::lifecycle::{self, Action, DrainTo, Event, Exit, State, WaiterId};
 use crate::listeners::Listener;
@@ -75,6 +75,7 @@ pub(crate) struct Start {
     pub server: Server,
     pub signals: Option<Signals>,
     pub handles: Handles,
+    pub save_state: Option<StateProvider>,
 }
 
 /// Runs the lifecycle until it says exit.
@@ -92,12 +93,14 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         server,
         signals,
         handles,
+        save_state,
     } = start;
     let Handles {
         requests_tx,
         requests: ctl_rx,
         stop,
         status: status_tx,
+        state: state_slot,
     } = handles;
     let control = control::Control::open(control_fd, opts.control_socket.as_deref(), requests_tx);
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -129,6 +132,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         stop: stop.subscribe(),
         stop_asked: false,
         status: status_tx,
+        save_state,
     };
     if let Some(ch) = channel {
         fault::point(Step::Serving);
@@ -147,6 +151,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
             ch,
             events_tx,
             d.server.clone(),
+            state_slot,
         )));
     } else {
         info!(generation, listeners = d.listeners().len(), "ready");
@@ -193,6 +198,8 @@ pub(crate) struct Driver {
     stop_asked: bool,
     /// What [`crate::Handle`]s see.
     status: watch::Sender<Status>,
+    /// The app's state for the next process.
+    save_state: Option<StateProvider>,
 }
 
 impl Driver {
@@ -351,7 +358,8 @@ impl Driver {
             Action::CancelSuccessor => self.cancel_successor().await,
             Action::HandOver => {
                 if let Some(s) = self.handed.as_mut() {
-                    handover::hand_over(s, self.generation, self.opts.handoff_timeout).await;
+                    let state = self.save_state.as_ref().map(|f| f());
+                    handover::hand_over(s, self.generation, self.opts.handoff_timeout, state).await;
                     self.awaiting_ack = true;
                 }
             }
@@ -457,6 +465,14 @@ impl Driver {
                         .count();
                     self.server
                         .store_on_stop(max.saturating_sub(stored_listeners as u64));
+                }
+                if let Some(save) = &self.save_state
+                    && crate::fdstore::available()
+                {
+                    match crate::fdstore::store_bytes(crate::fdstore::STATE_NAME, &save()) {
+                        Ok(()) => info!("state kept in the fd store"),
+                        Err(e) => warn!(error = %e, "cannot keep the state in the fd store"),
+                    }
                 }
                 // Release the sockets now (unless systemd holds them), then drain.
                 self.listeners = None;

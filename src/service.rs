@@ -17,7 +17,7 @@ use crate::channel::Channel;
 use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
-use crate::handle::{Handle, Handles};
+use crate::handle::{Handle, Handles, StateProvider};
 use crate::inherit::{InheritError, Inherited};
 use crate::listeners::{ListenError, Listener};
 use crate::runloop;
@@ -95,7 +95,6 @@ pub enum RunError {
 }
 
 /// A service whose sockets are taken, ready to run.
-#[derive(Debug)]
 pub struct Service {
     listeners: Arc<Vec<Listener>>,
     inherited: Inherited,
@@ -106,6 +105,20 @@ pub struct Service {
     stored_connections: Vec<(String, OwnedFd)>,
     handles: Handles,
     gate: Option<Gate>,
+    /// The app's state for the next process.
+    save_state: Option<StateProvider>,
+    /// The app's state came from the fd store: remove it there once running.
+    stored_state: bool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("listeners", &self.listeners)
+            .field("generation", &self.inherited.generation)
+            .field("exe", &self.exe)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The app's readiness check.
@@ -150,6 +163,14 @@ impl Service {
                 crate::fdstore::store_listener(&l.name, &l.address, l.fd.as_fd());
             }
         }
+        let handles = Handles::new();
+        let stored_state = acquired.state.is_some();
+        if let Some(fd) = acquired.state {
+            match crate::fdstore::read_bytes(fd, crate::channel::MAX_MSG as u64) {
+                Ok(bytes) => *handles.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes),
+                Err(e) => warn!(error = %e, "cannot read the state kept in the fd store"),
+            }
+        }
         if let Err(e) = crate::sys::raise_nofile_limit() {
             warn!(error = %e, "cannot raise the open-files limit");
         }
@@ -162,8 +183,10 @@ impl Service {
             args: std::env::args_os().skip(1).collect(),
             ignored: acquired.ignored,
             stored_connections: acquired.connections,
-            handles: Handles::new(),
+            stored_state,
+            handles,
             gate: None,
+            save_state: None,
         })
     }
 
@@ -181,6 +204,19 @@ impl Service {
         F: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
         self.gate = Some(Gate(Box::pin(gate)));
+    }
+
+    /// Gives the next process a few bytes of state (a counter, a cache snapshot): `save` runs
+    /// at the handover (the successor gets the bytes over the handoff channel) and at a stop
+    /// under systemd with an fd store (the bytes wait there, in a memfd, for the process after a
+    /// `systemctl restart`). The next process reads them with [`Handle::take_state`]. At most
+    /// 128 KiB; a crash saves nothing. Requests still in the old process's handlers after the
+    /// handover are not in the snapshot.
+    pub fn save_state<F>(&mut self, save: F)
+    where
+        F: Fn() -> Vec<u8> + Send + Sync + 'static,
+    {
+        self.save_state = Some(std::sync::Arc::new(save));
     }
 
     /// The listening sockets taken.
@@ -233,8 +269,13 @@ impl Service {
             args,
             stored_connections,
             handles,
+            save_state,
+            stored_state,
             ..
         } = self;
+        if stored_state {
+            crate::fdstore::remove_quietly(crate::fdstore::STATE_NAME);
+        }
         // Connections the previous process stored at a restart: serve them, then take them out
         // of the store (it holds a copy of each fd).
         if !stored_connections.is_empty() {
@@ -261,6 +302,7 @@ impl Service {
             server,
             signals,
             handles,
+            save_state,
         })
         .await
     }

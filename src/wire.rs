@@ -54,6 +54,9 @@ pub enum ChannelMsg<'a> {
     Primary,
     /// Successor → parent: `Primary` arrived.
     PrimaryAck,
+    /// Parent → successor, just before `Primary`: the app's state (see
+    /// `crate::Service::save_state`).
+    State(&'a [u8]),
     /// Parent → successor: an idle connection (its fd rides along as `SCM_RIGHTS`), with how
     /// often it has moved and the bytes read from it but not parsed yet.
     Conn {
@@ -73,6 +76,11 @@ impl ChannelMsg<'_> {
             ChannelMsg::ExecFailed(errno) => format!("exec-failed {errno}").into_bytes(),
             ChannelMsg::Primary => b"primary".to_vec(),
             ChannelMsg::PrimaryAck => b"primary-ack".to_vec(),
+            ChannelMsg::State(bytes) => {
+                let mut v = b"state\n".to_vec();
+                v.extend_from_slice(bytes);
+                v
+            }
             ChannelMsg::Conn { kind, moves, unread } => {
                 let head = format!("conn {} {moves}\n", kind.as_str());
                 let mut v = Vec::with_capacity(head.len() + unread.len());
@@ -87,6 +95,9 @@ impl ChannelMsg<'_> {
 impl<'a> ChannelMsg<'a> {
     /// Parses one datagram; `None` for anything heird does not send.
     pub fn parse(msg: &'a [u8]) -> Option<ChannelMsg<'a>> {
+        if let Some(bytes) = msg.strip_prefix(b"state\n") {
+            return Some(ChannelMsg::State(bytes));
+        }
         if let Some(rest) = msg.strip_prefix(b"conn ") {
             let nl = rest.iter().position(|b| *b == b'\n')?;
             let head = std::str::from_utf8(&rest[..nl]).ok()?;
@@ -182,6 +193,8 @@ mod tests {
             ChannelMsg::ExecFailed(2),
             ChannelMsg::Primary,
             ChannelMsg::PrimaryAck,
+            ChannelMsg::State(b"count=41\n\0binary"),
+            ChannelMsg::State(b""),
             ChannelMsg::Conn {
                 kind: ConnKind::Tcp,
                 moves: 3,

@@ -14,11 +14,17 @@ fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join("examples").join(name);
-    assert!(
-        p.exists(),
-        "{} is not built (cargo test builds the examples)",
-        p.display()
-    );
+    {
+        // `cargo test` builds the examples, `cargo test --test examples` does not: make sure
+        // the binary is current (a no-op when it is).
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", name]);
+        if cfg!(feature = "fault-injection") {
+            cmd.args(["--features", "fault-injection"]);
+        }
+        let st = cmd.status().unwrap();
+        assert!(st.success() && p.exists(), "cannot build example {name}: {st}");
+    }
     p
 }
 
@@ -165,4 +171,79 @@ fn wait_new_pid_in_body(addr: std::net::SocketAddr, old: u32) -> u32 {
         seen != 0 && seen != old
     }));
     seen
+}
+
+fn count(addr: std::net::SocketAddr) -> (u32, u64) {
+    let (st, r) = get(addr, "/count").unwrap();
+    assert_eq!(st, 200, "{r}");
+    let b = body(&r);
+    let field = |k: &str| {
+        b.split(&format!("{k}="))
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {k} in {b:?}"))
+    };
+    (field("pid") as u32, field("count"))
+}
+
+/// state: the counter keeps counting across handoffs (the handoff channel) and across a
+/// restart through the fd store (a fake store here, as systemd's would be).
+#[test]
+fn state_survives_handoffs_and_a_restart() {
+    use std::os::fd::AsRawFd;
+    let bin = example("state");
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let mut sp = Spawn::new(dir.path(), &[&addr.to_string()])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FDSTORE", "16");
+    sp.bin = bin.clone();
+    let mut h = sp.start();
+    wait_serving(addr, &h);
+    let mut expected = 0;
+    let mut pids = vec![];
+    for round in 0..3 {
+        for _ in 0..3 {
+            let (pid, c) = count(addr);
+            expected += 1;
+            assert_eq!(c, expected, "round {round}\n{}", h.describe());
+            pids.push(pid);
+        }
+        let (ok, out) = reload(dir.path());
+        assert!(ok, "{out}");
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "three processes counted: {pids:?}");
+    // A stop keeps the state in the store; the next process (what systemd would start after a
+    // restart, with the store's fds) goes on counting.
+    let (last, c) = count(addr);
+    expected += 1;
+    assert_eq!(c, expected);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(last as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wait_gone(last, Duration::from_secs(10)));
+    n.drain_for(Duration::from_millis(100));
+    let stored: Vec<(String, std::os::fd::OwnedFd)> = std::mem::take(&mut *n.store.lock().unwrap());
+    let names: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.contains(&"heird-state"), "{names:?}");
+    let mut sp = Spawn::new(dir.path(), &[&addr.to_string()]);
+    sp.bin = bin;
+    sp.fds = stored.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    sp.listen_pid_self = true;
+    let h2 = sp
+        .env("LISTEN_FDS", &stored.len().to_string())
+        .env("LISTEN_FDNAMES", &names.join(":"))
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop(stored);
+    wait_serving(addr, &h2);
+    let (pid, c) = count(addr);
+    assert_eq!(pid, h2.pid());
+    assert_eq!(c, expected + 1, "{}", h2.describe());
+    let _ = h.wait_timeout(Duration::from_secs(1));
 }
