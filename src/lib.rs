@@ -5,8 +5,8 @@
 //!    (`HEIRD_GENERATION`, the handoff channel, the control socket), then take the listening
 //!    sockets from systemd (`LISTEN_FDS`: socket units, or heird's own sockets and connections
 //!    kept in the fd store), `--fd N`, or a fresh bind (stored in the fd store); validate each.
-//! 2. **Serve**: one accept loop per listener; each connection is served by hyper's HTTP/1.1
-//!    connection driving an axum `Router`.
+//! 2. **Serve**: one accept loop per listener; each connection speaks HTTP/1.1 (with upgrades:
+//!    WebSocket) or HTTP/2 with prior knowledge, served by hyper driving an axum `Router`.
 //! 3. **READY**: a first process sends `READY=1`; a successor writes `ready` to its parent over
 //!    the handoff channel instead, and becomes primary when the parent says so.
 //! 4. **Handoff** (SIGUSR2, SIGHUP or `heird reload`): `RELOADING=1`, start the successor with
@@ -23,8 +23,10 @@
 //! - [`config`]: command line and config file → validated `Config`.
 //! - [`listeners`]: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; validation; nonblocking.
 //! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
-//! - [`server`]: accept loops, per-connection serving through hyper, moving connections.
-//! - [`drain`]: the drain switch, open-connection count, deadline.
+//! - [`server`]: accept loops, h1/h2 per connection through hyper, `ConnectInfo`, moving
+//!   connections.
+//! - [`drain`]: the drain switch, open-connection count, deadline, and [`Draining`], the
+//!   handlers' view of it.
 //! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).
 //! - [`fdstore`]: keeping self-bound sockets (and, at a stop, connections) in systemd's fd store.
 //! - [`handoff`]: spawning the successor, the readiness channel, reaping on failure.
@@ -49,5 +51,7 @@ pub mod server;
 pub mod service;
 mod sys;
 
+pub use drain::{DrainReason, Draining};
 pub use listeners::{Acquire, ListenAddr};
+pub use server::UnixPeer;
 pub use service::{Exit, Options, Service};

@@ -292,7 +292,7 @@ impl Service {
                                 // anyone hears "ok": from then on, new connections reach the
                                 // successor.
                                 server.move_to(channel);
-                                drain.start();
+                                drain.start_for(crate::drain::DrainReason::Handoff);
                                 fault::point_with_peer(Step::DrainStarted, pid as u32);
                                 let answer = format!("ok pid={pid} generation={}", generation + 1);
                                 for w in waiters.drain(..) {
