@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""A WebSocket client on the `websockets` library (Debian's python3-websockets), for heird's
+tests. Run it with Debian's /usr/bin/python3.
+
+  ws_client.py echo URL            send 3 messages one by one, print each reply (a JSON line)
+  ws_client.py handoff URL PID N   send messages back to back (up to 4 unanswered at a time);
+                                   after N replies send SIGUSR2 to PID and go on until the
+                                   server closes; reconnect, send again what was not answered,
+                                   then N new ones, and close; print one JSON summary line
+
+Exit status 0 when it ran to the end (the caller checks the output), 2 on a usage error.
+"""
+import asyncio
+import itertools
+import json
+import os
+import signal
+import sys
+
+import websockets
+
+
+async def echo(url):
+    async with websockets.connect(url) as ws:
+        for m in ["hello", "wörld", '{"quoted": "json"}']:
+            await ws.send(m)
+            print(await ws.recv(), flush=True)
+
+
+async def handoff(url, pid, n):
+    counter = itertools.count()
+    sent = []          # every distinct message, in the order first sent
+    acked = []         # every reply's echo, in arrival order
+    resend = []        # sent but not answered when a connection ended
+    connections = []
+
+    async def connection(budget, on_reply):
+        """Sends `resend` first, then new messages while `budget()` allows; returns the close
+        code sent by the server (None when the client closed) and the replies."""
+        replies, in_flight, code = [], [], None
+        async with websockets.connect(url) as ws:
+            try:
+                while True:
+                    while len(in_flight) < 4 and (resend or budget(len(replies) + len(in_flight))):
+                        if resend:
+                            m = resend.pop(0)
+                        else:
+                            m = f"m{next(counter)}"
+                            sent.append(m)
+                        in_flight.append(m)
+                        await ws.send(m)
+                    if not in_flight:
+                        break
+                    reply = json.loads(await ws.recv())
+                    expected = in_flight.pop(0)
+                    if reply.get("echo") != expected:
+                        raise SystemExit(f"reply {reply} is not for {expected!r}")
+                    replies.append(reply)
+                    acked.append(expected)
+                    on_reply(len(replies))
+            except websockets.ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd is not None else -1
+        resend[:0] = in_flight
+        connections.append({
+            "close_code": code,
+            "pids": sorted({r["pid"] for r in replies}),
+            "ns": [r["n"] for r in replies],
+        })
+
+    def signal_at_n(k):
+        if k == n:
+            os.kill(pid, signal.SIGUSR2)
+
+    # First connection: unbounded, until the server closes it (bounded by 100000 messages).
+    await connection(lambda k: k < 100000, signal_at_n)
+    # Second: what was not answered, then n new messages.
+    again = len(resend)
+    await connection(lambda k: k < n + again, lambda k: None)
+    print(json.dumps({"connections": connections, "sent": sent, "acked": acked}), flush=True)
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "echo":
+        asyncio.run(echo(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "handoff":
+        asyncio.run(handoff(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+
+
+main()

@@ -1,0 +1,84 @@
+//! WebSocket with a client nobody here wrote: Python's `websockets` (Debian's
+//! python3-websockets, run by Debian's /usr/bin/python3; see tests/clients/ws_client.py).
+
+mod support;
+
+use std::process::Command;
+
+use support::proc::*;
+
+const PYTHON: &str = "/usr/bin/python3";
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
+
+/// Runs the client; panics (loudly naming what to install) when Python or the library is missing.
+fn ws_client(args: &[&str]) -> String {
+    let probe = Command::new(PYTHON).args(["-c", "import websockets"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "this test needs Debian's {PYTHON} with python3-websockets (apt-get install python3-websockets): {probe:?}"
+    );
+    let out = Command::new(PYTHON).arg(CLIENT).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{CLIENT} {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn echo_replies_carry_pid_count_and_the_message() {
+    let s = start_heird("", false);
+    let out = ws_client(&["echo", &format!("ws://{}/ws", s.addr)]);
+    let replies: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sent = ["hello", "wörld", r#"{"quoted": "json"}"#];
+    assert_eq!(replies.len(), 3, "{out}");
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r["pid"].as_u64(), Some(s.h.pid() as u64), "{out}");
+        assert_eq!(r["n"].as_u64(), Some(i as u64 + 1), "{out}");
+        assert_eq!(r["echo"], sent[i], "{out}");
+    }
+}
+
+/// A handoff while messages flow: the connection ends with 1012, the client's reconnect reaches
+/// the new process, and every message is answered exactly once, in order, across both.
+#[test]
+fn a_handoff_closes_with_1012_and_the_reconnect_reaches_the_new_pid_losing_nothing() {
+    let s = start_heird("", false);
+    let old = s.h.pid();
+    let out = ws_client(&["handoff", &format!("ws://{}/ws", s.addr), &old.to_string(), "20"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{out}");
+    assert_eq!(conns[0]["close_code"], 1012, "{out}");
+    assert_eq!(conns[0]["pids"], serde_json::json!([old]), "{out}");
+    assert_eq!(
+        conns[1]["close_code"],
+        serde_json::Value::Null,
+        "the client closed the second: {out}"
+    );
+    let new = conns[1]["pids"][0].as_u64().unwrap();
+    assert_ne!(new, old as u64, "{out}");
+    assert_eq!(conns[1]["pids"].as_array().unwrap().len(), 1, "{out}");
+    // The server counted every message it answered, 1, 2, 3 ... on each connection.
+    for c in conns {
+        let ns: Vec<u64> = c["ns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        assert!(ns.len() >= 20, "{out}");
+        assert_eq!(ns, (1..=ns.len() as u64).collect::<Vec<_>>(), "{out}");
+    }
+    // No message lost or answered twice: what was acknowledged is exactly what was sent.
+    assert_eq!(v["acked"], v["sent"], "{out}");
+    // The old process's drain ended with the WebSocket (the default deadline is 30 s).
+    assert!(
+        wait_gone(old, std::time::Duration::from_secs(10)),
+        "old process never exited\n{}",
+        s.h.describe()
+    );
+}
