@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::BufRead;
 use std::process::Command;
 
 use support::proc::*;
@@ -10,13 +11,17 @@ use support::proc::*;
 const PYTHON: &str = "/usr/bin/python3";
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
 
-/// Runs the client; panics (loudly naming what to install) when Python or the library is missing.
-fn ws_client(args: &[&str]) -> String {
+fn check_python() {
     let probe = Command::new(PYTHON).args(["-c", "import websockets"]).output();
     assert!(
         probe.as_ref().is_ok_and(|o| o.status.success()),
         "this test needs Debian's {PYTHON} with python3-websockets (apt-get install python3-websockets): {probe:?}"
     );
+}
+
+/// Runs the client; panics (loudly naming what to install) when Python or the library is missing.
+fn ws_client(args: &[&str]) -> String {
+    check_python();
     let out = Command::new(PYTHON).arg(CLIENT).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -79,6 +84,36 @@ fn a_handoff_closes_with_1012_and_the_reconnect_reaches_the_new_pid_losing_nothi
     assert!(
         wait_gone(old, std::time::Duration::from_secs(10)),
         "old process never exited\n{}",
+        s.h.describe()
+    );
+}
+
+/// A stop does what a handoff does: the WebSocket closes with 1012, and the process exits
+/// without waiting for the deadline (30 s by default).
+#[test]
+fn a_stop_closes_with_1012_too() {
+    check_python();
+    let mut s = start_heird("", false);
+    let mut client = Command::new(PYTHON)
+        .args([CLIENT, "until-close", &format!("ws://{}/ws", s.addr)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let open = lines.next().unwrap().unwrap();
+    assert_eq!(open, format!("open {}", s.h.pid()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let closed = lines.next().unwrap().unwrap();
+    assert_eq!(closed, "closed 1012", "{}", s.h.describe());
+    assert!(client.wait().unwrap().success());
+    let status = s.h.wait_timeout(std::time::Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "{status:?}\n{}",
         s.h.describe()
     );
 }

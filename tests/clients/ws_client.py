@@ -3,6 +3,8 @@
 tests. Run it with Debian's /usr/bin/python3.
 
   ws_client.py echo URL            send 3 messages one by one, print each reply (a JSON line)
+  ws_client.py until-close URL      send one message, print "open <pid of the reply>", then wait
+                                   until the server closes and print "closed <code>"
   ws_client.py handoff URL PID N   send messages back to back (up to 4 unanswered at a time);
                                    after N replies send SIGUSR2 to PID and go on until the
                                    server closes; reconnect, send again what was not answered,
@@ -25,6 +27,17 @@ async def echo(url):
         for m in ["hello", "wörld", '{"quoted": "json"}']:
             await ws.send(m)
             print(await ws.recv(), flush=True)
+
+
+async def until_close(url):
+    async with websockets.connect(url) as ws:
+        await ws.send("hi")
+        print("open", json.loads(await ws.recv())["pid"], flush=True)
+        try:
+            while True:
+                await ws.recv()
+        except websockets.ConnectionClosed as e:
+            print("closed", e.rcvd.code if e.rcvd is not None else -1, flush=True)
 
 
 async def handoff(url, pid, n):
@@ -82,6 +95,8 @@ async def handoff(url, pid, n):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "echo":
         asyncio.run(echo(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "until-close":
+        asyncio.run(until_close(sys.argv[2]))
     elif len(sys.argv) == 5 and sys.argv[1] == "handoff":
         asyncio.run(handoff(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     else:
