@@ -32,7 +32,7 @@
 //! - [`handoff`]: spawning the successor, the readiness channel, reaping on failure.
 //! - [`control`]: the control socket behind `heird reload`.
 //! - [`service`]: the lifecycle above, tying the modules together.
-//! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`).
+//! - [`app`]: heird's own endpoints (`/`, `/sleep`, `/healthz`, `/info`, `/ws`, `/events`).
 //! - [`logging`]: journald or stderr.
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
 #![deny(unsafe_code)]
