@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
@@ -82,7 +82,8 @@ pub fn router(cfg: &Config, info: Info) -> Router {
         .route("/sleep", get(sleep))
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(info_handler))
-        .route("/ws", get(ws))
+        // `any`: HTTP/1.1 upgrades with GET, HTTP/2 WebSockets (RFC 8441) with CONNECT.
+        .route("/ws", any(ws))
         .route("/events", get(events))
         .with_state(state)
 }

@@ -64,7 +64,8 @@ impl Default for ServeSettings {
 }
 
 /// How many times the connection a request arrived on has moved between processes; a request
-/// extension, e.g. for `/info`'s `connection_moves`.
+/// extension (only on connections that moved: none means 0), e.g. for `/info`'s
+/// `connection_moves`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnectionMoves(pub u32);
 

@@ -79,7 +79,10 @@ pub(super) type RespFuture = Pin<Box<dyn Future<Output = Result<Response<Guarded
 pub(super) fn call(rc: &Arc<ReqCtx>, mut req: Request<Incoming>) -> RespFuture {
     let in_flight = InFlight::new(rc.state.clone());
     let ext = req.extensions_mut();
-    ext.insert(ConnectionMoves(rc.moves));
+    // Only on connections that did move: `/info` takes it as an `Option` (0 without it).
+    if rc.moves > 0 {
+        ext.insert(ConnectionMoves(rc.moves));
+    }
     ext.insert(rc.draining.clone());
     rc.peer.insert_into(ext);
     let rc = rc.clone();
