@@ -21,7 +21,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::debug;
 
-use super::io::{ConnIo, Movable};
+use super::io::{ConnIo, ConnState, Movable};
 use super::request::{self, ReqCtx};
 use super::{log_conn_end, moves};
 
@@ -39,14 +39,21 @@ pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
     let mut conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
 
     tokio::select! {
+        // Drain first: once it has started, hyper must not be polled (and start reading the
+        // next request) before the reads are held.
+        biased;
+        _ = ctx.drain.started() => {}
         res = &mut conn => {
             log_conn_end(res);
             return;
         }
-        _ = ctx.drain.started() => {}
     }
 
     if let Some(mover) = ctx.mover.get() {
+        state.hold_reads.store(true, Ordering::SeqCst);
+        // Whatever happens next, an IO that lives on (upgraded just now: a WebSocket owns it)
+        // reads and shuts down normally again.
+        let _release = Release(state.clone());
         // Wait until no request of this connection is in the handler or being answered.
         loop {
             let idle = state.idle.notified();
@@ -65,13 +72,15 @@ pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
         }
         state.moving.store(true, Ordering::SeqCst);
         Pin::new(&mut conn).graceful_shutdown();
+        // Keep-alive is off now: hyper finishes what it has (say, the rest of a request body the
+        // handler did not read) and stops; it may read, but it starts no new request.
+        state.hold_reads.store(false, Ordering::SeqCst);
         if let Err(e) = (&mut conn).await {
             debug!(error = %e, "connection ended while being moved");
             return;
         }
         let Some(parts) = conn.into_parts() else {
             // It upgraded just now (the 101 was the last response): the WebSocket owns it.
-            state.moving.store(false, Ordering::SeqCst);
             return;
         };
         let io = parts.io.into_inner();
@@ -101,4 +110,14 @@ pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
     }
     Pin::new(&mut conn).graceful_shutdown();
     log_conn_end(conn.await);
+}
+
+/// Clears the move-time switches of a connection's IO when dropped.
+struct Release(Arc<ConnState>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.hold_reads.store(false, Ordering::SeqCst);
+        self.0.moving.store(false, Ordering::SeqCst);
+    }
 }

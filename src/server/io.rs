@@ -28,6 +28,11 @@ pub(super) struct ConnState {
     /// hyper's end of an HTTP/1.1 connection (which shuts the socket's write side down) leaves
     /// the socket whole for the successor.
     pub moving: AtomicBool,
+    /// Set from the drain's start until hyper has been told to stop: while no request is in
+    /// flight, reads are held back, so that hyper cannot start on the next request (it would
+    /// be answered here, with `Connection: close`) in the moment between the last response and
+    /// the move. The bytes stay in the socket and go with it.
+    pub hold_reads: AtomicBool,
 }
 
 /// The kind of socket, as written in move messages and fd-store names.
@@ -143,6 +148,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.state.hold_reads.load(Ordering::SeqCst) && self.state.in_flight.load(Ordering::SeqCst) == 0 {
+            // Woken by the mover: it polls the connection again once it released the hold.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let res = if self.prefix.is_empty() {
             Pin::new(&mut self.inner).poll_read(cx, buf)
