@@ -194,3 +194,76 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::drain::Drain;
+
+    fn pair(prefix: &'static [u8]) -> (ConnIo<UnixStream>, UnixStream, Arc<ConnState>, Drain) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let state = Arc::new(ConnState::default());
+        let drain = Drain::new();
+        let io = ConnIo::new(a, Bytes::from_static(prefix), state.clone(), drain.track());
+        (io, b, state, drain)
+    }
+
+    #[tokio::test]
+    async fn replays_the_prefix_then_what_was_unread_then_the_socket() {
+        let (mut io, mut peer, state, _d) = pair(b"rest");
+        let mut first = [0u8; 2];
+        io.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"re");
+        io.unread(b"XY");
+        peer.write_all(b"!").await.unwrap();
+        let mut all = [0u8; 5];
+        io.read_exact(&mut all).await.unwrap();
+        assert_eq!(&all, b"XYst!");
+        assert_eq!(state.bytes_read.load(Ordering::SeqCst), 7);
+    }
+
+    #[tokio::test]
+    async fn held_reads_wait_only_while_nothing_is_in_flight() {
+        let (mut io, mut peer, state, _d) = pair(b"");
+        peer.write_all(b"GET").await.unwrap();
+        state.hold_reads.store(true, Ordering::SeqCst);
+        let mut b = [0u8; 3];
+        let held = tokio::time::timeout(Duration::from_millis(50), io.read(&mut b)).await;
+        assert!(held.is_err(), "read while held and idle: {held:?}");
+        // A request in flight (its body may still be arriving) reads through the hold.
+        state.in_flight.store(1, Ordering::SeqCst);
+        assert_eq!(io.read(&mut b).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_moving_connection_is_not_shut_down_and_stays_counted_until_handed_on() {
+        let (mut io, mut peer, state, drain) = pair(b"left");
+        assert_eq!(drain.open_connections(), 1);
+        state.moving.store(true, Ordering::SeqCst);
+        io.write_all(b"bye").await.unwrap();
+        io.shutdown().await.unwrap();
+        let (fd, unread, open) = io.into_fd().unwrap();
+        assert_eq!(&unread[..], b"left");
+        assert_eq!(drain.open_connections(), 1, "the guard travels with the fd");
+        drop(open);
+        assert_eq!(drain.open_connections(), 0);
+        // The peer got the bytes and no EOF: the socket still works from its new owner.
+        let mut b = [0u8; 3];
+        peer.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"bye");
+        let mut moved = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)).unwrap();
+        moved.write_all(b"hi").await.unwrap();
+        let mut b = [0u8; 2];
+        peer.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"hi");
+        // Without `moving`, shutdown sends EOF.
+        let (mut io, mut peer, _state, _d) = pair(b"");
+        io.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(peer.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+}
