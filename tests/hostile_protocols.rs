@@ -130,3 +130,38 @@ fn a_websocket_client_that_never_answers_the_close_is_cut_at_the_deadline() {
     let _ = ws.read_to_end(&mut rest);
     assert_eq!(rest.len(), frame[1] as usize - 2, "{rest:?}");
 }
+
+#[test]
+fn garbage_after_the_h2_preface_or_instead_of_a_request_closes_only_that_connection() {
+    let s = start_heird("", false);
+    let inputs: [&[u8]; 4] = [
+        // The preface, then a frame header announcing 16 MiB of an unknown frame type on stream 0.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xee\x00\x00\x00\x00\x00",
+        // The preface, then bytes that are no frame at all.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        // Most of the preface, then something else: HTTP/1.x, and not a valid request.
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+        b"\x00\x01\x02\x03\xff\xfe\r\n\r\n",
+    ];
+    for input in inputs {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(input).unwrap();
+        let mut out = Vec::new();
+        // The server answers (an h2 GOAWAY or an HTTP 400) and closes: read to EOF.
+        let r = c.read_to_end(&mut out);
+        assert!(
+            r.is_ok() || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{input:?}: {r:?}"
+        );
+        assert!(!out.is_empty() || r.is_err(), "{input:?}: closed without a word");
+    }
+    // The server is unharmed.
+    assert_eq!(
+        info(s.addr)["pid"].as_u64(),
+        Some(s.h.pid() as u64),
+        "{}",
+        s.h.describe()
+    );
+    assert!(state(s.h.pid()).is_some_and(|c| c != 'Z'));
+}
