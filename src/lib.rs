@@ -14,10 +14,12 @@
 //!    `MAINPID=` + `READY=1`, `BARRIER=1`, and tell the successor it is primary. If the
 //!    successor fails, kill and reap it, send `READY=1` with the reason, and keep serving.
 //! 5. **Drain** (after a handoff, or on SIGTERM/SIGINT with `STOPPING=1`): stop accepting;
-//!    move each connection, once no request of it is in the handler, to the successor (after a
-//!    handoff) or into the fd store (a stop under systemd), or else answer its next request with
-//!    `Connection: close` and close it when idle; exit 0 at the latest at the deadline. A
-//!    predecessor whose successor dies before it has exited takes the service back.
+//!    move each HTTP/1.1 connection, once no request of it is in the handler, to the successor
+//!    (after a handoff) or into the fd store (a stop under systemd), or else answer its next
+//!    request with `Connection: close` and close it when idle; send HTTP/2 connections the
+//!    two-step GOAWAY; tell handlers through [`Draining`] (WebSockets, SSE end themselves); exit
+//!    0 at the latest at the deadline. A predecessor whose successor dies before it has exited
+//!    takes the service back.
 //!
 //! # Layout
 //! - [`config`]: command line and config file → validated `Config`.
