@@ -3,14 +3,14 @@
 //! hyper driving the axum `Router`. axum's own `serve` hides connections; we need them, to
 //! drain each one the way its protocol allows and to move idle HTTP/1.1 ones to a successor.
 //!
-//! - [`io`]: a connection's IO (replays bytes read early, counts bytes, holds a socket whole
+//! - `io`: a connection's IO (replays bytes read early, counts bytes, holds a socket whole
 //!   while it moves, keeps the connection counted in the drain).
-//! - [`sniff`]: HTTP/1.1 or the HTTP/2 preface.
-//! - [`h1`] and [`h2`]: serving each protocol, and what each does at a drain.
-//! - [`request`]: what every request carries (`ConnectInfo`, [`crate::Draining`],
+//! - `sniff`: HTTP/1.1 or the HTTP/2 preface.
+//! - `h1` and `h2`: serving each protocol, and what each does at a drain.
+//! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
 //!   [`ConnectionMoves`]) and the in-flight accounting.
-//! - [`moves`]: connections out to the successor or the fd store, and back in.
-//! - [`peer`]: `ConnectInfo` types ([`UnixPeer`]).
+//! - `moves`: connections out to the successor or the fd store, and back in.
+//! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
 
 mod h1;
 mod h2;
