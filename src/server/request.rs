@@ -26,7 +26,8 @@ pub(super) struct ReqCtx {
     pub moves: u32,
     pub peer: Peer,
     pub draining: Draining,
-    /// HTTP/2: no `Connection` header (it is illegal there; GOAWAY does its job).
+    /// HTTP/2: no `Connection` header (it is illegal there; GOAWAY does its job), and no
+    /// in-flight count (h2 connections do not move).
     pub h2: bool,
 }
 
@@ -52,7 +53,8 @@ impl Drop for InFlight {
 /// a long response (SSE, a streaming body) keeps its connection from being taken for idle.
 pub(super) struct GuardedBody {
     inner: Body,
-    _in_flight: InFlight,
+    /// `None` on HTTP/2: its connections never move, so nothing waits for them to be idle.
+    _in_flight: Option<InFlight>,
 }
 
 impl hyper::body::Body for GuardedBody {
@@ -77,7 +79,7 @@ pub(super) type RespFuture = Pin<Box<dyn Future<Output = Result<Response<Guarded
 
 /// Answers one request with the router.
 pub(super) fn call(rc: &Arc<ReqCtx>, mut req: Request<Incoming>) -> RespFuture {
-    let in_flight = InFlight::new(rc.state.clone());
+    let in_flight = (!rc.h2).then(|| InFlight::new(rc.state.clone()));
     let ext = req.extensions_mut();
     // Only on connections that did move: `/info` takes it as an `Option` (0 without it).
     if rc.moves > 0 {
