@@ -47,28 +47,29 @@ fn echo_replies_carry_pid_count_and_the_message() {
     }
 }
 
-/// A handoff while messages flow: the connection ends with 1012, the client's reconnect reaches
-/// the new process, and every message is answered exactly once, in order, across both.
-#[test]
-fn a_handoff_closes_with_1012_and_the_reconnect_reaches_the_new_pid_losing_nothing() {
+/// Handoffs while messages flow: each connection ends with 1012, the client's reconnect
+/// reaches the next process, and every message is answered exactly once, in order, across all.
+fn handoffs_lose_nothing(k: usize) {
     let s = start_heird("", false);
     let old = s.h.pid();
-    let out = ws_client(&["handoff", &format!("ws://{}/ws", s.addr), &old.to_string(), "20"]);
+    let out = ws_client(&["handoffs", &format!("ws://{}/ws", s.addr), "20", &k.to_string()]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let conns = v["connections"].as_array().unwrap();
-    assert_eq!(conns.len(), 2, "{out}");
-    assert_eq!(conns[0]["close_code"], 1012, "{out}");
-    assert_eq!(conns[0]["pids"], serde_json::json!([old]), "{out}");
-    assert_eq!(
-        conns[1]["close_code"],
-        serde_json::Value::Null,
-        "the client closed the second: {out}"
-    );
-    let new = conns[1]["pids"][0].as_u64().unwrap();
-    assert_ne!(new, old as u64, "{out}");
-    assert_eq!(conns[1]["pids"].as_array().unwrap().len(), 1, "{out}");
-    // The server counted every message it answered, 1, 2, 3 ... on each connection.
-    for c in conns {
+    assert_eq!(conns.len(), k + 1, "{out}");
+    let mut pids = Vec::new();
+    for (i, c) in conns.iter().enumerate() {
+        // Every connection but the last was closed by the server with 1012; the client closed
+        // the last one.
+        let code = if i < k {
+            serde_json::json!(1012)
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(c["close_code"], code, "connection {i}: {out}");
+        let p = c["pids"].as_array().unwrap();
+        assert_eq!(p.len(), 1, "connection {i} answered by one process: {out}");
+        pids.push(p[0].as_u64().unwrap());
+        // The server counted every message it answered, 1, 2, 3 ... on each connection.
         let ns: Vec<u64> = c["ns"]
             .as_array()
             .unwrap()
@@ -78,14 +79,37 @@ fn a_handoff_closes_with_1012_and_the_reconnect_reaches_the_new_pid_losing_nothi
         assert!(ns.len() >= 20, "{out}");
         assert_eq!(ns, (1..=ns.len() as u64).collect::<Vec<_>>(), "{out}");
     }
+    assert_eq!(pids[0], old as u64, "{out}");
+    let mut distinct = pids.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        k + 1,
+        "each reconnect reached the next process: {pids:?}"
+    );
     // No message lost or answered twice: what was acknowledged is exactly what was sent.
     assert_eq!(v["acked"], v["sent"], "{out}");
+    eprintln!(
+        "websocket across {k} handoffs: {} messages, all answered once, {} connections",
+        v["sent"].as_array().unwrap().len(),
+        conns.len()
+    );
     // The old process's drain ended with the WebSocket (the default deadline is 30 s).
     assert!(
         wait_gone(old, std::time::Duration::from_secs(10)),
         "old process never exited\n{}",
         s.h.describe()
     );
+}
+
+#[test]
+fn a_handoff_closes_with_1012_and_the_reconnect_reaches_the_new_pid_losing_nothing() {
+    handoffs_lose_nothing(1);
+}
+
+#[test]
+fn ten_handoffs_in_a_row_lose_no_message() {
+    handoffs_lose_nothing(10);
 }
 
 /// A stop does what a handoff does: the WebSocket closes with 1012, and the process exits
