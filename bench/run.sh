@@ -3,6 +3,7 @@
 # same run), throughput against plain axum, and footprint. See bench/README.md.
 #
 #   bench/run.sh [--long] [--write bench/RESULTS.md] [--go] [more bench-heird flags]
+#   bench/run.sh --h2 [ROUNDS] [RESTARTS]   HTTP/2 instead (bench/h2.sh)
 #
 # --long    100+ handoffs per reload run (T = 210 s), 9 throughput rounds
 # --write F write the tables and raw numbers into F (markdown; this mode's block is replaced)
@@ -11,6 +12,11 @@
 # Paths are relative to the repository root (the script runs from there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = --h2 ]; then
+  shift
+  exec bench/h2.sh "$@"
+fi
 
 command_line="bench/run.sh${*:+ $*}"
 args=()

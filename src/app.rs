@@ -1,20 +1,27 @@
-//! heird's own HTTP endpoints (the `heird serve` app): `/`, `/sleep`, `/healthz`, `/info`.
-//! A library user brings their own `Router` instead.
+//! heird's own HTTP endpoints (the `heird serve` app): `/`, `/sleep`, `/healthz`, `/info`,
+//! and one of each long-lived kind, to show how they end at a drain: `/ws` (a WebSocket echo)
+//! and `/events` (Server-Sent Events). A library user brings their own `Router` instead.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Extension;
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, parse_duration};
+use crate::drain::Draining;
 use crate::listeners::{Listener, Source};
-use crate::server::ConnectionMoves;
+use crate::server::{ConnectionMoves, UnixPeer};
 
 /// What `/info` reports about this process.
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +82,9 @@ pub fn router(cfg: &Config, info: Info) -> Router {
         .route("/sleep", get(sleep))
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(info_handler))
+        // `any`: HTTP/1.1 upgrades with GET, HTTP/2 WebSockets (RFC 8441) with CONNECT.
+        .route("/ws", any(ws))
+        .route("/events", get(events))
         .with_state(state)
 }
 
@@ -117,27 +127,145 @@ async fn sleep(
     with_pid(&st, resp)
 }
 
-/// `/info`: the process, plus how often the connection this request came on has moved.
+/// `/info`: the process, plus how often the connection this request came on has moved, the
+/// protocol, and the peer.
 #[derive(Serialize)]
 struct InfoReply<'a> {
     #[serde(flatten)]
     info: &'a Info,
     connection_moves: u32,
+    /// `"HTTP/1.1"`, `"HTTP/2.0"`, ...
+    protocol: String,
+    /// The client's address (`"127.0.0.1:51234"`), or `"unix:<path>"` / `"unix"` (an unnamed
+    /// client socket) on a Unix socket; `null` when unknown.
+    peer: Option<String>,
+    /// On a Unix socket: the connecting process's uid, gid and pid (SO_PEERCRED).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_credentials: Option<PeerCredentials>,
+}
+
+#[derive(Serialize)]
+struct PeerCredentials {
+    uid: u32,
+    gid: u32,
+    pid: Option<i32>,
 }
 
 async fn info_handler(
     State(st): State<Arc<AppState>>,
+    version: Version,
     moves: Option<Extension<ConnectionMoves>>,
+    tcp: Option<Extension<ConnectInfo<SocketAddr>>>,
+    unix: Option<Extension<ConnectInfo<UnixPeer>>>,
 ) -> Response {
     let connection_moves = moves.map(|Extension(m)| m.0).unwrap_or(0);
+    let (peer, peer_credentials) = match (tcp, unix) {
+        (Some(Extension(ConnectInfo(a))), _) => (Some(a.to_string()), None),
+        (None, Some(Extension(ConnectInfo(p)))) => (
+            Some(match &p.path {
+                Some(path) => format!("unix:{}", path.display()),
+                None => "unix".to_string(),
+            }),
+            Some(PeerCredentials {
+                uid: p.uid,
+                gid: p.gid,
+                pid: p.pid,
+            }),
+        ),
+        (None, None) => (None, None),
+    };
     with_pid(
         &st,
         axum::Json(InfoReply {
             info: &st.info,
             connection_moves,
+            protocol: format!("{version:?}"),
+            peer,
+            peer_credentials,
         })
         .into_response(),
     )
+}
+
+/// `/ws`: a WebSocket echo. Each text message gets a text reply
+/// `{"pid": <serving pid>, "n": <messages received on this connection>, "echo": "<message>"}`.
+/// At a drain it closes with 1012 ("service restart"), and waits for the client's close (the
+/// drain deadline bounds a client that never sends it).
+async fn ws(State(st): State<Arc<AppState>>, upgrade: WebSocketUpgrade, draining: Draining) -> Response {
+    let pid = st.info.pid;
+    upgrade.on_upgrade(move |socket| ws_echo(socket, pid, draining))
+}
+
+async fn ws_echo(mut socket: WebSocket, pid: u32, draining: Draining) {
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    n += 1;
+                    let reply = serde_json::json!({"pid": pid, "n": n, "echo": t.as_str()});
+                    if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                // Pings are answered by the codec; binary messages and pongs are ignored.
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+            },
+            _ = draining.started() => break,
+        }
+    }
+    let frame = CloseFrame {
+        code: 1012,
+        reason: "service restart".into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // The closing handshake: what the client still sends is not answered.
+    while let Some(Ok(msg)) = socket.recv().await {
+        if matches!(msg, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
+/// `/events`: Server-Sent Events, one every 100 ms, `id:` counting up from 1 and `data:` JSON
+/// `{"pid": .., "id": ..}`. A client that reconnects with `Last-Event-ID: k` continues from
+/// k + 1 (a value that is not a number starts afresh). At a drain the stream sends one last
+/// event (`"draining": true`, `retry: 100` so that browsers reconnect at once) and ends.
+async fn events(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    draining: Draining,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let next = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(1, |k| k.saturating_add(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pid = st.info.pid;
+    let stream = futures_util::stream::unfold(Some((next, tick, draining)), move |s| async move {
+        let (id, mut tick, draining) = s?;
+        let last = tokio::select! {
+            biased;
+            _ = draining.started() => true,
+            _ = tick.tick() => false,
+        };
+        let mut event = Event::default().id(id.to_string());
+        if last {
+            let data = serde_json::json!({"pid": pid, "id": id, "draining": true});
+            event = event.data(data.to_string()).retry(Duration::from_millis(100));
+            Some((Ok(event), None))
+        } else {
+            let data = serde_json::json!({"pid": pid, "id": id});
+            event = event.data(data.to_string());
+            Some((Ok(event), Some((id.saturating_add(1), tick, draining))))
+        }
+    });
+    Sse::new(stream)
 }
 
 fn with_pid(st: &AppState, mut r: Response) -> Response {

@@ -1,19 +1,38 @@
-//! Draining: one switch that every accept loop and connection watches, a count of open
+//! Draining: one switch that every accept loop, connection and handler watches, a count of open
 //! connections, and the deadline.
 //!
-//! When a drain starts, accept loops stop at once. A connection answers its next request with
-//! `Connection: close`, and one that stays idle (no request in the handler, no byte read) for
-//! `idle_close_grace` is shut down. This is the gentle way: a keep-alive client that is reusing
-//! its connection gets an answer, never a closed socket (axum's own graceful shutdown closes idle
-//! connections at once, and hyper's drops connections whose first request is not read yet).
-//! At the deadline, whatever is left is dropped with the process.
+//! When a drain starts, accept loops stop at once. What each connection does depends on its
+//! protocol (see [`crate::server`]): an idle HTTP/1.1 connection moves to the successor (or into
+//! the fd store), or answers its next request with `Connection: close` and is shut down once it
+//! stayed idle for `idle_close_grace`; an HTTP/2 connection gets the two-step GOAWAY and its open
+//! streams finish; an upgraded connection (WebSocket) or a long response (SSE, a streaming body)
+//! is the handler's to end, and handlers learn about the drain through [`Draining`]. At the
+//! deadline, whatever is left is dropped with the process.
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
+
+/// Why a process drains.
+///
+/// `#[non_exhaustive]`: later versions may add reasons (or data to a reason, such as a way to
+/// hand a live WebSocket to the successor); match with a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DrainReason {
+    /// A successor has taken over (SIGUSR2, SIGHUP, `heird reload`): a client that reconnects
+    /// reaches the successor at once.
+    Handoff,
+    /// The service stops (SIGTERM, SIGINT; under systemd maybe a restart): a client that
+    /// reconnects may find nobody listening for a while.
+    Stop,
+}
 
 /// Cloneable handle on the process-wide drain state.
 #[derive(Clone, Debug)]
@@ -23,8 +42,7 @@ pub struct Drain {
 
 #[derive(Debug)]
 struct Inner {
-    draining: AtomicBool,
-    started: watch::Sender<bool>,
+    started: watch::Sender<Option<DrainReason>>,
     open: AtomicUsize,
     idle: Notify,
 }
@@ -39,28 +57,47 @@ impl Drain {
     pub fn new() -> Self {
         Drain {
             inner: Arc::new(Inner {
-                draining: AtomicBool::new(false),
-                started: watch::Sender::new(false),
+                started: watch::Sender::new(None),
                 open: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
         }
     }
 
-    /// Starts the drain (idempotent).
+    /// Starts the drain for a stop (idempotent). Same as `start_for(DrainReason::Stop)`.
     pub fn start(&self) {
-        self.inner.draining.store(true, Ordering::SeqCst);
-        self.inner.started.send_replace(true);
+        self.start_for(DrainReason::Stop);
+    }
+
+    /// Starts the drain (idempotent: the first reason stays).
+    pub fn start_for(&self, reason: DrainReason) {
+        self.inner.started.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     pub fn is_draining(&self) -> bool {
-        self.inner.draining.load(Ordering::SeqCst)
+        self.inner.started.borrow().is_some()
     }
 
     /// Resolves once the drain has started.
-    pub async fn started(&self) {
+    pub async fn started(&self) -> DrainReason {
         let mut rx = self.inner.started.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        // The sender lives in `self`: it cannot be gone while we wait.
+        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+        reason.unwrap_or(DrainReason::Stop)
+    }
+
+    /// The handlers' view of this drain.
+    pub fn signal(&self) -> Draining {
+        Draining {
+            rx: Some(self.inner.started.subscribe()),
+        }
     }
 
     /// Registers an open connection; dropping the guard unregisters it.
@@ -104,6 +141,91 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Tells a handler that its process is draining, and why: an axum extractor (and a request
+/// extension) on every request heird serves.
+///
+/// Ordinary requests need nothing: they finish, and the connection moves or closes. A handler
+/// that runs long (a WebSocket, Server-Sent Events, a streaming body) should end on its own
+/// terms when the drain starts; whatever is still open at `drain_timeout` is closed.
+///
+/// ```no_run
+/// use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+/// use heird::Draining;
+///
+/// async fn ws(upgrade: WebSocketUpgrade, draining: Draining) -> axum::response::Response {
+///     upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+///         loop {
+///             tokio::select! {
+///                 msg = socket.recv() => match msg {
+///                     Some(Ok(Message::Text(t))) => { let _ = socket.send(Message::Text(t)).await; }
+///                     Some(Ok(_)) => {}
+///                     _ => return,
+///                 },
+///                 _ = draining.started() => {
+///                     // 1012 "service restart": the client reconnects, to the successor.
+///                     let frame = CloseFrame { code: 1012, reason: "service restart".into() };
+///                     let _ = socket.send(Message::Close(Some(frame))).await;
+///                     return;
+///                 }
+///             }
+///         }
+///     })
+/// }
+/// ```
+///
+/// Outside heird (a router served by `axum::serve`, or a test calling the router directly) the
+/// extractor still succeeds, with a handle that never fires.
+///
+/// Room to grow: moving a live WebSocket to the successor instead of closing it (with the
+/// app's per-connection state) needs the handler's consent and its state, so it will come as
+/// an opt-in beside this handle (a reason or method that offers a hand-over), not as a change
+/// to what `started()` means today.
+#[derive(Clone, Debug)]
+pub struct Draining {
+    rx: Option<watch::Receiver<Option<DrainReason>>>,
+}
+
+impl Draining {
+    /// A handle that never fires (what the extractor gives outside heird).
+    pub fn never() -> Draining {
+        Draining { rx: None }
+    }
+
+    /// True once the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// Why the process drains; `None` while it serves normally.
+    pub fn reason(&self) -> Option<DrainReason> {
+        self.rx.as_ref().and_then(|rx| *rx.borrow())
+    }
+
+    /// Resolves once the drain has started (at once if it already has). Cancel-safe: use it in
+    /// `tokio::select!`.
+    pub async fn started(&self) -> DrainReason {
+        let Some(rx) = &self.rx else {
+            return std::future::pending().await;
+        };
+        let mut rx = rx.clone();
+        // An error: the process's drain state is gone, which happens only at its very end.
+        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+        reason.unwrap_or(DrainReason::Stop)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Draining {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Draining>()
+            .cloned()
+            .unwrap_or_else(Draining::never))
+    }
+}
+
 /// Logs how a drain of `open` connections ended (`left` still open at `deadline`).
 pub fn log_outcome(open: usize, left: usize, deadline: Duration) {
     if left > 0 {
@@ -114,5 +236,31 @@ pub fn log_outcome(open: usize, left: usize, deadline: Duration) {
         );
     } else {
         info!(drained = open, "drained");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_reason_stays_and_handles_see_it() {
+        let d = Drain::new();
+        let sig = d.signal();
+        assert!(!sig.is_draining());
+        assert_eq!(sig.reason(), None);
+        d.start_for(DrainReason::Handoff);
+        d.start_for(DrainReason::Stop);
+        assert_eq!(sig.reason(), Some(DrainReason::Handoff));
+        assert_eq!(sig.started().await, DrainReason::Handoff);
+        assert_eq!(d.started().await, DrainReason::Handoff);
+    }
+
+    #[tokio::test]
+    async fn never_never_fires() {
+        let n = Draining::never();
+        assert!(!n.is_draining());
+        let r = tokio::time::timeout(Duration::from_millis(20), n.started()).await;
+        assert!(r.is_err());
     }
 }

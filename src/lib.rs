@@ -28,8 +28,8 @@
 //!    (`HEIRD_GENERATION`, the handoff channel, the control socket), then take the listening
 //!    sockets from systemd (`LISTEN_FDS`: socket units, or heird's own sockets and connections
 //!    kept in the fd store), `--fd N`, or a fresh bind (stored in the fd store); validate each.
-//! 2. **Serve**: one accept loop per listener; each connection is served by hyper's HTTP/1.1
-//!    connection driving an axum `Router`.
+//! 2. **Serve**: one accept loop per listener; each connection speaks HTTP/1.1 (with upgrades:
+//!    WebSocket) or HTTP/2 with prior knowledge, served by hyper driving an axum `Router`.
 //! 3. **READY**: a first process sends `READY=1`; a successor writes `ready` to its parent over
 //!    the handoff channel instead, and becomes primary when the parent says so.
 //! 4. **Handoff** (SIGUSR2, SIGHUP or `heird reload`): `RELOADING=1`, start the successor with
@@ -37,10 +37,12 @@
 //!    `MAINPID=` + `READY=1`, `BARRIER=1`, and tell the successor it is primary. If the
 //!    successor fails, kill and reap it, send `READY=1` with the reason, and keep serving.
 //! 5. **Drain** (after a handoff, or on SIGTERM/SIGINT with `STOPPING=1`): stop accepting;
-//!    move each connection, once no request of it is in the handler, to the successor (after a
-//!    handoff) or into the fd store (a stop under systemd), or else answer its next request with
-//!    `Connection: close` and close it when idle; exit 0 at the latest at the deadline. A
-//!    predecessor whose successor dies before it has exited takes the service back.
+//!    move each HTTP/1.1 connection, once no request of it is in the handler, to the successor
+//!    (after a handoff) or into the fd store (a stop under systemd), or else answer its next
+//!    request with `Connection: close` and close it when idle; send HTTP/2 connections the
+//!    two-step GOAWAY; tell handlers through [`Draining`] (WebSockets, SSE end themselves); exit
+//!    0 at the latest at the deadline. A predecessor whose successor dies before it has exited
+//!    takes the service back.
 //!
 //! The phases and every rule about them are one pure state machine (`lifecycle`); the run
 //! loop (`runloop`) only turns the world into its events and performs its actions.
@@ -56,8 +58,10 @@
 //! - `inherit`: what a successor inherits from its predecessor (generation, channel, control).
 //! - `child`: a child process handle that kills and reaps on drop unless released.
 //! - `successor`: starting a successor and waiting until it is ready.
-//! - `drain`: the drain switch, open-connection count, deadline.
-//! - `server`: accept loops, per-connection serving through hyper, moving connections.
+//! - `drain`: the drain switch, open-connection count, deadline, and [`Draining`], the
+//!   handlers' view of it.
+//! - `server`: accept loops, h1 (with upgrades) and h2c per connection through hyper,
+//!   `ConnectInfo`, moving connections.
 //! - `control`: the control socket behind `reload` (server side).
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
@@ -103,13 +107,14 @@ mod sys;
 mod wire;
 
 pub use acquire::Acquire;
+pub use drain::{DrainReason, Draining};
 pub use entry::{EX_CONFIG, main, start};
 pub use handle::{Handle, ReloadError, Reloaded, Status};
 pub use inherit::{InheritError, Inherited};
 pub use lifecycle::Exit;
 pub use listeners::{ListenAddr, ListenError, Listener};
 pub use logging::init as init_logging;
-pub use server::{ConnectionMoves, ServeSettings};
+pub use server::{ConnectionMoves, ServeSettings, UnixPeer};
 pub use service::{Options, RunError, Service, StartError};
 
 /// heird's own binary uses these; they are not part of the library's API and may change at

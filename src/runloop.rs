@@ -449,7 +449,7 @@ impl Driver {
                     // Idle connections move to the successor. The drain starts before anyone
                     // hears "ok": from then on, new connections reach the successor.
                     self.server.move_to(s.channel.clone());
-                    self.drain.start();
+                    self.drain.start_for(crate::drain::DrainReason::Handoff);
                     fault::point_with_peer(Step::DrainStarted, s.pid() as u32);
                     return;
                 }

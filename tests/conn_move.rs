@@ -284,6 +284,6 @@ fn chained_handoffs_faster_than_drains_lose_no_connection() {
         st.failed(),
         st.reconnects
     );
-    assert_eq!(st.failed(), 0, "{st:?}");
-    assert_eq!(st.reconnects, 0, "{st:?}");
+    assert_eq!(st.failed(), 0, "{:?}\n{}", st.errors, s.h.stderr());
+    assert_eq!(st.reconnects, 0, "{:?}\n{}", st.errors, s.h.stderr());
 }

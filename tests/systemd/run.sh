@@ -57,6 +57,14 @@ for unit in heird.service heird.socket heird-unix.socket; do
   install -D -m 0644 "$project/deploy/$unit" "$seed/etc/systemd/system/$unit"
 done
 install -D -m 0644 "$project/deploy/heird.toml" "$seed/etc/heird/heird.toml"
+# The GOAWAY-aware h2 load client (a static Go binary), when the host can build it offline
+# (golang-go, golang-golang-x-net-dev); scenario 22 is skipped otherwise.
+if command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/net/http2 ]; then
+  mkdir -p "$seed/usr/local/bin"
+  GOCACHE=/tmp/heird-sandbox/gocache GOPATH=/usr/share/gocode GO111MODULE=off CGO_ENABLED=0 \
+    go build -o "$seed/usr/local/bin/h2retry" "$project/tests/clients/h2retry/main.go" \
+    || echo "run.sh: cannot build tests/clients/h2retry; scenario 22 will be skipped" >&2
+fi
 
 # Read-only bind: the project (scenarios, deploy/).
 export SANDBOX_ROOTFS=$root SANDBOX_SEED=$seed SANDBOX_BIND_RO=$project

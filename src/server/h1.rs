@@ -1,0 +1,123 @@
+//! HTTP/1.1 connections, with upgrades (WebSocket), and how each one ends at a drain.
+//!
+//! Moving a connection: once the successor has taken over, each connection waits until no
+//! request of it is in the handler (a response in progress, an SSE stream included, finishes
+//! here first), then hyper is stopped without closing the socket, and the socket's fd and the
+//! bytes hyper read but did not parse go to the successor (see [`super::moves`]). The client
+//! sees nothing. Shutting hyper down while a request is in the handler would put
+//! `Connection: close` on that response, so we never do.
+//!
+//! hyper's upgradeable connection has no `poll_without_shutdown`: it ends a connection that did
+//! not upgrade with `poll_shutdown` on the IO, which would send FIN. So the IO ignores
+//! `poll_shutdown` while a move is pending ([`super::io::ConnState::moving`]), and
+//! `into_parts()` then gives the socket back whole. An upgraded connection has left hyper (its
+//! IO lives in the WebSocket); it never moves, and stays counted in the drain until it closes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::io::{ConnIo, ConnState, Movable};
+use super::request::{self, ReqCtx};
+use super::{log_conn_end, moves};
+
+/// Serves one HTTP/1.1 connection until it ends, upgrades, moves, or is closed by the drain.
+pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
+    let ctx = rc.ctx.clone();
+    let state = rc.state.clone();
+    let moves = rc.moves;
+    let svc = hyper::service::service_fn(move |req| request::call(&rc, req));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.settings.header_read_timeout)
+        .keep_alive(true);
+    let mut conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+
+    tokio::select! {
+        // Drain first: once it has started, hyper must not be polled (and start reading the
+        // next request) before the reads are held.
+        biased;
+        _ = ctx.drain.started() => {}
+        res = &mut conn => {
+            log_conn_end(res);
+            return;
+        }
+    }
+
+    if let Some(mover) = ctx.mover.get() {
+        state.hold_reads.store(true, Ordering::SeqCst);
+        // Whatever happens next, an IO that lives on (upgraded just now: a WebSocket owns it)
+        // reads and shuts down normally again.
+        let _release = Release(state.clone());
+        // Wait until no request of this connection is in the handler or being answered.
+        loop {
+            let idle = state.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if state.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::select! {
+                res = &mut conn => {
+                    log_conn_end(res);
+                    return;
+                }
+                _ = idle => {}
+            }
+        }
+        state.moving.store(true, Ordering::SeqCst);
+        Pin::new(&mut conn).graceful_shutdown();
+        // Keep-alive is off now: hyper finishes what it has (say, the rest of a request body the
+        // handler did not read) and stops; it may read, but it starts no new request.
+        state.hold_reads.store(false, Ordering::SeqCst);
+        if let Err(e) = (&mut conn).await {
+            debug!(error = %e, "connection ended while being moved");
+            return;
+        }
+        let Some(parts) = conn.into_parts() else {
+            // It upgraded just now (the 101 was the last response): the WebSocket owns it.
+            return;
+        };
+        let io = parts.io.into_inner();
+        moves::move_out(&ctx, mover, io, parts.read_buf, moves).await;
+        return;
+    }
+
+    // Draining with nobody to move to: the next response carries `Connection: close`; an idle
+    // connection is shut down once it has stayed idle (nothing in the handler, nothing read) for
+    // a whole grace period.
+    let grace = ctx.settings.idle_close_grace;
+    let mut seen = state.bytes_read.load(Ordering::SeqCst);
+    loop {
+        tokio::select! {
+            res = &mut conn => {
+                log_conn_end(res);
+                return;
+            }
+            _ = tokio::time::sleep(grace) => {
+                let now = state.bytes_read.load(Ordering::SeqCst);
+                if now == seen && state.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                seen = now;
+            }
+        }
+    }
+    Pin::new(&mut conn).graceful_shutdown();
+    log_conn_end(conn.await);
+}
+
+/// Clears the move-time switches of a connection's IO when dropped.
+struct Release(Arc<ConnState>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.hold_reads.store(false, Ordering::SeqCst);
+        self.0.moving.store(false, Ordering::SeqCst);
+    }
+}

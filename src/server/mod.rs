@@ -1,0 +1,248 @@
+//! Serving: one accept loop per listener (TCP or Unix); each connection speaks HTTP/1.1 (with
+//! upgrades: WebSocket) or HTTP/2 with prior knowledge on the same socket, and is served by
+//! hyper driving the axum `Router`. axum's own `serve` hides connections; we need them, to
+//! drain each one the way its protocol allows and to move idle HTTP/1.1 ones to a successor.
+//!
+//! - `io`: a connection's IO (replays bytes read early, counts bytes, holds a socket whole
+//!   while it moves, keeps the connection counted in the drain).
+//! - `sniff`: HTTP/1.1 or the HTTP/2 preface.
+//! - `h1` and `h2`: serving each protocol, and what each does at a drain.
+//! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
+//!   [`ConnectionMoves`]) and the in-flight accounting.
+//! - `moves`: connections out to the successor or the fd store, and back in.
+//! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
+
+mod h1;
+mod h2;
+mod io;
+mod moves;
+mod peer;
+mod request;
+mod sniff;
+
+use std::io as stdio;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use bytes::Bytes;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::{debug, info, warn};
+
+use crate::channel::Channel;
+use crate::drain::Drain;
+use crate::listeners::{Family, Listener};
+use io::{ConnIo, ConnState, Movable};
+use moves::Mover;
+pub use peer::UnixPeer;
+use request::ReqCtx;
+use sniff::Proto;
+
+/// Settings of the connection layer.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// While draining, an idle connection is closed after this long without activity.
+    pub idle_close_grace: Duration,
+    /// A request head must arrive within this long (slow-header clients are cut off).
+    pub header_read_timeout: Duration,
+    /// Move idle keep-alive connections to the successor at a handoff (instead of closing them).
+    pub move_connections: bool,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            idle_close_grace: Duration::from_millis(500),
+            header_read_timeout: Duration::from_secs(30),
+            move_connections: true,
+        }
+    }
+}
+
+/// How many times the connection a request arrived on has moved between processes; a request
+/// extension (only on connections that moved: none means 0), e.g. for `/info`'s
+/// `connection_moves`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionMoves(pub u32);
+
+/// The running connection layer of one process.
+#[derive(Clone)]
+pub struct Server {
+    ctx: Arc<ConnCtx>,
+}
+
+struct ConnCtx {
+    router: Router,
+    drain: Drain,
+    settings: ServeSettings,
+    /// Set when draining connections go somewhere instead of closing: to a successor that
+    /// took over, or into systemd's fd store for the next process after a restart.
+    mover: OnceLock<Mover>,
+    moved: AtomicU64,
+    not_moved: AtomicU64,
+}
+
+impl Server {
+    /// Starts one accept loop per listener on the current runtime. Each loop owns a duplicate of
+    /// the listener's fd and closes it when the drain starts; the caller keeps the originals (a
+    /// successor needs them).
+    pub fn spawn(
+        listeners: &[Listener],
+        router: Router,
+        drain: &Drain,
+        settings: &ServeSettings,
+    ) -> stdio::Result<Server> {
+        let ctx = Arc::new(ConnCtx {
+            router,
+            drain: drain.clone(),
+            settings: settings.clone(),
+            mover: OnceLock::new(),
+            moved: AtomicU64::new(0),
+            not_moved: AtomicU64::new(0),
+        });
+        for l in listeners {
+            let fd: OwnedFd = l.fd.try_clone()?;
+            let name = l.name.clone();
+            match l.family {
+                Family::Inet => {
+                    let std = std::net::TcpListener::from(fd);
+                    std.set_nonblocking(true)?;
+                    let listener = TcpListener::from_std(std)?;
+                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                        listener.poll_accept(cx).map_ok(|(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            s
+                        })
+                    }));
+                }
+                Family::Unix => {
+                    let std = std::os::unix::net::UnixListener::from(fd);
+                    std.set_nonblocking(true)?;
+                    let listener = UnixListener::from_std(std)?;
+                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                        listener.poll_accept(cx).map_ok(|(s, _)| s)
+                    }));
+                }
+            }
+        }
+        Ok(Server { ctx })
+    }
+
+    /// From now on, draining connections move to the successor over `channel` instead of
+    /// closing. Call before starting the drain.
+    pub fn move_to(&self, channel: Arc<Channel>) {
+        if self.ctx.settings.move_connections {
+            let _ = self.ctx.mover.set(Mover::Successor(channel));
+        }
+    }
+
+    /// From now on (a stop under systemd with an fd store), idle connections go into the fd
+    /// store, for the next process to serve after a restart. Call before starting the drain.
+    /// At most `room` connections are stored (what `FileDescriptorStoreMax=` leaves beside the
+    /// listeners); the rest are closed and counted as not moved.
+    pub fn store_on_stop(&self, room: u64) {
+        if self.ctx.settings.move_connections {
+            let _ = self.ctx.mover.set(Mover::Store {
+                room: AtomicU64::new(room),
+            });
+        }
+    }
+
+    /// (moved, not moved) connection counts of this process's drain.
+    pub fn move_counts(&self) -> (u64, u64) {
+        (
+            self.ctx.moved.load(Ordering::SeqCst),
+            self.ctx.not_moved.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
+/// ENFILE) or memory pauses accepting briefly instead of spinning.
+async fn accept_loop<S, F>(name: String, ctx: Arc<ConnCtx>, mut accept: F)
+where
+    S: Movable,
+    F: FnMut(&mut Context<'_>) -> Poll<stdio::Result<S>>,
+{
+    let mut last_warn: Option<tokio::time::Instant> = None;
+    loop {
+        let res = tokio::select! {
+            biased;
+            _ = ctx.drain.started() => break,
+            r = std::future::poll_fn(&mut accept) => r,
+        };
+        match res {
+            Ok(stream) => {
+                let open = ctx.drain.track();
+                tokio::spawn(serve_connection(stream, Bytes::new(), ctx.clone(), 0, open));
+            }
+            Err(e) => {
+                let resource = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    warn!(listener = %name, error = %e, "accept failed");
+                    last_warn = Some(tokio::time::Instant::now());
+                }
+                if resource {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    debug!(listener = %name, "stopped accepting");
+}
+
+/// Serves one connection; `prefix` holds bytes a predecessor read but did not parse yet.
+///
+/// `open` counts the connection in the drain from the moment it was accepted or adopted, not
+/// from the task's first poll: a drain that ends in between would otherwise exit the process
+/// with the connection in a task that never ran (seen as a reconnect after chained handoffs).
+async fn serve_connection<S: Movable>(
+    stream: S,
+    prefix: Bytes,
+    ctx: Arc<ConnCtx>,
+    moves: u32,
+    open: crate::drain::ConnGuard,
+) {
+    let state = Arc::new(ConnState::default());
+    let peer = stream.peer();
+    let io = ConnIo::new(stream, prefix, state.clone(), open);
+    let Some((proto, io)) = sniff::sniff(io, &ctx, moves).await else {
+        return;
+    };
+    let rc = Arc::new(ReqCtx {
+        ctx: ctx.clone(),
+        state,
+        moves,
+        peer,
+        draining: ctx.drain.signal(),
+        h2: proto == Proto::Http2,
+    });
+    match proto {
+        Proto::Http1 => h1::serve(io, rc).await,
+        Proto::Http2 => h2::serve(io, rc).await,
+    }
+}
+
+fn log_conn_end(res: Result<(), hyper::Error>) {
+    if let Err(e) = res {
+        debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Logs the outcome of moving connections at the end of a drain.
+pub fn log_moves(server: &Server) {
+    let (moved, not_moved) = server.move_counts();
+    let to = match server.ctx.mover.get() {
+        Some(Mover::Store { .. }) => "the fd store",
+        _ => "the successor",
+    };
+    if moved + not_moved > 0 {
+        info!(moved, not_moved, to, "connections moved; the rest were closed");
+    }
+}
