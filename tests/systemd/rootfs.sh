@@ -22,9 +22,10 @@ suite=${1:-trixie}
 cache=${HEIRD_ROOTFS_CACHE:-/var/cache/heird-sandbox}
 dir=$cache/$suite
 # What the scenarios use inside: systemctl/journalctl/systemd-analyze (systemd), curl, kill/ps
-# (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher).
+# (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher);
+# rpm for tests/systemd/package-upgrade.sh, which runs the RPM's scriptlets under this systemd too.
 # The list is recorded in the root; a root built with another list is rebuilt.
-packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep
+packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,rpm
 stamp=.heird-rootfs
 
 log() { echo "rootfs.sh: $*" >&2; }
