@@ -57,6 +57,11 @@ for unit in heird.service heird.socket heird-unix.socket; do
   install -D -m 0644 "$project/deploy/$unit" "$seed/etc/systemd/system/$unit"
 done
 install -D -m 0644 "$project/deploy/heird.toml" "$seed/etc/heird/heird.toml"
+# The group of /run/heird.sock (SocketGroup= in heird-unix.socket); created after each boot with
+# systemd-sysusers, as the packages do.
+install -D -m 0644 "$project/deploy/heird.sysusers" "$seed/usr/lib/sysusers.d/heird.conf"
+# The units' Documentation=man:heird(1) (systemd-analyze verify looks it up).
+install -D -m 0644 "$project/packaging/heird.1" "$seed/usr/share/man/man1/heird.1"
 
 # Read-only bind: the project (scenarios, deploy/).
 export SANDBOX_ROOTFS=$root SANDBOX_SEED=$seed SANDBOX_BIND_RO=$project
@@ -69,7 +74,7 @@ run_one() {
   local name=$1 script=$2 box=$version-$1-$$ t0 rc=0 secs state
   state=/tmp/heird-sandbox/$box
   t0=$(date +%s%N)
-  if sbx up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ]; then
+  if sbx up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ] && sbx exec systemd-sysusers heird.conf; then
     timeout -k 5 "${SCENARIO_TIMEOUT:-150}" env SANDBOX_NAME="$box" "$here/sandbox.sh" exec \
       env HEIRD_LOAD=/usr/local/bin/heird-load HEIRD_PROJECT="$project" SYSTEMD_VERSION="$version" "$script" 2>&1 | sed 's/^/    /'
     rc=${PIPESTATUS[0]}
