@@ -79,6 +79,9 @@ pkg_tree() {
   awk -v v="$VERSION" '/^name = "heird"$/ { hit = 1; print; next } hit && /^version = / { print "version = \"" v "\""; hit = 0; next } { hit = 0; print }' \
     "$PROJECT/Cargo.lock" > "$TREE/Cargo.lock"
   touch -r "$PROJECT/Cargo.lock" "$TREE/Cargo.lock"
+  # The project's time on the patched Cargo.toml too: cargo then rebuilds heird only when the
+  # version differs from the last build here (a new revision of the same version reuses it).
+  touch -r "$PROJECT/Cargo.toml" "$TREE/Cargo.toml"
   # A changelog entry for this version (dpkg and lintian read the newest one).
   {
     printf 'heird (%s-1) unstable; urgency=medium\n\n  * Rebuilt as version %s by packaging/build-*.sh (HEIRD_PKG_VERSION).\n\n' "$VERSION" "$VERSION"
