@@ -178,9 +178,9 @@ if [ "${1:-}" = __inside ]; then
   ok "reloaded (a handoff: same InvocationID, MainPID $pid0 -> $pid1), version $v0 -> $v1, 0 failed, sockets not restarted, the old process exited"
 
   step "4. upgrade to $(basename "$new2_pkg") (heird.service changed: Environment=$UNIT_TEST_LINE) under load"
-  grep -q "^Environment=$UNIT_TEST_LINE" /usr/lib/systemd/system/heird.service || fail "the new heird.service lacks the test line"
   tr '\0' '\n' < "/proc/$(mainpid)/environ" | grep -qx "$UNIT_TEST_LINE" && fail "the setting is in effect before the upgrade"
   upgrade_under_load "$new2_pkg" restart
+  grep -qx "Environment=$UNIT_TEST_LINE" /usr/lib/systemd/system/heird.service || fail "the installed heird.service lacks the test line"
   [ "$inv1" != "$inv0" ] || fail "InvocationID unchanged ($inv0): reloaded, but heird.service changed (restart expected)"
   tr '\0' '\n' < "/proc/$pid1/environ" | grep -qx "$UNIT_TEST_LINE" || fail "$UNIT_TEST_LINE is not in the environment of MainPID $pid1"
   prop Environment | grep -qw "$UNIT_TEST_LINE" || fail "systemctl show -p Environment: $(prop Environment)"
@@ -402,7 +402,7 @@ run_case() {
   SANDBOX_NAME=$name "$here/sandbox.sh" down 2>&1 | sed 's/^/    /'
   current=
   secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.1f", ns / 1e9 }')
-  figures=$(grep -h '^FIGURES' "/tmp/heird-sandbox/$name.out" 2>/dev/null | sed 's/^FIGURES [a-z-]* //' | tr '\n' ';' | sed 's/;$//; s/;/; /g')
+  figures=$(grep -h '^FIGURES' "/tmp/heird-sandbox/$name.out" 2>/dev/null | sed 's/^FIGURES [a-z-]* //' | tr '\n' '|' | sed 's/|$//; s/|/ | /g')
   if [ "$rc" = 0 ]; then
     echo "PASS: systemd $v $c ($secs s)${figures:+: $figures}"; passed=$((passed + 1))
   else
