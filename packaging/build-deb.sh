@@ -56,8 +56,10 @@ shlibs=$(cd "$shl" && dpkg-shlibdeps -O "$stage/usr/bin/heird" 2>/dev/null | sed
 rm -rf "$shl"
 [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependency of usr/bin/heird"
 sed -i "s/^Depends: .*/Depends: $shlibs/" "$stage/DEBIAN/control"
-(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
-  | xargs -0 md5sum) > "$stage/DEBIAN/md5sums"
+# md5sums of every file but the conffiles (dpkg keeps theirs in its database), as dh_md5sums.
+(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' \
+  | grep -vxF -f <(sed 's|^/||' DEBIAN/conffiles 2>/dev/null) | LC_ALL=C sort \
+  | xargs -d '\n' md5sum) > "$stage/DEBIAN/md5sums"
 chmod 0644 "$stage/DEBIAN/md5sums"
 # The unpacked folders got today's time; give them the files' time (cargo-deb's
 # SOURCE_DATE_EPOCH), as in cargo-deb's own package.
