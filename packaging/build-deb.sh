@@ -1,6 +1,7 @@
 #!/bin/bash
 # packaging/build-deb.sh — builds the Debian package of heird:
-#   target/debian/heird_<version>-<revision>_<arch>.deb
+#   target/deb/heird_<version>-<revision>_<arch>.deb
+# (not target/debian: cargo-deb deletes the other versions' packages there at every build)
 #
 # Installs cargo-deb (cargo install --locked) when missing and dpkg-dev (dpkg-shlibdeps, for
 # Depends:) with apt-get, builds the stripped release binary ([profile.release] in Cargo.toml),
@@ -26,7 +27,7 @@ if ! command -v dpkg-shlibdeps >/dev/null; then
 fi
 pkg_tree
 bin=$(build_release)
-out=$TARGET/debian
+out=$TARGET/deb
 mkdir -p "$out"
 log "cargo deb --no-build --strip (version $VERSION-$REVISION)"
 raw=$(cd "$TREE" && CARGO_TARGET_DIR=$BUILD_TARGET cargo deb --no-build --strip --locked \

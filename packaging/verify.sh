@@ -4,7 +4,7 @@
 #
 #   packaging/verify.sh [DEB] [RPM]
 #
-# Defaults to target/debian/heird_<version>-<revision>_*.deb and
+# Defaults to target/deb/heird_<version>-<revision>_*.deb and
 # target/rpm/heird-<version>-<revision>.*.rpm (built with packaging/build-deb.sh / build-rpm.sh
 # when missing; the revision is that of packaging/debian/changelog's newest entry). Installs
 # lintian and rpm with apt-get when they are missing.
@@ -39,7 +39,7 @@ apt_install() {
     || { echo "verify.sh: apt-get install $1 failed" >&2; exit 2; }
 }
 
-deb=${1:-$(ls "$target"/debian/heird_"$version-$revision"_*.deb 2>/dev/null | head -n 1)}
+deb=${1:-$(ls "$target"/deb/heird_"$version-$revision"_*.deb 2>/dev/null | head -n 1)}
 rpm=${2:-$(ls "$target"/rpm/heird-"$version-$revision".*.rpm 2>/dev/null | head -n 1)}
 [ -n "$deb" ] || deb=$("$here/build-deb.sh" | tail -n 1)
 [ -n "$rpm" ] || rpm=$("$here/build-rpm.sh" | tail -n 1)

@@ -31,6 +31,7 @@
 # chroot: dpkg -i / -r / -P of the .deb inside a chroot of an overlay of the Debian 13 root (the
 #   host's root when that cannot be built), with no systemd running: exit 0, no error on stderr,
 #   the sockets enabled (links) and the group created, no heird process; then remove and purge.
+#   Then the same from outside with dpkg --root --force-script-chrootless (DPKG_ROOT set).
 #
 # Prints PASS/FAIL lines with figures, and a closing "package upgrade: N passed, N failed" line.
 #
@@ -255,17 +256,20 @@ if [ "${1:-}" = __chroot ]; then
   rm -f "$r/usr/sbin/policy-rc.d"
   cp "$deb" "$r/tmp/heird.deb"
   inroot() { chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+  # not_noted FILE: the lines of FILE other than what systemd-sysusers and deb-systemd-helper
+  # (systemctl enable) say they created; anything else from the scripts is an error.
+  not_noted() {
+    grep -v -E -e "^Creating group '?heird-clients'? with GID [0-9]+\.$" \
+      -e "^Created symlink '?[^ ]*/etc/systemd/system/sockets\.target\.wants/heird(-unix)?\.socket'? → '?[^ ]*/systemd/system/heird(-unix)?\.socket'?\.$" \
+      "$1" || true
+  }
   [ ! -d "$r/run/systemd/system" ] || fail "the chroot has /run/systemd/system"
   inroot dpkg-query -W heird >/dev/null 2>&1 && fail "heird is already installed in the chroot"
 
   rc=0; inroot dpkg -i /tmp/heird.deb > "$st/out" 2> "$st/err" || rc=$?
   sed 's/^/    | /' "$st/out" "$st/err"
   [ "$rc" = 0 ] || fail "dpkg -i in the chroot exited $rc"
-  # systemd-sysusers and deb-systemd-helper (systemctl enable) say what they created; anything
-  # else from the scripts (or a systemctl that wants a running systemd) is an error.
-  bad=$(grep -v -e "^Creating group 'heird-clients' with GID [0-9]*\.$" \
-    -e "^Created symlink '\?/etc/systemd/system/sockets.target.wants/heird\(-unix\)\?.socket'\? → '\?/usr/lib/systemd/system/heird\(-unix\)\?.socket'\?\.$" \
-    "$st/err" || true)
+  bad=$(not_noted "$st/err")
   [ -z "$bad" ] || fail "stderr of dpkg -i in the chroot: $bad"
   [ "$(inroot dpkg-query -W -f '${Status}' heird)" = "install ok installed" ] || fail "not installed: $(inroot dpkg-query -W -f '${Status}' heird)"
   for u in heird.socket heird-unix.socket; do
@@ -288,6 +292,33 @@ if [ "${1:-}" = __chroot ]; then
   left=$(cd "$st/upper" && find . -path '*heird*' ! -path './tmp/*' ! -path './var/lib/dpkg/*' -print)
   [ -z "$left" ] || fail "left in the chroot after dpkg -P: $left"
   ok "dpkg -r (sockets masked), dpkg -P: exit 0, nothing on stderr, nothing named *heird* left"
+
+  # From outside, into the root: dpkg --root with --force-script-chrootless runs the scripts here
+  # (this machine's deb-systemd-helper, systemd-sysusers) with DPKG_ROOT set: they must act on
+  # the root only, and not on this machine's systemd.
+  group_here=$(getent group heird-clients || true)
+  for op in "-i $deb" "-r heird" "-P heird"; do
+    # shellcheck disable=SC2086
+    rc=0; dpkg --root="$r" --force-script-chrootless $op > "$st/out" 2> "$st/err" || rc=$?
+    sed 's/^/    | /' "$st/out" "$st/err"
+    [ "$rc" = 0 ] || fail "dpkg --root --force-script-chrootless $op exited $rc"
+    bad=$(not_noted "$st/err")
+    [ -z "$bad" ] || fail "stderr of dpkg --root $op: $bad"
+    case $op in
+      -i*)
+        for u in heird.socket heird-unix.socket; do
+          [ -L "$r/etc/systemd/system/sockets.target.wants/$u" ] || fail "DPKG_ROOT: $u is not enabled in the root"
+        done
+        grep -q '^heird-clients:' "$r/etc/group" || fail "DPKG_ROOT: no group heird-clients in the root's /etc/group"
+        [ -s "$r/var/lib/heird/units.sha256" ] || fail "DPKG_ROOT: no units.sha256 in the root" ;;
+      -r*) [ "$(readlink "$r/etc/systemd/system/heird.socket")" = /dev/null ] || fail "DPKG_ROOT: heird.socket not masked in the root after -r" ;;
+    esac
+  done
+  [ "$(getent group heird-clients || true)" = "$group_here" ] || fail "DPKG_ROOT: the group changed outside the root"
+  [ ! -e /var/lib/heird ] && [ ! -e /etc/systemd/system/heird.socket ] || fail "DPKG_ROOT: the scripts wrote outside the root"
+  left=$(cd "$st/upper" && find . -path '*heird*' ! -path './tmp/*' ! -path './var/lib/dpkg/*' -print)
+  [ -z "$left" ] || fail "left in the root after dpkg --root -P: $left"
+  ok "DPKG_ROOT (dpkg --root --force-script-chrootless -i, -r, -P from outside): enabled, group and record in the root only; masked; purged clean"
   exit 0
 fi
 
@@ -312,7 +343,7 @@ t_build=$(date +%s)
 pkg() {   # pkg FORMAT VERSION REVISION [UNIT_EXTRA]: the package file, built unless HEIRD_PKG_NO_BUILD=1
   local f log=$target/pkg-build-$1-$2-$3.log
   case $1 in
-    deb) f=$target/debian/heird_$2-$3_$(dpkg --print-architecture).deb ;;
+    deb) f=$target/deb/heird_$2-$3_$(dpkg --print-architecture).deb ;;
     rpm) f=$target/rpm/heird-$2-$3.$(uname -m).rpm ;;
   esac
   if [ "${HEIRD_PKG_NO_BUILD:-}" != 1 ]; then
@@ -422,7 +453,7 @@ if want chroot; then
   rc=0
   unshare --mount --pid --fork --propagation private "$self" __chroot "$base" "${old_pkg[deb]}" 2>&1 | sed 's/^/    /'
   rc=${PIPESTATUS[0]}
-  if [ "$rc" = 0 ]; then echo "PASS: .deb in a chroot without systemd (install, remove, purge)"; passed=$((passed + 1))
+  if [ "$rc" = 0 ]; then echo "PASS: .deb in a chroot without systemd, and with dpkg --root (DPKG_ROOT): install, remove, purge"; passed=$((passed + 1))
   else echo "FAIL: .deb in a chroot without systemd (exit $rc)"; failed+=(chroot); fi
 fi
 
