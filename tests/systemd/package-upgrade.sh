@@ -27,6 +27,9 @@
 # rpm (rpm -i/-U/-e --nodeps, Fedora's preset policy "disable *" in place), per systemd version:
 #   rpm-preset:   a preset enables both sockets: rpm -i enables them and starts nothing; the admin
 #                 starts them; then 2.-4. as above with rpm -U; rpm -e: disabled, stopped, gone
+#   rpm-helper:   as rpm-preset, with a stand-in for Fedora's systemd-update-helper
+#                 (update-helper-standin.sh): the scriptlets mark the unit, and after rpm -U the
+#                 test runs what systemd's rpm file trigger runs (reload-or-restart --marked)
 #   rpm-nopreset: no preset for heird: rpm -i enables nothing and starts nothing; rpm -e clean
 # chroot: dpkg -i / -r / -P of the .deb inside a chroot of an overlay of the Debian 13 root (the
 #   host's root when that cannot be built), with no systemd running: exit 0, no error on stderr,
@@ -81,8 +84,14 @@ if [ "${1:-}" = __inside ]; then
       # Fedora's policy: nothing is enabled unless a preset says so (99-default-disable.preset).
       mkdir -p /etc/systemd/system-preset
       echo 'disable *' > /etc/systemd/system-preset/99-default-disable.preset
-      if [ "$case" = rpm-preset ]; then
+      if [ "$case" != rpm-nopreset ]; then
         printf 'enable heird.socket\nenable heird-unix.socket\n' > /etc/systemd/system-preset/50-heird.preset
+      fi
+      if [ "$case" = rpm-helper ]; then
+        # Fedora's systemd-update-helper (a stand-in: Debian's systemd has none), and the end of
+        # the transaction as the systemd package's rpm file trigger does it.
+        install -m 0755 "$here/update-helper-standin.sh" /usr/lib/systemd/systemd-update-helper
+        upgrade_pkg() { rpm -U --nodeps "$1" && /usr/lib/systemd/systemd-update-helper system-reload-restart; }
       fi ;;
   esac
 
@@ -109,7 +118,8 @@ if [ "${1:-}" = __inside ]; then
     okn=$(json_num ok < /tmp/load.json); refused=$(json_num refused < /tmp/load.json)
     failed=0; for f in refused reset closed_before_response timeout non_200 other; do
       n=$(json_num "$f" < /tmp/load.json); failed=$((failed + ${n:-0})); done
-    echo "FIGURES $case $what: $(basename "$pkg") in $((t1 - t0)) ms; requests during the load: ok $okn," \
+    local got=handoff; [ "$inv1" = "$inv0" ] || got=restart
+    echo "FIGURES $case $what, $got: $(basename "$pkg") in $((t1 - t0)) ms; requests during the load: ok $okn," \
       "failed $failed (refused $refused), reconnects $(json_num reconnects < /tmp/load.json); MainPID $pid0 -> $pid1"
     no_failures /tmp/load.json
     [ "$pid1" != "$pid0" ] || fail "MainPID still $pid0 after the upgrade"
@@ -137,7 +147,7 @@ if [ "${1:-}" = __inside ]; then
         is_state active "$u" || fail "$u is $(prop ActiveState "$u") after the install"
       done
       ok "installed: both sockets enabled and listening, heird.service inactive (socket-activated)" ;;
-    rpm-preset)
+    rpm-preset | rpm-helper)
       for u in heird.socket heird-unix.socket; do
         enabled "$u" enabled || fail "$u is $(systemctl is-enabled "$u" 2>&1) after the install (the preset enables it)"
         is_state inactive "$u" || fail "$u is $(prop ActiveState "$u") after the install: %post must start nothing"
@@ -171,16 +181,24 @@ if [ "${1:-}" = __inside ]; then
   ok "served over TCP and the Unix socket (0660 root:heird-clients); /info: version $v0, pid $(json_num pid <<<"$info") = MainPID $(mainpid)"
 
   step "3. upgrade to $(basename "$new_pkg") (units unchanged) under load"
-  upgrade_under_load "$new_pkg" reload
-  [ "$inv1" = "$inv0" ] || fail "InvocationID changed ($inv0 -> $inv1): restarted, not reloaded"
+  upgrade_under_load "$new_pkg" "units unchanged"
+  sd=$(systemctl --version | awk 'NR == 1 { print $2 }')
+  if [ "$case" = rpm-helper ] && [ "$sd" -lt 257 ] && [ "$inv1" != "$inv0" ]; then
+    # Seen on 252: `reload-or-restart --marked` restarts a unit marked needs-reload (257
+    # reloads it). A restart refuses nothing either (checked above: 0 failed).
+    echo "NOTE: systemd $sd: reload-or-restart --marked restarted heird.service (Markers=needs-reload); 257 reloads"
+  else
+    [ "$inv1" = "$inv0" ] || fail "InvocationID changed ($inv0 -> $inv1): restarted, not reloaded"
+  fi
   info=$(http /info); v1=$(json_str version <<<"$info")
   [ "$v1" = "$new" ] || fail "/info version is '$v1' after the upgrade, expected $new"
   [ "$(json_num pid <<<"$info")" = "$pid1" ] || fail "the new MainPID $pid1 is not the process that answers"
-  ok "reloaded (a handoff: same InvocationID, MainPID $pid0 -> $pid1), version $v0 -> $v1, 0 failed, sockets not restarted, the old process exited"
+  if [ "$inv1" = "$inv0" ]; then how="reloaded (a handoff: same InvocationID"; else how="restarted (new InvocationID"; fi
+  ok "$how, MainPID $pid0 -> $pid1), version $v0 -> $v1, 0 failed, sockets not restarted, the old process exited"
 
   step "4. upgrade to $(basename "$new2_pkg") (heird.service changed: Environment=$UNIT_TEST_LINE) under load"
   tr '\0' '\n' < "/proc/$(mainpid)/environ" | grep -qx "$UNIT_TEST_LINE" && fail "the setting is in effect before the upgrade"
-  upgrade_under_load "$new2_pkg" restart
+  upgrade_under_load "$new2_pkg" "heird.service changed"
   grep -qx "Environment=$UNIT_TEST_LINE" /usr/lib/systemd/system/heird.service || fail "the installed heird.service lacks the test line"
   [ "$inv1" != "$inv0" ] || fail "InvocationID unchanged ($inv0): reloaded, but heird.service changed (restart expected)"
   tr '\0' '\n' < "/proc/$pid1/environ" | grep -qx "$UNIT_TEST_LINE" || fail "$UNIT_TEST_LINE is not in the environment of MainPID $pid1"
@@ -220,6 +238,8 @@ if [ "${1:-}" = __inside ]; then
     rpm)
       step "5. rpm -e"
       rpm -e --nodeps heird 2>&1 | sed 's/^/    /' || fail "rpm -e failed"
+      # With the helper, systemd's file trigger does the daemon-reload after an erase.
+      [ "$case" != rpm-helper ] || /usr/lib/systemd/systemd-update-helper system-reload
       wait_for 10 "no heird process after rpm -e" no_process
       installed && fail "rpm still knows heird after rpm -e"
       ;;
@@ -444,7 +464,7 @@ run_case() {
 for v in ${HEIRD_PKG_SYSTEMD:-252 257}; do
   [ -n "${roots[$v]:-}" ] || continue
   want deb && run_case "$v" deb
-  want rpm && { run_case "$v" rpm-preset; run_case "$v" rpm-nopreset; }
+  want rpm && { run_case "$v" rpm-preset; run_case "$v" rpm-helper; run_case "$v" rpm-nopreset; }
 done
 
 if want chroot; then
