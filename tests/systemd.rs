@@ -159,10 +159,10 @@ fn run_suite(tag: &str, rootfs: Option<&Path>) {
         ),
     );
 
-    if let Some(reason) = skipped {
-        if status.success() {
-            skip_or_fail(tag, "systemd suite", &reason);
-        }
+    if let Some(reason) = skipped
+        && status.success()
+    {
+        skip_or_fail(tag, "systemd suite", &reason);
     }
     if !status.success() && !load.exists() {
         panic!(
