@@ -34,7 +34,8 @@
 # chroot: dpkg -i / -r / -P of the .deb inside a chroot of an overlay of the Debian 13 root (the
 #   host's root when that cannot be built), with no systemd running: exit 0, no error on stderr,
 #   the sockets enabled (links) and the group created, no heird process; then remove and purge.
-#   Then the same from outside with dpkg --root --force-script-chrootless (DPKG_ROOT set).
+#   Then the same from outside with dpkg --root --force-script-chrootless (DPKG_ROOT set), and
+#   rpm -i / rpm -e of the .rpm in the chroot (presets as Fedora's: links, nothing started).
 #
 # Prints PASS/FAIL lines with figures, and a closing "package upgrade: N passed, N failed" line.
 #
@@ -259,7 +260,7 @@ if [ "${1:-}" = __inside ]; then
 fi
 
 # ------------------------------------------------------------------ the chroot (no systemd) ---
-# __chroot ROOT DEB: runs in its own mount and pid namespace (see chroot_test).
+# __chroot ROOT DEB [RPM]: runs in its own mount and pid namespace (see "want chroot" below).
 if [ "${1:-}" = __chroot ]; then
   base=$2 deb=$3
   fail() { echo "FAIL: $*"; exit 1; }
@@ -280,6 +281,7 @@ if [ "${1:-}" = __chroot ]; then
   # (systemctl enable) say they created; anything else from the scripts is an error.
   not_noted() {
     grep -v -E -e "^Creating group '?heird-clients'? with GID [0-9]+\.$" \
+      -e "^Removed '?[^ ]*/etc/systemd/system/sockets\.target\.wants/heird(-unix)?\.socket'?\.$" \
       -e "^Created symlink '?[^ ]*/etc/systemd/system/sockets\.target\.wants/heird(-unix)?\.socket'? → '?[^ ]*/systemd/system/heird(-unix)?\.socket'?\.$" \
       "$1" || true
   }
@@ -339,6 +341,35 @@ if [ "${1:-}" = __chroot ]; then
   left=$(cd "$st/upper" && find . -path '*heird*' ! -path './tmp/*' ! -path './var/lib/dpkg/*' -print)
   [ -z "$left" ] || fail "left in the root after dpkg --root -P: $left"
   ok "DPKG_ROOT (dpkg --root --force-script-chrootless -i, -r, -P from outside): enabled, group and record in the root only; masked; purged clean"
+
+  # The .rpm in the same root (an image build): rpm -i / rpm -e inside the chroot, with Fedora's
+  # preset policy and a preset that enables the sockets.
+  if [ -n "${4:-}" ]; then
+    cp "$4" "$r/tmp/heird.rpm"
+    mkdir -p "$r/etc/systemd/system-preset"
+    echo 'disable *' > "$r/etc/systemd/system-preset/99-default-disable.preset"
+    printf 'enable heird.socket\nenable heird-unix.socket\n' > "$r/etc/systemd/system-preset/50-heird.preset"
+    rc=0; inroot rpm -i --nodeps /tmp/heird.rpm > "$st/out" 2> "$st/err" || rc=$?
+    sed 's/^/    | /' "$st/out" "$st/err"
+    [ "$rc" = 0 ] || fail "rpm -i in the chroot exited $rc"
+    bad=$(not_noted "$st/err" | grep -v -e '^rpm: RPM should not be used directly' -e '^rpm: However assuming' || true)
+    [ -z "$bad" ] || fail "stderr of rpm -i in the chroot: $bad"
+    for u in heird.socket heird-unix.socket; do
+      [ -L "$r/etc/systemd/system/sockets.target.wants/$u" ] || fail "rpm: the preset did not enable $u"
+    done
+    [ ! -e "$r/etc/systemd/system/multi-user.target.wants/heird.service" ] || fail "rpm: heird.service enabled (no preset says so)"
+    [ -s "$r/var/lib/heird/units.sha256" ] || fail "rpm: no units.sha256"
+    ! inroot pgrep -x heird >/dev/null || fail "rpm: a heird process runs"
+    [ -z "$(ls -A "$r/run")" ] || fail "rpm: something was written to /run: $(ls -A "$r/run")"
+    rc=0; inroot rpm -e --nodeps heird > "$st/out" 2> "$st/err" || rc=$?
+    sed 's/^/    | /' "$st/out" "$st/err"
+    [ "$rc" = 0 ] || fail "rpm -e in the chroot exited $rc"
+    bad=$(not_noted "$st/err" | grep -v -e '^rpm: RPM should not be used directly' -e '^rpm: However assuming' || true)
+    [ -z "$bad" ] || fail "stderr of rpm -e in the chroot: $bad"
+    left=$(cd "$st/upper" && find . -path '*heird*' ! -path './tmp/*' ! -path './var/lib/dpkg/*' ! -path './etc/systemd/system-preset/*' -print)
+    [ -z "$left" ] || fail "left in the chroot after rpm -e: $left"
+    ok "rpm -i in a chroot without systemd: exit 0, the preset enabled both sockets (links), nothing started; rpm -e: links gone, nothing named *heird* left"
+  fi
   exit 0
 fi
 
@@ -375,7 +406,7 @@ pkg() {   # pkg FORMAT VERSION REVISION [UNIT_EXTRA]: the package file, built un
   echo "$f"
 }
 declare -A old_pkg new_pkg new2_pkg
-formats=(); want deb || want chroot && formats+=(deb); want rpm && formats+=(rpm)
+formats=(); want deb || want chroot && formats+=(deb); want rpm || want chroot && formats+=(rpm)
 for f in "${formats[@]}"; do
   [ "$f" != rpm ] || command -v rpm >/dev/null || { echo "installing rpm" >&2; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null; } || die "rpm is missing"
   old_pkg[$f]=$(pkg "$f" "$old" "$old_rev") || exit 2
@@ -469,12 +500,14 @@ done
 
 if want chroot; then
   base=${roots[257]:-/}
-  echo "=== chroot without systemd (root: $base): $(basename "${old_pkg[deb]}")"
+  rpm_in_root=; [ -x "$base/usr/bin/rpm" ] && rpm_in_root=${old_pkg[rpm]}
+  echo "=== chroot without systemd (root: $base): $(basename "${old_pkg[deb]}")${rpm_in_root:+, $(basename "$rpm_in_root")}"
   rc=0
-  unshare --mount --pid --fork --propagation private "$self" __chroot "$base" "${old_pkg[deb]}" 2>&1 | sed 's/^/    /'
+  unshare --mount --pid --fork --propagation private "$self" __chroot "$base" "${old_pkg[deb]}" "$rpm_in_root" 2>&1 | sed 's/^/    /'
   rc=${PIPESTATUS[0]}
-  if [ "$rc" = 0 ]; then echo "PASS: .deb in a chroot without systemd, and with dpkg --root (DPKG_ROOT): install, remove, purge"; passed=$((passed + 1))
-  else echo "FAIL: .deb in a chroot without systemd (exit $rc)"; failed+=(chroot); fi
+  what=".deb in a chroot without systemd, and with dpkg --root (DPKG_ROOT): install, remove, purge${rpm_in_root:+; .rpm in the chroot: install, erase}"
+  if [ "$rc" = 0 ]; then echo "PASS: $what"; passed=$((passed + 1))
+  else echo "FAIL: $what (exit $rc)"; failed+=(chroot); fi
 fi
 
 host_after=$(host_state)
