@@ -20,9 +20,12 @@
 #      MainPID, the new version answers), 0 failed, 0 refused, the sockets not restarted
 #   4. dpkg -i NEW2 under load (heird.service changed): a restart (new InvocationID), the new
 #      Environment= in /proc/MAINPID/environ, 0 failed, 0 refused, the sockets not restarted
+#   4b. standalone (socket units stopped, heird binds from its config): dpkg -i NEW3 (revision 3,
+#      heird.service changed again) under load: a restart, the listener comes back from the fd
+#      store, 0 failed, 0 refused
 #   5. the admin disables heird-unix.socket; dpkg -r: no heird process, the sockets masked, the
 #      conffile kept
-#   6. dpkg -i NEW2 again: heird.socket enabled and listening, heird-unix.socket still disabled
+#   6. dpkg -i NEW3 again: heird.socket enabled and listening, heird-unix.socket still disabled
 #   7. dpkg -P: nothing named *heird* left, the units not-found, nothing masked
 # rpm (rpm -i/-U/-e --nodeps, Fedora's preset policy "disable *" in place), per systemd version:
 #   rpm-preset:   a preset enables both sockets: rpm -i enables them and starts nothing; the admin
@@ -55,7 +58,7 @@ UNIT_TEST_LINE=HEIRD_PKG_TEST=unit-changed
 
 # ------------------------------------------------------------------------- inside the sandbox ---
 if [ "${1:-}" = __inside ]; then
-  case=$2 old_pkg=$3 new_pkg=$4 new2_pkg=$5 old=$6 new=$7
+  case=$2 old_pkg=$3 new_pkg=$4 new2_pkg=$5 old=$6 new=$7 new3_pkg=${8:-}
   . "$here/scenarios/lib.sh"   # fail, ok, wait_for, http, json_num, load_start/wait, no_failures
   step() { echo "--- $*"; }
   sock_since() { systemctl show -P ActiveEnterTimestampMonotonic "$1"; }
@@ -206,6 +209,22 @@ if [ "${1:-}" = __inside ]; then
   prop Environment | grep -qw "$UNIT_TEST_LINE" || fail "systemctl show -p Environment: $(prop Environment)"
   [ "$(prop NeedDaemonReload)" = no ] || fail "NeedDaemonReload=$(prop NeedDaemonReload) after the upgrade"
   ok "restarted (InvocationID changed, MainPID $pid0 -> $pid1), $UNIT_TEST_LINE in effect, 0 failed, sockets not restarted"
+
+  if [ "$fmt" = deb ]; then
+    step "4b. standalone (the admin stops the socket units; heird binds from its config), upgrade to $(basename "$new3_pkg") (heird.service changed again) under load"
+    systemctl stop heird.socket heird-unix.socket
+    systemctl restart heird.service || fail "systemctl restart heird.service (standalone) failed"
+    wait_for 10 "standalone heird answering" http /healthz
+    [ "$(http /info | json_str source)" = bound ] || fail "standalone heird does not bind its listener: $(http /info)"
+    upgrade_under_load "$new3_pkg" "heird.service changed, standalone"
+    [ "$inv1" != "$inv0" ] || fail "standalone: InvocationID unchanged: reloaded, restart expected"
+    tr '\0' '\n' < "/proc/$pid1/environ" | grep -qx "$UNIT_TEST_LINE-3" || fail "standalone: $UNIT_TEST_LINE-3 not in effect"
+    passed_names "$pid1" | tr ':' '\n' | grep -q '^bound-' || fail "standalone: the new process did not get the listener from the fd store (LISTEN_FDNAMES=$(passed_names "$pid1"))"
+    ok "standalone: restarted (MainPID $pid0 -> $pid1); from the fd store it got the listener and $(passed_conns "$pid1") idle connections; $UNIT_TEST_LINE-3 in effect, 0 failed"
+    systemctl stop heird.service
+    systemctl start heird.socket heird-unix.socket
+    new2_pkg=$new3_pkg   # the newest, installed again in step 6
+  fi
 
   case $fmt in
     deb)
@@ -406,12 +425,14 @@ pkg() {   # pkg FORMAT VERSION REVISION [UNIT_EXTRA]: the package file, built un
   echo "$f"
 }
 declare -A old_pkg new_pkg new2_pkg
+new3_pkg=
 formats=(); want deb || want chroot && formats+=(deb); want rpm || want chroot && formats+=(rpm)
 for f in "${formats[@]}"; do
   [ "$f" != rpm ] || command -v rpm >/dev/null || { echo "installing rpm" >&2; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null; } || die "rpm is missing"
   old_pkg[$f]=$(pkg "$f" "$old" "$old_rev") || exit 2
   new_pkg[$f]=$(pkg "$f" "$new" 1) || exit 2
   new2_pkg[$f]=$(pkg "$f" "$new" 2 "Environment=$UNIT_TEST_LINE") || exit 2
+  [ "$f" != deb ] || new3_pkg=$(pkg deb "$new" 3 "Environment=$UNIT_TEST_LINE-3") || exit 2
 done
 load=$(readlink -m "${HEIRD_LOAD:-$target/debug/examples/heird-load}")
 if [ ! -x "$load" ]; then
@@ -469,7 +490,7 @@ run_case() {
   t0=$(date +%s%N)
   if SANDBOX_NAME=$name SANDBOX_ROOTFS=${roots[$v]} SANDBOX_BIND_RO="$binds" SANDBOX_SEED='' "$here/sandbox.sh" up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ]; then
     SANDBOX_NAME=$name timeout -k 5 "${PKG_TEST_TIMEOUT:-240}" "$here/sandbox.sh" exec \
-      env HEIRD_LOAD="$load" "$self" __inside "$c" "${old_pkg[$f]}" "${new_pkg[$f]}" "${new2_pkg[$f]}" "$old" "$new" 2>&1 \
+      env HEIRD_LOAD="$load" "$self" __inside "$c" "${old_pkg[$f]}" "${new_pkg[$f]}" "${new2_pkg[$f]}" "$old" "$new" "$new3_pkg" 2>&1 \
       | tee "/tmp/heird-sandbox/$name.out" | sed 's/^/    /'
     rc=${PIPESTATUS[0]}
     [ "$rc" != 124 ] || echo "    (timed out after ${PKG_TEST_TIMEOUT:-240} s)"
