@@ -2,15 +2,16 @@
 # package-upgrade.sh — installs, upgrades under load, removes, reinstalls and purges heird's .deb
 # and .rpm inside throw-away systemd sandboxes (sandbox.sh: systemd as PID 1 in namespaces, the
 # root an overlay with a tmpfs on top, so nothing is written to the host), on the host's systemd
-# (252 on Debian 12) and on Debian 13's systemd 257 (the root of rootfs.sh). Then it installs the
-# .deb into a chroot where no systemd runs.
+# (252 on Debian 12) and on Debian 13's systemd 257 (the root of rootfs.sh). Then it installs both
+# packages into a chroot where no systemd runs.
 #
 # Usage (as root):  tests/systemd/package-upgrade.sh [deb] [rpm] [chroot]     (default: all)
 #
 # Packages (packaging/build-{deb,rpm}.sh): OLD, the version of Cargo.toml with the revision of
 # packaging/debian/changelog; NEW, OLD with patch + 1, revision 1 (a patched copy of the tree, so
 # that the binary reports NEW too); NEW2, NEW's binary with revision 2 and one more line in
-# heird.service (Environment=HEIRD_PKG_TEST=...): an upgrade whose unit changed.
+# heird.service (Environment=HEIRD_PKG_TEST=unit-changed): an upgrade whose unit changed; NEW3
+# (.deb only), revision 3 with another such line.
 #
 # deb, in a fresh sandbox per systemd version:
 #   1. dpkg -i OLD: heird.socket and heird-unix.socket enabled and listening, heird.service
@@ -48,7 +49,8 @@
 #   HEIRD_LOAD             load client (default target/debug/examples/heird-load, built if missing)
 #   HEIRD_PKG_SYSTEMD      which systemd versions: "252 257" (default), "252" or "257"
 #   PKG_TEST_TIMEOUT       seconds per sandbox (default 240)
-#   CI                     when set, a systemd 257 root that cannot be built is a failure, not a SKIP
+#   CI                     when set (not empty), a systemd 257 root that cannot be built is a
+#                          failure, not a SKIP
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
