@@ -452,7 +452,8 @@ for v in ${HEIRD_PKG_SYSTEMD:-252 257}; do
     252) roots[$v]=/ ;;
     257)
       rootfs_err=$(mktemp)
-      rc=0; root=$("$here/rootfs.sh" trixie 2>"$rootfs_err") || rc=$?
+      # Its own root with rpm (rootfs.sh keeps it apart from the systemd suite's, trixie+rpm).
+      rc=0; root=$(HEIRD_ROOTFS_EXTRA=rpm "$here/rootfs.sh" trixie 2>"$rootfs_err") || rc=$?
       if [ "$rc" = 0 ]; then roots[$v]=$root
       else
         reason=$(tail -n 1 "$rootfs_err")
