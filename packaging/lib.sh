@@ -14,6 +14,16 @@ PROJECT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=$(readlink -m "${CARGO_TARGET_DIR:-$PROJECT/target}")
 CARGO_VERSION=$(awk -F'"' '/^\[/ { sect = $0 } sect == "[package]" && /^version *=/ { print $2; exit }' "$PROJECT/Cargo.toml")
 VERSION=${HEIRD_PKG_VERSION:-$CARGO_VERSION}
+# The package's own revision (Debian revision, RPM release): a package that changes but not the
+# binary (a unit, a script) gets a higher one. HEIRD_PKG_UNIT_EXTRA (tests only) is one more
+# line for the [Service] section of the packaged heird.service, e.g.
+# "Environment=HEIRD_PKG_TEST=2": a package whose unit changed, for the upgrade test.
+# Default: the revision of packaging/debian/changelog's newest entry when that entry is of
+# VERSION, else 1.
+changelog_top=$(sed -n '1s/^heird (\([^)]*\)).*/\1/p' "$PROJECT/packaging/debian/changelog")
+if [ "${changelog_top%-*}" = "$VERSION" ]; then default_revision=${changelog_top##*-}; else default_revision=1; fi
+REVISION=${HEIRD_PKG_REVISION:-$default_revision}
+UNIT_EXTRA=${HEIRD_PKG_UNIT_EXTRA:-}
 
 log() { echo "packaging: $*" >&2; }
 die() { echo "packaging: $*" >&2; exit 1; }
@@ -23,6 +33,17 @@ case $VERSION in
   *) die "HEIRD_PKG_VERSION='$VERSION' is not a version like 1.2.3" ;;
 esac
 case $VERSION in *[!0-9A-Za-z.+~]*) die "HEIRD_PKG_VERSION='$VERSION': use only digits, letters, '.', '+' and '~'" ;; esac
+case $REVISION in '' | *[!0-9]*) die "HEIRD_PKG_REVISION='$REVISION' is not a number" ;; esac
+case $UNIT_EXTRA in *"
+"*) die "HEIRD_PKG_UNIT_EXTRA must be one line" ;; esac
+
+# add_unit_extra FILE: appends UNIT_EXTRA (when set) to the [Service] section of FILE.
+add_unit_extra() {
+  [ -n "$UNIT_EXTRA" ] || return 0
+  awk -v extra="$UNIT_EXTRA" '{ print } /^\[Service\]$/ { print "# Added by HEIRD_PKG_UNIT_EXTRA (packaging test build)."; print extra }' \
+    "$1" > "$1.tmp" && mv "$1.tmp" "$1"
+  grep -qxF "$UNIT_EXTRA" "$1" || die "could not add '$UNIT_EXTRA' to $1"
+}
 
 # need_tool SUBCOMMAND CRATE@VERSION: install the cargo subcommand with `cargo install --locked`
 # when missing. The versions are the ones these scripts were checked with (an installed one of
@@ -58,6 +79,9 @@ pkg_tree() {
   awk -v v="$VERSION" '/^name = "heird"$/ { hit = 1; print; next } hit && /^version = / { print "version = \"" v "\""; hit = 0; next } { hit = 0; print }' \
     "$PROJECT/Cargo.lock" > "$TREE/Cargo.lock"
   touch -r "$PROJECT/Cargo.lock" "$TREE/Cargo.lock"
+  # The project's time on the patched Cargo.toml too: cargo then rebuilds heird only when the
+  # version differs from the last build here (a new revision of the same version reuses it).
+  touch -r "$PROJECT/Cargo.toml" "$TREE/Cargo.toml"
   # A changelog entry for this version (dpkg and lintian read the newest one).
   {
     printf 'heird (%s-1) unstable; urgency=medium\n\n  * Rebuilt as version %s by packaging/build-*.sh (HEIRD_PKG_VERSION).\n\n' "$VERSION" "$VERSION"

@@ -5,12 +5,16 @@
 //!
 //! - `systemd_252_suite` boots the host's own systemd (252 on Debian 12, which CI runs).
 //! - `systemd_257_suite` boots the systemd 257 of a Debian 13 root that
-//!   `tests/systemd/rootfs.sh` builds with mmdebstrap on first use and caches in
-//!   /var/cache/heird-sandbox/trixie. When it cannot be built (no network, no mmdebstrap), the
-//!   test prints `SKIP: systemd 257 suite: <reason>` and passes.
+//!   `tests/systemd/rootfs.sh` builds with mmdebstrap on first use (it downloads Debian 13's
+//!   packages from the mirror in apt's sources; the root is about 140 MB) and caches in
+//!   /var/cache/heird-sandbox/trixie. When it cannot be built (no mirror reachable, no
+//!   mmdebstrap), the test prints `SKIP: systemd 257 suite: <reason>` and passes.
 //!
 //! Both need root. Without it (or without unshare, nsenter, curl, a systemd), `run.sh` prints
-//! `SKIP: systemd suite: <reason>` and the test passes: read the output. Every output line is
+//! `SKIP: systemd suite: <reason>` and the test passes: read the output.
+//!
+//! In CI (the environment variable `CI` set and not empty) a suite that cannot run is a
+//! failure, not a SKIP: CI runs as root on a machine that has everything. Every output line is
 //! prefixed with the systemd version it comes from, and is written straight to stdout (not
 //! captured), so progress is visible while the scenarios run.
 //!
@@ -63,9 +67,33 @@ fn say(tag: &str, line: &str) {
     let _ = out.flush();
 }
 
-/// Runs `cmd` with stdout and stderr each streamed line by line with `tag` in front; returns
-/// the exit status, what it printed on stdout, and its last line on stderr.
-fn stream(tag: &str, cmd: &mut Command, keep_stdout: bool) -> (ExitStatus, String, String) {
+/// True under CI (`CI` set and not empty): a suite that cannot run fails instead of skipping.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// A suite that cannot run here: SKIP (printed loudly), or under CI a failure.
+fn skip_or_fail(tag: &str, what: &str, reason: &str) {
+    if in_ci() {
+        panic!("{tag} {what} cannot run, and CI is set (CI fails instead of skipping): {reason}");
+    }
+    let bar = "#".repeat(100);
+    say(tag, &bar);
+    say(tag, &format!("SKIP: {what}: {reason}"));
+    say(tag, &bar);
+}
+
+/// What `stream` saw: the exit status, stdout (when kept), the last line on stderr, and the
+/// reason of a `SKIP: systemd suite: <reason>` line on stdout.
+struct Streamed {
+    status: ExitStatus,
+    stdout: String,
+    last_err: String,
+    skipped: Option<String>,
+}
+
+/// Runs `cmd` with stdout and stderr each streamed line by line with `tag` in front.
+fn stream(tag: &str, cmd: &mut Command, keep_stdout: bool) -> Streamed {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -85,19 +113,28 @@ fn stream(tag: &str, cmd: &mut Command, keep_stdout: bool) -> (ExitStatus, Strin
         last
     });
     let mut kept = String::new();
+    let mut skipped = None;
     let mut stdout = child.stdout.take().expect("piped stdout");
     if keep_stdout {
         let _ = stdout.read_to_string(&mut kept);
     } else {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             say(tag, &line);
+            if let Some(reason) = line.strip_prefix("SKIP: systemd suite: ") {
+                skipped = Some(reason.to_string());
+            }
         }
     }
     let status = child
         .wait()
         .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
     let last_err = err_reader.join().unwrap_or_default();
-    (status, kept, last_err)
+    Streamed {
+        status,
+        stdout: kept,
+        last_err,
+        skipped,
+    }
 }
 
 /// Runs the whole suite against the systemd of `rootfs` (the host's when `None`).
@@ -113,7 +150,7 @@ fn run_suite(tag: &str, rootfs: Option<&Path>) {
 
     let _serial = (!parallel()).then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
     let t0 = Instant::now();
-    let (status, _, _) = stream(tag, &mut cmd, false);
+    let Streamed { status, skipped, .. } = stream(tag, &mut cmd, false);
     say(
         tag,
         &format!(
@@ -122,6 +159,11 @@ fn run_suite(tag: &str, rootfs: Option<&Path>) {
         ),
     );
 
+    if let Some(reason) = skipped
+        && status.success()
+    {
+        skip_or_fail(tag, "systemd suite", &reason);
+    }
     if !status.success() && !load.exists() {
         panic!(
             "{tag} {} exited with {status}: the load client {} is missing; run `cargo build --examples` \
@@ -164,18 +206,17 @@ fn systemd_257_suite() {
     let script = project().join("tests/systemd/rootfs.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).arg("trixie");
-    let (status, stdout, reason) = stream(tag, &mut cmd, true);
+    let Streamed {
+        status,
+        stdout,
+        last_err: reason,
+        ..
+    } = stream(tag, &mut cmd, true);
     let root = PathBuf::from(stdout.trim());
     match status.code() {
         Some(0) if root.join("lib/systemd/systemd").exists() => {}
         Some(3) => {
-            let bar = "#".repeat(100);
-            say(tag, &bar);
-            say(
-                tag,
-                &format!("SKIP: systemd 257 suite: no Debian 13 root: {reason}"),
-            );
-            say(tag, &bar);
+            skip_or_fail(tag, "systemd 257 suite", &format!("no Debian 13 root: {reason}"));
             return;
         }
         _ => panic!(

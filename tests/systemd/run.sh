@@ -65,6 +65,11 @@ if command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/net/http2
     go build -o "$seed/usr/local/bin/h2retry" "$project/tests/clients/h2retry/main.go" \
     || echo "run.sh: cannot build tests/clients/h2retry; scenario 22 will be skipped" >&2
 fi
+# The group of /run/heird.sock (SocketGroup= in heird-unix.socket); created after each boot with
+# systemd-sysusers, as the packages do.
+install -D -m 0644 "$project/deploy/heird.sysusers" "$seed/usr/lib/sysusers.d/heird.conf"
+# The units' Documentation=man:heird(1) (systemd-analyze verify looks it up).
+install -D -m 0644 "$project/packaging/heird.1" "$seed/usr/share/man/man1/heird.1"
 
 # Read-only bind: the project (scenarios, deploy/).
 export SANDBOX_ROOTFS=$root SANDBOX_SEED=$seed SANDBOX_BIND_RO=$project
@@ -77,7 +82,7 @@ run_one() {
   local name=$1 script=$2 box=$version-$1-$$ t0 rc=0 secs state
   state=/tmp/heird-sandbox/$box
   t0=$(date +%s%N)
-  if sbx up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ]; then
+  if sbx up 2>&1 | sed 's/^/    /'; [ "${PIPESTATUS[0]}" = 0 ] && sbx exec systemd-sysusers heird.conf; then
     timeout -k 5 "${SCENARIO_TIMEOUT:-150}" env SANDBOX_NAME="$box" "$here/sandbox.sh" exec \
       env HEIRD_LOAD=/usr/local/bin/heird-load HEIRD_PROJECT="$project" SYSTEMD_VERSION="$version" "$script" 2>&1 | sed 's/^/    /'
     rc=${PIPESTATUS[0]}

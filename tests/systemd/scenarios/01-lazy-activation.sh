@@ -3,9 +3,11 @@
 # process, serves on both sockets, and runs as an unprivileged dynamic user.
 . "$(dirname "$0")/lib.sh"
 
-systemctl start heird.socket
+systemctl start heird.socket heird-unix.socket
 is_state active heird.socket || fail "heird.socket: $(prop ActiveState heird.socket)"
-is_state active heird-unix.socket || fail "heird-unix.socket not pulled in by heird.socket: $(prop ActiveState heird-unix.socket)"
+is_state active heird-unix.socket || fail "heird-unix.socket: $(prop ActiveState heird-unix.socket)"
+perm=$(stat -c '%a %U:%G' /run/heird.sock)
+[ "$perm" = "660 root:heird-clients" ] || fail "/run/heird.sock is $perm, expected 660 root:heird-clients"
 sleep 0.5
 is_state inactive || fail "heird.service is $(prop ActiveState) before any connection"
 ok "sockets listening, service inactive"

@@ -31,9 +31,9 @@ http_unix() { curl -sS --fail --max-time 10 --unix-socket /run/heird.sock "http:
 # json_num FIELD < JSON: the first number (or bare word) value of "FIELD".
 json_num() { grep -oE "\"$1\"[[:space:]]*:[[:space:]]*[^,}\"[:space:]]+" | head -n 1 | sed -E 's/.*:[[:space:]]*//'; }
 
-# start_heird: socket-activate heird and wait until it is up.
+# start_heird: socket-activate heird (both socket units) and wait until it is up.
 start_heird() {
-  systemctl start heird.socket
+  systemctl start heird.socket heird-unix.socket
   http / >/dev/null || fail "first request after socket activation failed"
   wait_for 10 "heird.service active" is_state active
 }
