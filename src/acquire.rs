@@ -149,6 +149,8 @@ pub struct Acquired {
     pub connections: Vec<(String, OwnedFd)>,
     /// The app's state a previous process stored at its stop (a memfd).
     pub state: Option<OwnedFd>,
+    /// Set when socket units passed sockets, so the addresses to bind are not used.
+    pub listen_ignored: Option<String>,
 }
 
 /// systemd passed fds without a predecessor: socket-unit fds and/or fds heird stored earlier.
@@ -161,9 +163,18 @@ fn reconcile_with_store(passed: Vec<Listener>, bind_addrs: &[ListenAddr]) -> Res
         .partition(|l| fdstore::is_bound_listener(&l.name));
     if !unit.is_empty() {
         let unstore = stored.iter().map(|l| l.name.clone()).collect();
+        let listen_ignored = (!bind_addrs.is_empty()).then(|| {
+            let addrs: Vec<String> = bind_addrs.iter().map(ToString::to_string).collect();
+            format!(
+                "systemd passed {} socket(s): the configured listen address(es) {} are not bound",
+                unit.len(),
+                addrs.join(", ")
+            )
+        });
         return Ok(Acquired {
             listeners: unit,
             unstore,
+            listen_ignored,
             ..Acquired::default()
         });
     }

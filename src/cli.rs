@@ -268,13 +268,20 @@ pub fn reload_command(args: ReloadArgs) -> ExitCode {
     }
 }
 
-/// `stop`: exit 0 once the process is gone (or when `$MAINPID` is empty: nothing to stop);
+/// `stop`: exit 0 once the process is gone (or when there is no main process: `$MAINPID` empty,
+/// or unset under systemd, which leaves it unset once the main process has exited);
 /// 1 when it did not exit within the timeout; 78 for a bad pid.
 pub fn stop_command(args: StopArgs) -> ExitCode {
     let pid = match (args.pid, std::env::var("MAINPID")) {
         (Some(p), _) => p,
         (None, Ok(v)) if v.trim().is_empty() || v.trim() == "0" => {
             // ExecStop= with no main process left (it exited or crashed): nothing to stop.
+            println!("no main process; nothing to stop");
+            return ExitCode::SUCCESS;
+        }
+        (None, Err(_)) if std::env::var_os("INVOCATION_ID").is_some() => {
+            // Run by systemd (ExecStop=) after the main process exited: systemd leaves MAINPID
+            // unset then. Nothing to stop.
             println!("no main process; nothing to stop");
             return ExitCode::SUCCESS;
         }

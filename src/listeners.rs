@@ -139,7 +139,7 @@ impl ListenAddr {
     }
 
     /// The name of a listener heird bound itself, usable in `LISTEN_FDNAMES` and `FDNAME=`
-    /// (printable, no `:`), starting with [`fdstore::BOUND_PREFIX`].
+    /// (printable, no `:`), starting with `bound-`.
     pub fn default_name(&self) -> String {
         let raw = match self {
             ListenAddr::Tcp(a) => format!("{}tcp-{a}", fdstore::BOUND_PREFIX),

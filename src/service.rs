@@ -152,6 +152,11 @@ impl Service {
         if acquired.listeners.is_empty() {
             return Err(fail(StartError::NoListeners));
         }
+        if let Some(note) = &acquired.listen_ignored
+            && inherited.channel.is_none()
+        {
+            info!("{note}");
+        }
         let exe = successor::resolve_exe().map_err(|e| fail(StartError::Exe(e)))?;
         if crate::fdstore::available() {
             // Removals first: a socket bound anew may carry the name of the one it replaces.
