@@ -18,7 +18,8 @@
 //!     })
 //! }
 //! ```
-//! [`Service`] adds a readiness gate ([`Service::ready_when`]), a [`Handle`] to follow the
+//! [`Service`] adds a readiness gate ([`Service::ready_when`]), a router per listener name
+//! ([`Routes`]), state for the next process ([`Service::save_state`]), a [`Handle`] to follow the
 //! lifecycle ([`Status`]) and to start a handoff or a stop from code, and [`Options`] (drain
 //! and handoff timeouts, signal handling). [`Inherited`] and [`start`] serve a binary that reads
 //! its own configuration first. The `examples/` directory has one program per point.
@@ -114,7 +115,7 @@ pub use inherit::{InheritError, Inherited};
 pub use lifecycle::Exit;
 pub use listeners::{ListenAddr, ListenError, Listener};
 pub use logging::init as init_logging;
-pub use server::{ConnectionMoves, ServeSettings, UnixPeer};
+pub use server::{ConnectionMoves, Routes, ServeSettings, UnixPeer};
 pub use service::{Options, RunError, Service, StartError};
 
 /// heird's own binary uses these; they are not part of the library's API and may change at

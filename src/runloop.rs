@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,7 +25,7 @@ use crate::handover;
 use crate::lifecycle::{self, Action, DrainTo, Event, Exit, State, WaiterId};
 use crate::listeners::Listener;
 use crate::notify::{self, NotifyState};
-use crate::server::{self, Server};
+use crate::server::{self, Routes, Server};
 use crate::service::{Options, RunError};
 use crate::successor::{self, HandoffError, Successor};
 use crate::wire::{ChannelMsg, ControlAnswer};
@@ -67,7 +66,7 @@ pub(crate) struct Start {
     pub channel: Option<Channel>,
     pub control_fd: Option<std::os::fd::OwnedFd>,
     pub opts: Options,
-    pub router: Router,
+    pub routes: Routes,
     pub listeners: Arc<Vec<Listener>>,
     pub exe: PathBuf,
     pub args: Vec<OsString>,
@@ -85,7 +84,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         channel,
         control_fd,
         opts,
-        router,
+        routes,
         listeners,
         exe,
         args,
@@ -110,7 +109,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         state,
         generation,
         opts,
-        router,
+        routes,
         listeners: Some(listeners),
         exe,
         args,
@@ -169,7 +168,7 @@ pub(crate) struct Driver {
     state: State,
     generation: u64,
     opts: Options,
-    router: Router,
+    routes: Routes,
     /// The listening sockets, passed to each successor; released at a stop.
     listeners: Option<Arc<Vec<Listener>>>,
     exe: PathBuf,
@@ -500,7 +499,7 @@ impl Driver {
         self.drain_wait = None;
         self.drain = Drain::new();
         let listeners = self.listeners.clone().unwrap_or_default();
-        self.server = Server::spawn(&listeners, self.router.clone(), &self.drain, &self.opts.serve)
+        self.server = Server::spawn(&listeners, self.routes.clone(), &self.drain, &self.opts.serve)
             .map_err(RunError::Serve)?;
         self.control.restart();
         self.watchdog = notify::start_watchdog();

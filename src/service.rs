@@ -21,7 +21,7 @@ use crate::handle::{Handle, Handles, StateProvider};
 use crate::inherit::{InheritError, Inherited};
 use crate::listeners::{ListenError, Listener};
 use crate::runloop;
-use crate::server::{ServeSettings, Server};
+use crate::server::{Routes, ServeSettings, Server};
 use crate::successor;
 
 pub use crate::lifecycle::Exit;
@@ -239,8 +239,13 @@ impl Service {
         self.ignored.as_deref()
     }
 
-    /// Serves `router` until a stop or a completed handoff, then drains.
-    pub async fn run(mut self, router: Router, opts: Options) -> Result<Exit, RunError> {
+    /// Serves `router` on every listener until a stop or a completed handoff, then drains.
+    pub async fn run(self, router: Router, opts: Options) -> Result<Exit, RunError> {
+        self.run_routes(Routes::new(router), opts).await
+    }
+
+    /// Like [`Service::run`], with a router per listener name (see [`Routes`]).
+    pub async fn run_routes(mut self, routes: Routes, opts: Options) -> Result<Exit, RunError> {
         let report = |e: RunError| {
             self.inherited.report_error(&e.to_string());
             e
@@ -260,7 +265,7 @@ impl Service {
             info!("readiness gate passed");
         }
         let drain = Drain::new();
-        let server = Server::spawn(&self.listeners, router.clone(), &drain, &opts.serve)
+        let server = Server::spawn(&self.listeners, routes.clone(), &drain, &opts.serve)
             .map_err(|e| report(RunError::Serve(e)))?;
         let signals = if opts.handle_signals {
             Some(runloop::Signals::new().map_err(|e| report(RunError::Signals(e)))?)
@@ -299,7 +304,7 @@ impl Service {
             channel,
             control_fd: inherited.control,
             opts,
-            router,
+            routes,
             listeners,
             exe,
             args,

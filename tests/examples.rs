@@ -247,3 +247,58 @@ fn state_survives_handoffs_and_a_restart() {
     assert_eq!(c, expected + 1, "{}", h2.describe());
     let _ = h.wait_timeout(Duration::from_secs(1));
 }
+
+/// admin: one socket unit passes `http` and `admin`; each listener has its own router.
+#[test]
+fn admin_serves_a_router_per_named_listener() {
+    use std::os::fd::AsRawFd;
+    let bin = example("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let (http_fd, http) = tcp_listener();
+    let (admin_fd, admin) = tcp_listener();
+    let mut sp = Spawn::new(dir.path(), &[]);
+    sp.bin = bin;
+    sp.fds = vec![http_fd.as_raw_fd(), admin_fd.as_raw_fd()];
+    sp.listen_pid_self = true;
+    let h = sp
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "http:admin")
+        .start();
+    assert!(
+        wait_until(Duration::from_secs(10), || get(http, "/")
+            .is_ok_and(|(s, _)| s == 200)),
+        "{}",
+        h.describe()
+    );
+    let (st, r) = get(admin, "/metrics").unwrap();
+    assert_eq!(st, 200, "{r}");
+    assert!(body(&r).starts_with("api_requests "), "{r}");
+    assert_eq!(
+        get(http, "/metrics").unwrap().0,
+        404,
+        "the API does not serve metrics"
+    );
+    assert_eq!(
+        get(admin, "/").unwrap().0,
+        404,
+        "the admin port does not serve the API"
+    );
+    // After a handoff, the same split, and a kept-alive admin connection moved to the successor
+    // still reaches the admin router.
+    let stream = std::net::TcpStream::connect(admin).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(stream);
+    std::io::Write::write_all(&mut w, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut r);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}\n{}", h.describe());
+    assert!(wait_gone(h.pid(), Duration::from_secs(10)), "{}", h.describe());
+    std::io::Write::write_all(&mut w, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let (head, b) = read_response(&mut r);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && b.starts_with("api_requests"),
+        "{head}{b}"
+    );
+    assert_eq!(get(http, "/metrics").unwrap().0, 404);
+}

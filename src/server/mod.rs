@@ -18,6 +18,7 @@ mod io;
 mod moves;
 mod peer;
 mod request;
+mod routes;
 mod sniff;
 
 use std::io as stdio;
@@ -39,6 +40,7 @@ use io::{ConnIo, ConnState, Movable};
 use moves::Mover;
 pub use peer::UnixPeer;
 use request::ReqCtx;
+pub use routes::Routes;
 use sniff::Proto;
 
 /// Settings of the connection layer.
@@ -75,7 +77,7 @@ pub struct Server {
 }
 
 struct ConnCtx {
-    router: Router,
+    routes: routes::Resolved,
     drain: Drain,
     settings: ServeSettings,
     /// Set when draining connections go somewhere instead of closing: to a successor that
@@ -91,12 +93,12 @@ impl Server {
     /// successor needs them).
     pub fn spawn(
         listeners: &[Listener],
-        router: Router,
+        routes: Routes,
         drain: &Drain,
         settings: &ServeSettings,
     ) -> stdio::Result<Server> {
         let ctx = Arc::new(ConnCtx {
-            router,
+            routes: routes::Resolved::new(routes, listeners),
             drain: drain.clone(),
             settings: settings.clone(),
             mover: OnceLock::new(),
@@ -106,12 +108,13 @@ impl Server {
         for l in listeners {
             let fd: OwnedFd = l.fd.try_clone()?;
             let name = l.name.clone();
+            let router = ctx.routes.for_listener(&l.address);
             match l.family {
                 Family::Inet => {
                     let std = std::net::TcpListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = TcpListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                    tokio::spawn(accept_loop(name, ctx.clone(), router, move |cx| {
                         listener.poll_accept(cx).map_ok(|(s, _)| {
                             let _ = s.set_nodelay(true);
                             s
@@ -122,7 +125,7 @@ impl Server {
                     let std = std::os::unix::net::UnixListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = UnixListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                    tokio::spawn(accept_loop(name, ctx.clone(), router, move |cx| {
                         listener.poll_accept(cx).map_ok(|(s, _)| s)
                     }));
                 }
@@ -162,7 +165,7 @@ impl Server {
 
 /// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
 /// ENFILE) or memory pauses accepting briefly instead of spinning.
-async fn accept_loop<S, F>(name: String, ctx: Arc<ConnCtx>, mut accept: F)
+async fn accept_loop<S, F>(name: String, ctx: Arc<ConnCtx>, router: Router, mut accept: F)
 where
     S: Movable,
     F: FnMut(&mut Context<'_>) -> Poll<stdio::Result<S>>,
@@ -177,7 +180,14 @@ where
         match res {
             Ok(stream) => {
                 let open = ctx.drain.track();
-                tokio::spawn(serve_connection(stream, Bytes::new(), ctx.clone(), 0, open));
+                tokio::spawn(serve_connection(
+                    stream,
+                    Bytes::new(),
+                    ctx.clone(),
+                    0,
+                    open,
+                    router.clone(),
+                ));
             }
             Err(e) => {
                 let resource = matches!(
@@ -208,6 +218,7 @@ async fn serve_connection<S: Movable>(
     ctx: Arc<ConnCtx>,
     moves: u32,
     open: crate::drain::ConnGuard,
+    router: Router,
 ) {
     let state = Arc::new(ConnState::default());
     let peer = stream.peer();
@@ -217,6 +228,7 @@ async fn serve_connection<S: Movable>(
     };
     let rc = Arc::new(ReqCtx {
         ctx: ctx.clone(),
+        router,
         state,
         moves,
         peer,

@@ -17,6 +17,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tracing::{debug, warn};
 
 use super::io::{ConnIo, Movable};
+use super::routes::Local;
 use super::{ConnCtx, Server, serve_connection};
 use crate::channel::{Channel, MAX_MSG};
 use crate::fdstore;
@@ -116,15 +117,23 @@ impl Server {
                 let std = std::net::TcpStream::from(fd);
                 std.set_nonblocking(true)?;
                 let s = TcpStream::from_std(std)?;
+                let local = s.local_addr().map(Local::Tcp).unwrap_or(Local::Unknown);
+                let router = ctx.routes.for_local(&local);
                 let open = ctx.drain.track();
-                tokio::spawn(serve_connection(s, prefix, ctx, moves, open));
+                tokio::spawn(serve_connection(s, prefix, ctx, moves, open, router));
             }
             Kind::Unix => {
                 let std = std::os::unix::net::UnixStream::from(fd);
                 std.set_nonblocking(true)?;
                 let s = UnixStream::from_std(std)?;
+                let local = s
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| Local::Unix(p.display().to_string())))
+                    .unwrap_or(Local::Unknown);
+                let router = ctx.routes.for_local(&local);
                 let open = ctx.drain.track();
-                tokio::spawn(serve_connection(s, prefix, ctx, moves, open));
+                tokio::spawn(serve_connection(s, prefix, ctx, moves, open, router));
             }
         }
         Ok(())

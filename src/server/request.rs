@@ -22,6 +22,8 @@ use crate::drain::Draining;
 /// What every request of one connection carries.
 pub(super) struct ReqCtx {
     pub ctx: Arc<ConnCtx>,
+    /// The router of the connection's listener.
+    pub router: axum::Router,
     pub state: Arc<ConnState>,
     pub moves: u32,
     pub peer: Peer,
@@ -89,7 +91,7 @@ pub(super) fn call(rc: &Arc<ReqCtx>, mut req: Request<Incoming>) -> RespFuture {
     rc.peer.insert_into(ext);
     let rc = rc.clone();
     Box::pin(async move {
-        let mut resp: Response<Body> = match rc.ctx.router.clone().oneshot(req.map(Body::new)).await {
+        let mut resp: Response<Body> = match rc.router.clone().oneshot(req.map(Body::new)).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
