@@ -29,7 +29,9 @@ for fault in ready-written:kill-old mainpid-sent:kill-old mainpid-sent:kill-new;
   refused=$(json_num refused < /tmp/load.json)
   main=$(mainpid); answering=$(http /info | json_num pid)
   echo "figure: $fault: reload exit $rc, NRestarts=$(prop NRestarts), MainPID $pid0 -> $main (answering $answering), Result=$(prop Result); $(load_line /tmp/load.json)"
-  journalctl -q --no-pager -u heird.service -o cat | grep -E "Main process exited|Supervising|Scheduled restart|take the service back|taking the service back" | tail -n 5 | sed 's/^/  journal: /'
+  # (Informational: which of these systemd logged depends on timing; none at all is fine, e.g.
+  # when the old process got MAINPID= out before the fault killed it.)
+  { journalctl -q --no-pager -u heird.service -o cat | grep -E "Main process exited|Supervising|Scheduled restart|take the service back|taking the service back" || true; } | tail -n 5 | sed 's/^/  journal: /'
   [ "$refused" = 0 ] || fail "$fault: $refused connections refused"
   [ "$main" = "$answering" ] || fail "$fault: MainPID $main but pid $answering answers"
   ok "$fault: no connection refused; the unit is active with MainPID $main"
