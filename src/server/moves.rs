@@ -41,6 +41,9 @@ pub(super) async fn move_out<S: Movable>(
     read_buf: Bytes,
     moves: u32,
 ) {
+    // The drain lasts until the outcome is counted, not only until the fd has gone: the counts
+    // are logged when the drain ends (a race that logged `moved=0` for a stored connection).
+    let _counted = ctx.drain.track();
     let sent = match mover {
         Mover::Successor(channel) => send_moved(channel, io, read_buf, moves + 1).await,
         Mover::Store { room } => {
