@@ -302,3 +302,75 @@ fn admin_serves_a_router_per_named_listener() {
     );
     assert_eq!(get(http, "/metrics").unwrap().0, 404);
 }
+
+/// websocket: two chat clients (python3-websockets) hear each other; a handoff closes both
+/// with 1012, and they can reconnect to the successor and chat on.
+#[test]
+fn websocket_chat_closes_with_1012_at_a_handoff() {
+    const PYTHON: &str = "/usr/bin/python3";
+    let probe = Command::new(PYTHON).args(["-c", "import websockets"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs {PYTHON} with python3-websockets"
+        );
+        eprintln!("SKIP: {PYTHON} with python3-websockets is not installed");
+        return;
+    }
+    let bin = example("websocket");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut sp = Spawn::new(dir.path(), &[&addr.to_string()]);
+    sp.bin = bin;
+    let h = sp.start();
+    wait_serving(addr, &h);
+    // Both connect; A speaks, B hears; then B waits for the close, and A sends SIGUSR2 to the
+    // server: both must see 1012. Then one reconnects and hears itself on the successor.
+    let script = format!(
+        r#"
+import asyncio, os, signal, websockets
+URL = "ws://{addr}/chat"
+async def main():
+    a = await websockets.connect(URL)
+    b = await websockets.connect(URL)
+    await a.send("hello from a")
+    print("b heard", await asyncio.wait_for(b.recv(), 10), flush=True)
+    os.kill({pid}, signal.SIGUSR2)
+    for name, ws in (("a", a), ("b", b)):
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 20)
+        except websockets.ConnectionClosed as e:
+            print(name, "closed", e.rcvd.code if e.rcvd else -1, flush=True)
+    c = await websockets.connect(URL)
+    await c.send("again")
+    print("c heard", await asyncio.wait_for(c.recv(), 10), flush=True)
+    await c.close()
+asyncio.run(main())
+"#,
+        pid = h.pid()
+    );
+    let out = Command::new(PYTHON).args(["-c", &script]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}\n{}", h.describe());
+    for line in [
+        "b heard hello from a",
+        "a closed 1012",
+        "b closed 1012",
+        "c heard again",
+    ] {
+        assert!(
+            text.contains(line),
+            "missing {line:?} in:\n{text}\n{}",
+            h.describe()
+        );
+    }
+    assert!(
+        wait_gone(h.pid(), Duration::from_secs(10)),
+        "the old process did not exit"
+    );
+}
