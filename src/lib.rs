@@ -62,7 +62,7 @@
 //! - `drain`: the drain switch, open-connection count, deadline, and [`Draining`], the
 //!   handlers' view of it.
 //! - `server`: accept loops, h1 (with upgrades) and h2c per connection through hyper,
-//!   `ConnectInfo`, moving connections.
+//!   `ConnectInfo`, moving connections; [`ws`], WebSockets that move with their state.
 //! - `control`: the control socket behind `reload` (server side).
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
@@ -115,7 +115,7 @@ pub use inherit::{InheritError, Inherited};
 pub use lifecycle::Exit;
 pub use listeners::{ListenAddr, ListenError, Listener};
 pub use logging::init as init_logging;
-pub use server::{ConnectionMoves, Routes, ServeSettings, UnixPeer};
+pub use server::{ConnectionMoves, Routes, ServeSettings, UnixPeer, ws};
 pub use service::{Options, RunError, Service, StartError};
 
 /// heird's own binary uses these; they are not part of the library's API and may change at

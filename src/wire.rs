@@ -64,6 +64,19 @@ pub enum ChannelMsg<'a> {
         moves: u32,
         unread: &'a [u8],
     },
+    /// Parent → successor (and, encoded, beside a WebSocket in the fd store): a live WebSocket
+    /// stopped at a message boundary (its fd rides along as `SCM_RIGHTS`), with how often it has
+    /// moved, the path of the request that opened it (the successor's router finds its handler
+    /// by it), the handler's state, and the bytes read but not parsed yet (a partial frame
+    /// included). Header `ws <tcp|unix> <moves> <path length> <state length>\n`, then the path,
+    /// the state and the unread bytes.
+    Ws {
+        kind: ConnKind,
+        moves: u32,
+        path: &'a str,
+        state: &'a [u8],
+        unread: &'a [u8],
+    },
 }
 
 impl ChannelMsg<'_> {
@@ -88,6 +101,21 @@ impl ChannelMsg<'_> {
                 v.extend_from_slice(unread);
                 v
             }
+            ChannelMsg::Ws {
+                kind,
+                moves,
+                path,
+                state,
+                unread,
+            } => {
+                let head = format!("ws {} {moves} {} {}\n", kind.as_str(), path.len(), state.len());
+                let mut v = Vec::with_capacity(head.len() + path.len() + state.len() + unread.len());
+                v.extend_from_slice(head.as_bytes());
+                v.extend_from_slice(path.as_bytes());
+                v.extend_from_slice(state);
+                v.extend_from_slice(unread);
+                v
+            }
         }
     }
 }
@@ -106,6 +134,30 @@ impl<'a> ChannelMsg<'a> {
                 kind: ConnKind::parse(kind)?,
                 moves: moves.parse().ok()?,
                 unread: &rest[nl + 1..],
+            });
+        }
+        if let Some(rest) = msg.strip_prefix(b"ws ") {
+            let nl = rest.iter().position(|b| *b == b'\n')?;
+            let head = std::str::from_utf8(&rest[..nl]).ok()?;
+            let mut words = head.split(' ');
+            let kind = ConnKind::parse(words.next()?)?;
+            let moves = words.next()?.parse().ok()?;
+            let path_len: usize = words.next()?.parse().ok()?;
+            let state_len: usize = words.next()?.parse().ok()?;
+            if words.next().is_some() {
+                return None;
+            }
+            let body = &rest[nl + 1..];
+            let state_end = path_len.checked_add(state_len)?;
+            if state_end > body.len() {
+                return None;
+            }
+            return Some(ChannelMsg::Ws {
+                kind,
+                moves,
+                path: std::str::from_utf8(&body[..path_len]).ok()?,
+                state: &body[path_len..state_end],
+                unread: &body[state_end..],
             });
         }
         let text = std::str::from_utf8(msg).ok()?.trim_end_matches(['\n', '\0']);
@@ -205,6 +257,21 @@ mod tests {
                 moves: 0,
                 unread: b"",
             },
+            ChannelMsg::Ws {
+                kind: ConnKind::Tcp,
+                moves: 7,
+                path: "/ws?room=a b",
+                state: b"41\n\0",
+                // A partial masked frame: header, mask, half the payload.
+                unread: b"\x81\x85\x01\x02\x03\x04hi",
+            },
+            ChannelMsg::Ws {
+                kind: ConnKind::Unix,
+                moves: 0,
+                path: "",
+                state: b"",
+                unread: b"",
+            },
         ];
         for m in msgs {
             let bytes = m.encode();
@@ -221,6 +288,12 @@ mod tests {
             b"conn tcp x\n",
             b"conn tcp 1",
             b"primary now",
+            b"ws tcp 1 3 0\n/w",
+            b"ws tcp 1 3\n/ws",
+            b"ws tcp 1 3 1 9\n/wsx",
+            b"ws tcp 1 18446744073709551615 1\n/ws",
+            b"ws tcp 1 2 0\n\xff\xfe",
+            b"ws udp 1 0 0\n",
             b"\xff\xfe",
             b"",
         ] {

@@ -79,11 +79,11 @@ fn an_h2_client_that_never_reads_cannot_hold_a_handoff_or_a_stop_past_the_deadli
     assert!(took < Duration::from_secs(6), "{took:?}");
 }
 
-/// Opens a WebSocket on /ws by hand and returns the socket once the 101 has been read.
+/// Opens a WebSocket on /ws-close (axum's, closed with 1012 at a drain) by hand and returns the socket once the 101 has been read.
 fn raw_websocket(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        b"GET /ws-close HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
     .unwrap();

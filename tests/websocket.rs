@@ -52,7 +52,12 @@ fn echo_replies_carry_pid_count_and_the_message() {
 fn handoffs_lose_nothing(k: usize) {
     let s = start_heird("", false);
     let old = s.h.pid();
-    let out = ws_client(&["handoffs", &format!("ws://{}/ws", s.addr), "20", &k.to_string()]);
+    let out = ws_client(&[
+        "handoffs",
+        &format!("ws://{}/ws-close", s.addr),
+        "20",
+        &k.to_string(),
+    ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let conns = v["connections"].as_array().unwrap();
     assert_eq!(conns.len(), k + 1, "{out}");
@@ -119,7 +124,7 @@ fn a_stop_closes_with_1012_too() {
     check_python();
     let mut s = start_heird("", false);
     let mut client = Command::new(PYTHON)
-        .args([CLIENT, "until-close", &format!("ws://{}/ws", s.addr)])
+        .args([CLIENT, "until-close", &format!("ws://{}/ws-close", s.addr)])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -139,5 +144,187 @@ fn a_stop_closes_with_1012_too() {
         status.is_some_and(|st| st.success()),
         "{status:?}\n{}",
         s.h.describe()
+    );
+}
+
+// ---- Resumable WebSockets (`heird::ws`, the demo's `/ws`): they move, they do not close. ----
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{out}")))
+        .collect()
+}
+
+fn u64s(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
+
+/// One client, a message every 10 ms and a ping every 25 ms, across 50 handoffs: one TCP
+/// connection, no close, every message answered exactly once and in order, `n` continuous,
+/// every ping answered, 51 pids.
+#[test]
+fn one_websocket_moves_across_50_handoffs_without_a_close_or_a_gap() {
+    let s = start_heird("", false);
+    let old = s.h.pid();
+    let out = ws_client(&["continuous", &format!("ws://{}/ws", s.addr), "50", "10"]);
+    let v = &json_lines(&out)[0];
+    let brief = format!(
+        "close_code={} timeout={} sent={} echoes={} pids={} pings={} pongs={}\n{}",
+        v["close_code"],
+        v["timeout"],
+        v["sent"].as_array().unwrap().len(),
+        v["echoes"].as_array().unwrap().len(),
+        v["pids"],
+        v["pings"],
+        v["pongs"],
+        s.h.stderr()
+    );
+    assert_eq!(v["close_code"], serde_json::Value::Null, "{brief}");
+    assert_eq!(v["timeout"], serde_json::Value::Null, "{brief}");
+    assert_eq!(v["port_start"], v["port_end"], "{brief}");
+    assert_eq!(
+        v["echoes"], v["sent"],
+        "every message answered once, in order: {brief}"
+    );
+    let ns = u64s(&v["ns"]);
+    assert_eq!(ns, (1..=ns.len() as u64).collect::<Vec<_>>(), "{brief}");
+    let pids = u64s(&v["pids"]);
+    assert_eq!(pids.len(), 51, "{brief}");
+    assert_eq!(pids[0], old as u64, "{brief}");
+    let mut distinct = pids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 51, "a pid came back: {brief}");
+    assert!(v["pings"].as_u64().unwrap() > 0);
+    assert_eq!(v["pongs"], v["pings"], "every ping got its pong: {brief}");
+    eprintln!(
+        "resumable websocket across 50 handoffs: {} messages, {} pings, one connection, no close",
+        ns.len(),
+        v["pings"]
+    );
+}
+
+/// 100 clients, half of them in the middle of a fragmented message when the handoff starts:
+/// those finish it on the old process, then move; none is closed, every message is answered.
+#[test]
+fn a_fragmented_message_finishes_on_the_old_process_then_the_socket_moves() {
+    let s = start_heird("", false);
+    let old = s.h.pid() as u64;
+    let out = ws_client(&["fragments", &format!("ws://{}/ws", s.addr), "100"]);
+    let results = json_lines(&out);
+    assert_eq!(results.len(), 100, "{out}");
+    let mut new_pids = std::collections::BTreeSet::new();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(
+            r["close_code"],
+            serde_json::Value::Null,
+            "client {i}: {r}\n{}",
+            s.h.stderr()
+        );
+        assert_eq!(r["echoes"], r["sent"], "client {i}: {r}");
+        let ns = u64s(&r["ns"]);
+        assert_eq!(ns, (1..=ns.len() as u64).collect::<Vec<_>>(), "client {i}: {r}");
+        let pids = u64s(&r["pids"]);
+        assert_eq!(pids[0], old, "client {i}: {r}");
+        let last = *pids.last().unwrap();
+        assert_ne!(last, old, "client {i} never moved: {r}");
+        new_pids.insert(last);
+        if r["fragmented"] == true {
+            // The fragmented message was answered by the process that had its first part.
+            assert_eq!(pids[1], old, "client {i}: {r}");
+        }
+    }
+    assert_eq!(new_pids.len(), 1, "{new_pids:?}");
+}
+
+/// A successor that fails: nothing moves, no WebSocket is closed, the old process answers.
+#[test]
+fn a_failed_successor_moves_no_websocket() {
+    check_python();
+    let s = start_heird("", false);
+    let mut client = Command::new(PYTHON)
+        .args([CLIENT, "idle", &format!("ws://{}/ws", s.addr), "20"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert_eq!(ready, format!("ready {}", s.h.pid()));
+    std::fs::write(&s.cfg, "broken = [").unwrap();
+    let (ok, out) = reload(s.dir.path());
+    assert!(!ok, "{out}");
+    use std::io::Write;
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(client.wait().unwrap().success());
+    assert_eq!(summary["closed"], 0, "{summary}\n{}", s.h.stderr());
+    assert_eq!(summary["answered"], 20, "{summary}");
+    assert_eq!(summary["ns_ok"], true, "{summary}");
+    assert_eq!(summary["pids"][s.h.pid().to_string()], 20, "{summary}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// 1000 idle WebSockets move in one handoff. Prints the time from the handover (the reload's
+/// answer) until the old process is gone (every socket handed on), and memory; asserts that
+/// every one moved and none closed.
+#[test]
+fn a_thousand_idle_websockets_move_in_one_handoff() {
+    check_python();
+    let s = start_heird("", false);
+    let old = s.h.pid();
+    let mut client = Command::new(PYTHON)
+        .args([CLIENT, "idle", &format!("ws://{}/ws", s.addr), "1000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert_eq!(ready, format!("ready {old}"));
+    let rss_before = rss_kib(old);
+    let t0 = std::time::Instant::now();
+    let (ok, out) = reload(s.dir.path());
+    assert!(ok, "{out}");
+    let primary = t0.elapsed();
+    assert!(
+        wait_gone(old, std::time::Duration::from_secs(30)),
+        "{}",
+        s.h.describe()
+    );
+    let all_moved = t0.elapsed();
+    let new = info(s.addr)["pid"].as_u64().unwrap() as u32;
+    let rss_after = rss_kib(new);
+    use std::io::Write;
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(client.wait().unwrap().success());
+    assert_eq!(summary["closed"], 0, "{summary}");
+    assert_eq!(summary["answered"], 1000, "{summary}");
+    assert_eq!(
+        summary["ns_ok"], true,
+        "n went on from the moved state: {summary}"
+    );
+    assert_eq!(summary["pids"][new.to_string()], 1000, "{summary}");
+    eprintln!(
+        "1000 idle websockets: reload answered after {:.1} ms, old process gone (all moved) {:.1} ms \
+         after the reload started ({:.1} ms after its answer); RSS old {} KiB with them, successor {} KiB with them",
+        primary.as_secs_f64() * 1e3,
+        all_moved.as_secs_f64() * 1e3,
+        (all_moved - primary).as_secs_f64() * 1e3,
+        rss_before,
+        rss_after
     );
 }

@@ -11,6 +11,7 @@
 //!   [`ConnectionMoves`]) and the in-flight accounting.
 //! - `moves`: connections out to the successor or the fd store, and back in.
 //! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
+//! - [`ws`]: WebSockets that move to the successor with their handler's state.
 
 mod h1;
 mod h2;
@@ -20,6 +21,7 @@ mod peer;
 mod request;
 mod routes;
 mod sniff;
+pub mod ws;
 
 use std::io as stdio;
 use std::os::fd::OwnedFd;
@@ -52,6 +54,9 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Move idle keep-alive connections to the successor at a handoff (instead of closing them).
     pub move_connections: bool,
+    /// At a move, a resumable WebSocket ([`crate::ws`]) in the middle of a fragmented message
+    /// or a frame gets this long to reach a message boundary; then it is closed with 1012.
+    pub ws_boundary_timeout: Duration,
 }
 
 impl Default for ServeSettings {
@@ -60,6 +65,7 @@ impl Default for ServeSettings {
             idle_close_grace: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
             move_connections: true,
+            ws_boundary_timeout: Duration::from_secs(5),
         }
     }
 }

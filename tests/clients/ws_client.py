@@ -10,6 +10,16 @@ tests. Run it with Debian's /usr/bin/python3.
                                    and go on until the server closes; then reconnect, sending
                                    again what was not answered first. Finally N more messages on
                                    a last connection, and close; print one JSON summary line
+  ws_client.py continuous URL K MS  one connection: a message every MS ms and a ping every 25 ms;
+                                   after 5 replies from a pid, SIGUSR2 to that pid, K times (the
+                                   connection moves); then wait for every reply and close; print
+                                   one JSON summary line
+  ws_client.py fragments URL N     N connections; the even ones start a fragmented message
+                                   (first fragment sent, the rest held back); SIGUSR2 to the pid;
+                                   once an odd one is answered by a new pid, the even ones send
+                                   the rest; then 3 more messages each; print one JSON line each
+  ws_client.py idle URL N          N connections, one message each; print "ready"; on a line on
+                                   stdin one more message each; print one JSON summary line
 
 Exit status 0 when it ran to the end (the caller checks the output), 2 on a usage error.
 """
@@ -95,6 +105,179 @@ async def handoffs(url, n, k):
     print(json.dumps({"connections": connections, "sent": sent, "acked": acked}), flush=True)
 
 
+async def continuous(url, k, ms):
+    sent, replies, pids = [], [], []
+    result = {"close_code": None}
+    done = asyncio.Event()
+    pings = []
+    deadline = asyncio.get_running_loop().time() + 120
+    async with websockets.connect(url, ping_interval=None, max_queue=None) as ws:
+        port_start = ws.local_address[1]
+
+        async def reader():
+            since = 0
+            while True:
+                r = json.loads(await ws.recv())
+                replies.append(r)
+                if not pids or pids[-1] != r["pid"]:
+                    pids.append(r["pid"])
+                    since = 0
+                since += 1
+                if since == 5 and len(pids) <= k:
+                    os.kill(r["pid"], signal.SIGUSR2)
+                if since >= 5 and len(pids) > k:
+                    done.set()
+
+        async def pinger():
+            while True:
+                pings.append(await ws.ping())
+                await asyncio.sleep(0.025)
+
+        read_task = asyncio.create_task(reader())
+        ping_task = asyncio.create_task(pinger())
+        try:
+            i = 0
+            while not done.is_set() and not read_task.done():
+                if asyncio.get_running_loop().time() > deadline:
+                    result["timeout"] = True
+                    break
+                m = f"m{i}"
+                i += 1
+                sent.append(m)
+                await ws.send(m)
+                await asyncio.sleep(ms / 1000)
+            # Every reply, then close.
+            for _ in range(500):
+                if len(replies) >= len(sent) or read_task.done():
+                    break
+                await asyncio.sleep(0.01)
+        except websockets.ConnectionClosed:
+            pass
+        ping_task.cancel()
+        read_task.cancel()
+        try:
+            await read_task
+        except websockets.ConnectionClosed as e:
+            result["close_code"] = e.rcvd.code if e.rcvd is not None else -1
+        except (asyncio.CancelledError, Exception):
+            pass
+        if ws.close_code is not None:
+            result["close_code"] = ws.close_code
+        port_end = ws.local_address[1]
+        pongs = 0
+        for w in pings:
+            try:
+                await asyncio.wait_for(asyncio.shield(w), 2)
+                pongs += 1
+            except (asyncio.TimeoutError, websockets.ConnectionClosed, asyncio.CancelledError):
+                pass
+    result.update({
+        "sent": sent,
+        "echoes": [r["echo"] for r in replies],
+        "ns": [r["n"] for r in replies],
+        "pids": pids,
+        "port_start": port_start,
+        "port_end": port_end,
+        "pings": len(pings),
+        "pongs": pongs,
+    })
+    print(json.dumps(result), flush=True)
+
+
+async def fragments(url, n):
+    moved = asyncio.Event()
+    all_ready = asyncio.Event()
+    ready = [0]
+    first_pid = []
+    results = [None] * n
+
+    def one_ready():
+        ready[0] += 1
+        if ready[0] == n:
+            all_ready.set()
+
+    async def client(i):
+        frag = i % 2 == 0
+        replies, sent, code = [], [], None
+        try:
+            async with websockets.connect(url, ping_interval=None) as ws:
+                async def ask(m):
+                    await ws.send(m)
+                    sent.append(m if isinstance(m, str) else "".join(FRAGS[i]))
+                    replies.append(json.loads(await ws.recv()))
+
+                await ask(f"c{i}-hello")
+                first_pid.append(replies[0]["pid"])
+                if frag:
+                    async def parts():
+                        yield FRAGS[i][0]
+                        one_ready()
+                        await moved.wait()
+                        await asyncio.sleep(0.05)
+                        for p in FRAGS[i][1:]:
+                            yield p
+                            await asyncio.sleep(0.01)
+                    await ask(parts())
+                else:
+                    one_ready()
+                    for _ in range(3000):
+                        await ask(f"c{i}-wait")
+                        if replies[-1]["pid"] != replies[0]["pid"]:
+                            moved.set()
+                        if moved.is_set():
+                            break
+                        await asyncio.sleep(0.01)
+                for j in range(3):
+                    await ask(f"c{i}-after{j}")
+                    await asyncio.sleep(0.02)
+        except websockets.ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd is not None else -1
+        except Exception as e:
+            code = repr(e)
+        results[i] = {
+            "fragmented": frag,
+            "close_code": code,
+            "sent": sent,
+            "echoes": [r["echo"] for r in replies],
+            "ns": [r["n"] for r in replies],
+            "pids": [r["pid"] for r in replies],
+        }
+
+    FRAGS = {i: [f"c{i}-frag-a", "-b", "-c"] for i in range(0, n, 2)}
+    tasks = [asyncio.create_task(client(i)) for i in range(n)]
+    await asyncio.wait_for(all_ready.wait(), 60)
+    os.kill(first_pid[0], signal.SIGUSR2)
+    await asyncio.gather(*tasks)
+    for r in results:
+        print(json.dumps(r), flush=True)
+
+
+async def idle(url, n):
+    conns = []
+    for i in range(n):
+        ws = await websockets.connect(url, ping_interval=None)
+        await ws.send(f"c{i}-first")
+        conns.append((ws, json.loads(await ws.recv())))
+    print("ready", conns[0][1]["pid"], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    pids, ns, closed = {}, [], 0
+
+    async def again(ws):
+        nonlocal closed
+        try:
+            await ws.send("again")
+            r = json.loads(await ws.recv())
+            pids[r["pid"]] = pids.get(r["pid"], 0) + 1
+            ns.append(r["n"])
+            await ws.close()
+        except websockets.ConnectionClosed:
+            closed += 1
+
+    await asyncio.gather(*(again(ws) for ws, _ in conns))
+    print(json.dumps({"pids": pids, "ns_ok": all(x == 2 for x in ns), "answered": len(ns),
+                      "closed": closed}), flush=True)
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "echo":
         asyncio.run(echo(sys.argv[2]))
@@ -102,6 +285,12 @@ def main():
         asyncio.run(until_close(sys.argv[2]))
     elif len(sys.argv) == 5 and sys.argv[1] == "handoffs":
         asyncio.run(handoffs(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    elif len(sys.argv) == 5 and sys.argv[1] == "continuous":
+        asyncio.run(continuous(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    elif len(sys.argv) == 4 and sys.argv[1] == "fragments":
+        asyncio.run(fragments(sys.argv[2], int(sys.argv[3])))
+    elif len(sys.argv) == 4 and sys.argv[1] == "idle":
+        asyncio.run(idle(sys.argv[2], int(sys.argv[3])))
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
