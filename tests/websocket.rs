@@ -121,10 +121,21 @@ fn ten_handoffs_in_a_row_lose_no_message() {
 /// without waiting for the deadline (30 s by default).
 #[test]
 fn a_stop_closes_with_1012_too() {
+    stop_closes_with_1012("/ws-close");
+}
+
+/// A resumable WebSocket at a stop without the fd store has nowhere to go: the library closes it
+/// with 1012, as the handlers that do not opt in do.
+#[test]
+fn a_stop_without_the_store_closes_a_resumable_websocket_with_1012() {
+    stop_closes_with_1012("/ws");
+}
+
+fn stop_closes_with_1012(path: &str) {
     check_python();
     let mut s = start_heird("", false);
     let mut client = Command::new(PYTHON)
-        .args([CLIENT, "until-close", &format!("ws://{}/ws-close", s.addr)])
+        .args([CLIENT, "until-close", &format!("ws://{}{path}", s.addr)])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -327,4 +338,99 @@ fn a_thousand_idle_websockets_move_in_one_handoff() {
         rss_before,
         rss_after
     );
+}
+
+/// Across a stop and a start under systemd (a fake notify socket holding the fd store): the
+/// WebSockets wait in the store (`wsconn-…` with their state and unread bytes in `wsmsg-…`),
+/// messages sent while no process runs are answered by the next one, `n` goes on, none closes.
+/// With room for fewer, the rest are closed with 1012 (counted against `$FDSTORE`).
+fn websockets_through_the_store(fdstore: &str, clients: usize, expect_stored: usize) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    check_python();
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let mut h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()])
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FDSTORE", fdstore)
+        .start();
+    wait_serving(addr, &h);
+    let mut client = Command::new(PYTHON)
+        .args([CLIENT, "idle", &format!("ws://{addr}/ws"), &clients.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), format!("ready {}", h.pid()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        h.wait_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+            .success(),
+        "{}",
+        h.describe()
+    );
+    // The clients send now, while nothing serves: the bytes wait in the sockets.
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    n.drain_for(std::time::Duration::from_millis(200));
+    let stored: Vec<(String, std::os::fd::OwnedFd)> = std::mem::take(&mut *n.store.lock().unwrap());
+    let names: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    let socks = names.iter().filter(|k| k.starts_with("wsconn-")).count();
+    let msgs = names.iter().filter(|k| k.starts_with("wsmsg-")).count();
+    assert_eq!(
+        (socks, msgs),
+        (expect_stored, expect_stored),
+        "{names:?}\n{}",
+        h.stderr()
+    );
+    let mut sp = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()]);
+    sp.fds = stored.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    sp.listen_pid_self = true;
+    let h2 = sp
+        .env("LISTEN_FDS", &stored.len().to_string())
+        .env("LISTEN_FDNAMES", &names.join(":"))
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FDSTORE", fdstore)
+        .start();
+    drop(stored);
+    let summary: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(client.wait().unwrap().success());
+    assert_eq!(summary["answered"], expect_stored, "{summary}\n{}", h2.describe());
+    assert_eq!(summary["closed"], clients - expect_stored, "{summary}");
+    // Those the store had no room for were closed properly, with 1012.
+    let codes = summary["close_codes"].as_array().unwrap();
+    assert!(codes.iter().all(|c| c == 1012), "{summary}");
+    assert_eq!(
+        summary["ns_ok"], true,
+        "n went on from the stored state: {summary}"
+    );
+    if expect_stored > 0 {
+        assert_eq!(summary["pids"][h2.pid().to_string()], expect_stored, "{summary}");
+    }
+    // The next process took them out of the store.
+    n.drain_for(std::time::Duration::from_millis(300));
+    let removed = n
+        .seen
+        .iter()
+        .filter(|(_, m)| m.contains("FDSTOREREMOVE=1") && m.contains("FDNAME=ws"))
+        .count();
+    assert_eq!(removed, 2 * expect_stored, "{:?}", n.seen);
+}
+
+#[test]
+fn websockets_wait_in_the_fd_store_across_a_restart() {
+    websockets_through_the_store("128", 10, 10);
+}
+
+#[test]
+fn websockets_in_the_fd_store_count_against_its_size() {
+    // 8 fds, one for the listener: 3 WebSockets (2 fds each) fit, 2 are closed.
+    websockets_through_the_store("8", 5, 3);
 }

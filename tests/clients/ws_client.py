@@ -260,7 +260,7 @@ async def idle(url, n):
         conns.append((ws, json.loads(await ws.recv())))
     print("ready", conns[0][1]["pid"], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    pids, ns, closed = {}, [], 0
+    pids, ns, closed, codes = {}, [], 0, []
 
     async def again(ws):
         nonlocal closed
@@ -270,12 +270,13 @@ async def idle(url, n):
             pids[r["pid"]] = pids.get(r["pid"], 0) + 1
             ns.append(r["n"])
             await ws.close()
-        except websockets.ConnectionClosed:
+        except websockets.ConnectionClosed as e:
             closed += 1
+            codes.append(e.rcvd.code if e.rcvd is not None else -1)
 
     await asyncio.gather(*(again(ws) for ws, _ in conns))
     print(json.dumps({"pids": pids, "ns_ok": all(x == 2 for x in ns), "answered": len(ns),
-                      "closed": closed}), flush=True)
+                      "closed": closed, "close_codes": codes}), flush=True)
 
 
 def main():

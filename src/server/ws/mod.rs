@@ -66,7 +66,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TCloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TCloseFrame, Role, WebSocketConfig};
 use tracing::{debug, warn};
 
 pub use tokio_tungstenite::tungstenite::Error;
@@ -79,6 +79,9 @@ use frames::FrameIo;
 use moving::Conn;
 
 type Ws = WebSocketStream<FrameIo<Conn>>;
+
+/// The codec's read buffer (see [`WebSocket::new`]).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// What [`WebSocket::next`] returns.
 #[derive(Debug)]
@@ -158,7 +161,10 @@ impl WebSocket {
         path: String,
         restored: Option<Vec<u8>>,
     ) -> WebSocket {
-        let stream = WebSocketStream::from_raw_socket(FrameIo::new(conn), Role::Server, None).await;
+        // The codec's read buffer is allocated whole per connection (128 KiB by default);
+        // FrameIo hands it at most one frame at a time anyway, so a small one costs nothing.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let stream = WebSocketStream::from_raw_socket(FrameIo::new(conn), Role::Server, Some(config)).await;
         WebSocket {
             stream,
             env,
@@ -239,6 +245,11 @@ impl WebSocket {
         let size = self.path.len() + state.len() + self.stream.get_ref().pending() + 64;
         if size > crate::channel::MAX_MSG {
             warn!(path = %self.path, state = state.len(), "websocket state too big to move; closing with 1012");
+            self.count(false);
+            return self.close_restart().await;
+        }
+        if !moving::reserve(&env) {
+            debug!(path = %self.path, "no room left in the fd store for a websocket; closing with 1012");
             self.count(false);
             return self.close_restart().await;
         }

@@ -105,6 +105,19 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Takes room for one WebSocket in the fd store (two fds: the socket and the memfd with its
+/// message), before the socket is taken apart; false when the store is full. Always true
+/// towards a successor.
+pub(super) fn reserve(env: &WsEnv) -> bool {
+    match env.ctx.mover.get() {
+        Some(Mover::Store { room }) => room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(2))
+            .is_ok(),
+        Some(Mover::Successor(_)) => true,
+        None => false,
+    }
+}
+
 /// Sends a parked connection on (see the module doc) and counts the outcome. `unread` came
 /// first off the socket, then what the IO still holds.
 pub(super) async fn move_out(env: &WsEnv, conn: Conn, unread: BytesMut, path: &str, state: &[u8]) {
@@ -154,9 +167,8 @@ async fn send(
     };
     match mover {
         Mover::Successor(channel) => channel.send_with_fd(&msg, Some(fd.as_fd())).await,
-        Mover::Store { room } => {
-            room.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
-                .map_err(|_| io::Error::other("the fd store is full"))?;
+        Mover::Store { .. } => {
+            // Room was taken by `reserve`.
             static N: AtomicU64 = AtomicU64::new(0);
             let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
             fdstore::store_bytes(&fdstore::ws_msg_name(&id), &msg.encode())?;
