@@ -56,7 +56,9 @@ pub struct ServeSettings {
     pub move_connections: bool,
     /// At a move, a resumable WebSocket ([`crate::ws`]) in the middle of a fragmented message
     /// or a frame gets this long to reach a message boundary; then it is closed with 1012.
-    pub ws_boundary_timeout: Duration,
+    /// `None` (the default): until a second before the drain deadline (half the drain timeout
+    /// when that is shorter), so the close goes out before the process exits.
+    pub ws_boundary_timeout: Option<Duration>,
 }
 
 impl Default for ServeSettings {
@@ -65,8 +67,18 @@ impl Default for ServeSettings {
             idle_close_grace: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
             move_connections: true,
-            ws_boundary_timeout: Duration::from_secs(5),
+            ws_boundary_timeout: None,
         }
+    }
+}
+
+impl ServeSettings {
+    /// Fills in what depends on the drain timeout.
+    pub(crate) fn with_drain_timeout(mut self, drain_timeout: Duration) -> ServeSettings {
+        let close = Duration::from_secs(1).min(drain_timeout / 2);
+        self.ws_boundary_timeout
+            .get_or_insert(drain_timeout.saturating_sub(close));
+        self
     }
 }
 

@@ -277,7 +277,12 @@ impl WebSocket {
         match &self.env {
             Some(env) if movable => {
                 self.stream.get_mut().set_hold(true);
-                self.phase = Phase::Parking(Instant::now() + env.ctx.settings.ws_boundary_timeout);
+                let wait = env
+                    .ctx
+                    .settings
+                    .ws_boundary_timeout
+                    .unwrap_or(Duration::from_secs(5));
+                self.phase = Phase::Parking(Instant::now() + wait);
             }
             _ => self.close_restart().await,
         }
