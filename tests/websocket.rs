@@ -180,8 +180,32 @@ fn u64s(v: &serde_json::Value) -> Vec<u64> {
 #[test]
 fn one_websocket_moves_across_50_handoffs_without_a_close_or_a_gap() {
     let s = start_heird("", false);
-    let old = s.h.pid();
-    let out = ws_client(&["continuous", &format!("ws://{}/ws", s.addr), "50", "10"]);
+    continuous_across_handoffs(&format!("ws://{}/ws", s.addr), s.h.pid(), 50, &s.h);
+}
+
+/// The same over a Unix socket (5 handoffs).
+#[test]
+fn a_websocket_on_a_unix_socket_moves_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let upath = dir.path().join("ws.sock");
+    let h = Spawn::new(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--listen",
+            &format!("unix:{}", upath.display()),
+        ],
+    )
+    .start();
+    wait_serving(addr, &h);
+    continuous_across_handoffs(&format!("unix:{}", upath.display()), h.pid(), 5, &h);
+}
+
+fn continuous_across_handoffs(url: &str, old: u32, k: usize, h: &Heird) {
+    let out = ws_client(&["continuous", url, &k.to_string(), "10"]);
     let v = &json_lines(&out)[0];
     let brief = format!(
         "close_code={} timeout={} sent={} echoes={} pids={} pings={} pongs={}\n{}",
@@ -192,7 +216,7 @@ fn one_websocket_moves_across_50_handoffs_without_a_close_or_a_gap() {
         v["pids"],
         v["pings"],
         v["pongs"],
-        s.h.stderr()
+        h.stderr()
     );
     assert_eq!(v["close_code"], serde_json::Value::Null, "{brief}");
     assert_eq!(v["timeout"], serde_json::Value::Null, "{brief}");
@@ -204,16 +228,16 @@ fn one_websocket_moves_across_50_handoffs_without_a_close_or_a_gap() {
     let ns = u64s(&v["ns"]);
     assert_eq!(ns, (1..=ns.len() as u64).collect::<Vec<_>>(), "{brief}");
     let pids = u64s(&v["pids"]);
-    assert_eq!(pids.len(), 51, "{brief}");
+    assert_eq!(pids.len(), k + 1, "{brief}");
     assert_eq!(pids[0], old as u64, "{brief}");
     let mut distinct = pids.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), 51, "a pid came back: {brief}");
+    assert_eq!(distinct.len(), k + 1, "a pid came back: {brief}");
     assert!(v["pings"].as_u64().unwrap() > 0);
     assert_eq!(v["pongs"], v["pings"], "every ping got its pong: {brief}");
     eprintln!(
-        "resumable websocket across 50 handoffs: {} messages, {} pings, one connection, no close",
+        "resumable websocket on {url} across {k} handoffs: {} messages, {} pings, one connection, no close",
         ns.len(),
         v["pings"]
     );

@@ -10,7 +10,7 @@ tests. Run it with Debian's /usr/bin/python3.
                                    and go on until the server closes; then reconnect, sending
                                    again what was not answered first. Finally N more messages on
                                    a last connection, and close; print one JSON summary line
-  ws_client.py continuous URL K MS  one connection: a message every MS ms and a ping every 25 ms;
+  ws_client.py continuous URL K MS  (URL may be unix:PATH) one connection: a message every MS ms and a ping every 25 ms;
                                    after 5 replies from a pid, SIGUSR2 to that pid, K times (the
                                    connection moves); then wait for every reply and close; print
                                    one JSON summary line
@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sys
 
 import websockets
@@ -105,14 +106,29 @@ async def handoffs(url, n, k):
     print(json.dumps({"connections": connections, "sent": sent, "acked": acked}), flush=True)
 
 
+def connect(url, **kw):
+    """`ws://...`, or `unix:/path/to/socket` (the request goes to /ws)."""
+    if url.startswith("unix:"):
+        return websockets.unix_connect(url[len("unix:"):], "ws://localhost/ws", **kw)
+    return websockets.connect(url, **kw)
+
+
+def local_id(ws):
+    """The local port of a TCP connection; the inode of a Unix one."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock.family == socket.AF_UNIX:
+        return os.fstat(sock.fileno()).st_ino
+    return sock.getsockname()[1]
+
+
 async def continuous(url, k, ms):
     sent, replies, pids = [], [], []
     result = {"close_code": None}
     done = asyncio.Event()
     pings = []
     deadline = asyncio.get_running_loop().time() + 120
-    async with websockets.connect(url, ping_interval=None, max_queue=None) as ws:
-        port_start = ws.local_address[1]
+    async with connect(url, ping_interval=None, max_queue=None) as ws:
+        port_start = local_id(ws)
 
         async def reader():
             since = 0
@@ -163,7 +179,7 @@ async def continuous(url, k, ms):
             pass
         if ws.close_code is not None:
             result["close_code"] = ws.close_code
-        port_end = ws.local_address[1]
+        port_end = local_id(ws)
         pongs = 0
         for w in pings:
             try:
