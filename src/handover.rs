@@ -82,21 +82,12 @@ pub async fn predecessor_channel(
                     warn!(error = %e, "cannot serve a moved connection");
                 }
             }
-            (
-                Some(ChannelMsg::Ws {
-                    kind,
-                    moves,
-                    path,
-                    state,
-                    unread,
-                }),
-                Some(fd),
-            ) => {
-                if let Err(e) = server.adopt_ws(kind, moves, path, state, unread, fd) {
+            (Some(ChannelMsg::Ws(w)), Some(fd)) => {
+                if let Err(e) = server.adopt_ws(&w, fd) {
                     warn!(error = %e, "cannot resume a moved websocket");
                 }
             }
-            (Some(ChannelMsg::Conn { .. } | ChannelMsg::Ws { .. }), None) => {
+            (Some(ChannelMsg::Conn { .. } | ChannelMsg::Ws(_)), None) => {
                 warn!("moved connection without its fd")
             }
             (Some(ChannelMsg::State(bytes)), _) => {

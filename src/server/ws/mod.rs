@@ -2,7 +2,8 @@
 //!
 //! A handler opts in by taking [`WsUpgrade`] instead of axum's `WebSocketUpgrade`, reading with
 //! [`WebSocket::next`], and answering [`Event::Move`] with [`WebSocket::hand_over`] and its
-//! state as bytes. The successor's router gets the same path again; the same handler runs there
+//! state as bytes. The successor's router gets the same request again (path, query, headers:
+//! middleware sees what it saw the first time); the same handler runs there
 //! with [`WebSocket::restored`] giving those bytes back, on the same TCP connection. The client
 //! sees no close and no gap.
 //!
@@ -76,7 +77,7 @@ pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use super::ConnCtx;
 use crate::drain::Draining;
 use frames::FrameIo;
-use moving::Conn;
+use moving::{Conn, Origin};
 
 type Ws = WebSocketStream<FrameIo<Conn>>;
 
@@ -119,7 +120,7 @@ pub struct WebSocket {
     stream: Ws,
     env: Option<WsEnv>,
     draining: Draining,
-    path: String,
+    origin: Origin,
     restored: Option<Vec<u8>>,
     phase: Phase,
 }
@@ -127,7 +128,7 @@ pub struct WebSocket {
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
-            .field("path", &self.path)
+            .field("path", &self.origin.path)
             .finish_non_exhaustive()
     }
 }
@@ -158,7 +159,7 @@ impl WebSocket {
         conn: Conn,
         env: Option<WsEnv>,
         draining: Draining,
-        path: String,
+        origin: Origin,
         restored: Option<Vec<u8>>,
     ) -> WebSocket {
         // The codec's read buffer is allocated whole per connection (128 KiB by default);
@@ -169,7 +170,7 @@ impl WebSocket {
             stream,
             env,
             draining,
-            path,
+            origin,
             restored,
             phase: Phase::Serving,
         }
@@ -207,7 +208,7 @@ impl WebSocket {
                     match s {
                         Some(s) => return self.deliver(s).await,
                         None => {
-                            debug!(path = %self.path, "websocket reached no message boundary in time; closing with 1012");
+                            debug!(path = %self.origin.path, "websocket reached no message boundary in time; closing with 1012");
                             self.count(false);
                             self.close_restart().await;
                         }
@@ -238,18 +239,22 @@ impl WebSocket {
         let env = match (&self.phase, &self.env) {
             (Phase::Parked, Some(env)) => env.clone(),
             _ => {
-                warn!(path = %self.path, "hand_over outside Event::Move; closing with 1012");
+                warn!(path = %self.origin.path, "hand_over outside Event::Move; closing with 1012");
                 return self.close_restart().await;
             }
         };
-        let size = self.path.len() + state.len() + self.stream.get_ref().pending() + 64;
+        let size = self.origin.path.len()
+            + moving::encode_headers(&self.origin.headers).len()
+            + state.len()
+            + self.stream.get_ref().pending()
+            + 64;
         if size > crate::channel::MAX_MSG {
-            warn!(path = %self.path, state = state.len(), "websocket state too big to move; closing with 1012");
+            warn!(path = %self.origin.path, state = state.len(), "websocket state too big to move; closing with 1012");
             self.count(false);
             return self.close_restart().await;
         }
         if !moving::reserve(&env) {
-            debug!(path = %self.path, "no room left in the fd store for a websocket; closing with 1012");
+            debug!(path = %self.origin.path, "no room left in the fd store for a websocket; closing with 1012");
             self.count(false);
             return self.close_restart().await;
         }
@@ -260,7 +265,7 @@ impl WebSocket {
             return;
         }
         let (conn, unread) = self.stream.into_inner().into_parts();
-        moving::move_out(&env, conn, unread, &self.path, state).await;
+        moving::move_out(&env, conn, unread, &self.origin, state).await;
     }
 
     fn count(&self, moved: bool) {
@@ -356,7 +361,7 @@ enum Kind {
         accept: HeaderValue,
         env: Option<WsEnv>,
         draining: Draining,
-        path: String,
+        origin: Origin,
     },
     Resumed(Box<WebSocket>),
 }
@@ -384,7 +389,7 @@ impl WsUpgrade {
                 accept,
                 env,
                 draining,
-                path,
+                origin,
             } => {
                 tokio::spawn(async move {
                     let upgraded = match on_upgrade.await {
@@ -396,7 +401,7 @@ impl WsUpgrade {
                     };
                     let conn = Conn::from_upgraded(upgraded);
                     let env = env.filter(|_| conn.movable());
-                    handler(WebSocket::new(conn, env, draining, path, None).await).await;
+                    handler(WebSocket::new(conn, env, draining, origin, None).await).await;
                 });
                 let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
                 let h = r.headers_mut();
@@ -480,10 +485,13 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
                     .get::<Draining>()
                     .cloned()
                     .unwrap_or_else(Draining::never),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+                origin: Origin {
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+                    headers: parts.headers.clone(),
+                },
             },
         })
     }

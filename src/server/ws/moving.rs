@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -28,7 +28,45 @@ use super::super::{ConnectionMoves, Server};
 use super::{Resume, WebSocket, WsEnv};
 use crate::channel::MAX_MSG;
 use crate::fdstore;
-use crate::wire::{ChannelMsg, ConnKind as Kind};
+use crate::wire::{ChannelMsg, ConnKind as Kind, WsConn};
+
+/// The request that opened a WebSocket, as the successor's router gets it again.
+#[derive(Debug, Clone, Default)]
+pub(in crate::server) struct Origin {
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+/// `name: value\r\n` per header (hyper never lets CR or LF into either).
+pub(in crate::server) fn encode_headers(h: &HeaderMap) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (name, value) in h {
+        v.extend_from_slice(name.as_str().as_bytes());
+        v.extend_from_slice(b": ");
+        v.extend_from_slice(value.as_bytes());
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// The inverse of [`encode_headers`]; lines that are no valid header are skipped.
+pub(in crate::server) fn decode_headers(b: &[u8]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for line in b.split(|c| *c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|c| *c == b':') else {
+            continue;
+        };
+        let value = line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]);
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    h
+}
 
 /// The connection under a resumable WebSocket: heird's own IO (movable), or whatever else an
 /// upgrade gave (HTTP/2's extended CONNECT, a router served outside heird): never moved.
@@ -120,10 +158,11 @@ pub(super) fn reserve(env: &WsEnv) -> bool {
 
 /// Sends a parked connection on (see the module doc) and counts the outcome. `unread` came
 /// first off the socket, then what the IO still holds.
-pub(super) async fn move_out(env: &WsEnv, conn: Conn, unread: BytesMut, path: &str, state: &[u8]) {
+pub(super) async fn move_out(env: &WsEnv, conn: Conn, unread: BytesMut, origin: &Origin, state: &[u8]) {
     let ctx = &env.ctx;
+    let path = origin.path.as_str();
     let res = match ctx.mover.get() {
-        Some(mover) => send(mover, conn, unread, path, state, env.moves + 1).await,
+        Some(mover) => send(mover, conn, unread, origin, state, env.moves + 1).await,
         None => Err(io::Error::other("nowhere to move to")),
     };
     match res {
@@ -141,7 +180,7 @@ async fn send(
     mover: &Mover,
     conn: Conn,
     mut unread: BytesMut,
-    path: &str,
+    origin: &Origin,
     state: &[u8],
     moves: u32,
 ) -> io::Result<()> {
@@ -158,13 +197,15 @@ async fn send(
         Conn::Other(_) => return Err(io::Error::other("not a movable connection")),
     };
     unread.extend_from_slice(&rest);
-    let msg = ChannelMsg::Ws {
+    let headers = encode_headers(&origin.headers);
+    let msg = ChannelMsg::Ws(WsConn {
         kind,
         moves,
-        path,
+        path: &origin.path,
+        headers: &headers,
         state,
         unread: &unread,
-    };
+    });
     match mover {
         Mover::Successor(channel) => channel.send_with_fd(&msg, Some(fd.as_fd())).await,
         Mover::Store { .. } => {
@@ -178,20 +219,13 @@ async fn send(
 }
 
 impl Server {
-    /// Resumes a WebSocket a predecessor moved to us (a `ws` message): the socket, with
-    /// `unread` replayed first, goes to the handler of `path` on its listener's router.
-    pub fn adopt_ws(
-        &self,
-        kind: Kind,
-        moves: u32,
-        path: &str,
-        state: &[u8],
-        unread: &[u8],
-        fd: OwnedFd,
-    ) -> io::Result<()> {
+    /// Resumes a WebSocket a predecessor moved to us (a `ws` message): the socket, with the
+    /// unread bytes replayed first, goes to the handler of its path on its listener's router,
+    /// through a request with the original headers.
+    pub fn adopt_ws(&self, w: &WsConn<'_>, fd: OwnedFd) -> io::Result<()> {
         let ctx = self.ctx.clone();
-        let prefix = Bytes::copy_from_slice(unread);
-        let (conn, local, peer) = match kind {
+        let prefix = Bytes::copy_from_slice(w.unread);
+        let (conn, local, peer) = match w.kind {
             Kind::Tcp => {
                 let std = std::net::TcpStream::from(fd);
                 std.set_nonblocking(true)?;
@@ -217,26 +251,24 @@ impl Server {
             }
         };
         let router = ctx.routes.for_local(&local);
-        let (path, state) = (path.to_string(), state.to_vec());
+        let origin = Origin {
+            path: w.path.to_string(),
+            headers: decode_headers(w.headers),
+        };
+        let (moves, state) = (w.moves, w.state.to_vec());
         tokio::spawn(async move {
             let env = WsEnv {
                 ctx: ctx.clone(),
                 moves,
             };
             let draining = ctx.drain.signal();
-            let ws = WebSocket::new(
-                conn,
-                Some(env.clone()),
-                draining.clone(),
-                path.clone(),
-                Some(state),
-            )
-            .await;
+            let path = origin.path.clone();
+            let mut req = Request::get(path.as_str())
+                .body(Body::empty())
+                .unwrap_or_else(|_| Request::new(Body::empty()));
+            *req.headers_mut() = origin.headers.clone();
+            let ws = WebSocket::new(conn, Some(env.clone()), draining.clone(), origin, Some(state)).await;
             let slot = Resume(Arc::new(Mutex::new(Some(ws))));
-            let mut req = match Request::get(path.as_str()).body(Body::empty()) {
-                Ok(r) => r,
-                Err(_) => Request::new(Body::empty()),
-            };
             let ext = req.extensions_mut();
             ext.insert(slot.clone());
             ext.insert(env);
@@ -249,8 +281,8 @@ impl Server {
             };
             let left = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(ws) = left {
-                // No handler took it (the route is gone or is no longer resumable): the client
-                // reconnects and finds out.
+                // No handler took it (the route is gone or is no longer resumable, or a
+                // middleware refused the request): the client reconnects and finds out.
                 warn!(path, %status, "no resumable websocket handler for a moved connection; closing with 1012");
                 ws.close(1012, "service restart").await;
             }
@@ -279,20 +311,33 @@ impl Server {
                     continue;
                 }
             };
-            let Some(ChannelMsg::Ws {
-                kind,
-                moves,
-                path,
-                state,
-                unread,
-            }) = ChannelMsg::parse(&bytes)
-            else {
+            let Some(ChannelMsg::Ws(w)) = ChannelMsg::parse(&bytes) else {
                 warn!(name, "a stored websocket's message does not parse; closed");
                 continue;
             };
-            if let Err(e) = self.adopt_ws(kind, moves, path, state, unread, fd) {
+            if let Err(e) = self.adopt_ws(&w, fd) {
                 warn!(name, error = %e, "cannot resume a stored websocket");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_bad_lines_are_skipped() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("example.org"));
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        h.insert("x-empty", HeaderValue::from_static(""));
+        h.insert("x-bin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        assert_eq!(decode_headers(&encode_headers(&h)), h);
+        let odd = decode_headers(b"no colon\r\nbad name: x\r\n: empty\r\nok:  two spaces\nx-y:z");
+        assert_eq!(odd.len(), 2, "{odd:?}");
+        assert_eq!(odd["ok"], " two spaces");
+        assert_eq!(odd["x-y"], "z");
     }
 }
