@@ -27,6 +27,7 @@ use super::super::routes::Local;
 use super::super::{ConnectionMoves, Server};
 use super::{Resume, WebSocket, WsEnv};
 use crate::channel::MAX_MSG;
+use crate::drain::ConnGuard;
 use crate::fdstore;
 use crate::wire::{ChannelMsg, ConnKind as Kind, WsConn};
 
@@ -160,10 +161,11 @@ pub(super) fn reserve(env: &WsEnv) -> bool {
 /// first off the socket, then what the IO still holds.
 pub(super) async fn move_out(env: &WsEnv, conn: Conn, unread: BytesMut, origin: &Origin, state: &[u8]) {
     let ctx = &env.ctx;
-    let path = origin.path.as_str();
-    let res = match ctx.mover.get() {
+    // The guard keeps the connection counted in the drain until it is counted as moved (or
+    // not): the drain's end logs the counts.
+    let (res, _open) = match ctx.mover.get() {
         Some(mover) => send(mover, conn, unread, origin, state, env.moves + 1).await,
-        None => Err(io::Error::other("nowhere to move to")),
+        None => (Err(io::Error::other("nowhere to move to")), None),
     };
     match res {
         Ok(()) => {
@@ -171,7 +173,7 @@ pub(super) async fn move_out(env: &WsEnv, conn: Conn, unread: BytesMut, origin: 
         }
         Err(e) => {
             ctx.not_moved.fetch_add(1, Ordering::SeqCst);
-            debug!(error = %e, path, "websocket not moved; closed");
+            debug!(error = %e, path = origin.path, "websocket not moved; closed");
         }
     }
 }
@@ -183,18 +185,15 @@ async fn send(
     origin: &Origin,
     state: &[u8],
     moves: u32,
-) -> io::Result<()> {
-    // `_open` keeps the process from exiting before the message is out.
-    let (kind, fd, rest, _open) = match conn {
-        Conn::Tcp(io) => {
-            let (fd, rest, open) = io.into_fd()?;
-            (Kind::Tcp, fd, rest, open)
-        }
-        Conn::Unix(io) => {
-            let (fd, rest, open) = io.into_fd()?;
-            (Kind::Unix, fd, rest, open)
-        }
-        Conn::Other(_) => return Err(io::Error::other("not a movable connection")),
+) -> (io::Result<()>, Option<ConnGuard>) {
+    let parts = match conn {
+        Conn::Tcp(io) => io.into_fd().map(|p| (Kind::Tcp, p)),
+        Conn::Unix(io) => io.into_fd().map(|p| (Kind::Unix, p)),
+        Conn::Other(_) => Err(io::Error::other("not a movable connection")),
+    };
+    let (kind, (fd, rest, open)) = match parts {
+        Ok(p) => p,
+        Err(e) => return (Err(e), None),
     };
     unread.extend_from_slice(&rest);
     let headers = encode_headers(&origin.headers);
@@ -206,16 +205,17 @@ async fn send(
         state,
         unread: &unread,
     });
-    match mover {
+    let res = match mover {
         Mover::Successor(channel) => channel.send_with_fd(&msg, Some(fd.as_fd())).await,
         Mover::Store { .. } => {
             // Room was taken by `reserve`.
             static N: AtomicU64 = AtomicU64::new(0);
             let id = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-            fdstore::store_bytes(&fdstore::ws_msg_name(&id), &msg.encode())?;
-            fdstore::store(&fdstore::ws_conn_name(&id), fd.as_fd())
+            fdstore::store_bytes(&fdstore::ws_msg_name(&id), &msg.encode())
+                .and_then(|()| fdstore::store(&fdstore::ws_conn_name(&id), fd.as_fd()))
         }
-    }
+    };
+    (res, Some(open))
 }
 
 impl Server {
