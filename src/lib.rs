@@ -41,7 +41,8 @@
 //!    move each HTTP/1.1 connection, once no request of it is in the handler, to the successor
 //!    (after a handoff) or into the fd store (a stop under systemd), or else answer its next
 //!    request with `Connection: close` and close it when idle; send HTTP/2 connections the
-//!    two-step GOAWAY; tell handlers through [`Draining`] (WebSockets, SSE end themselves); exit
+//!    two-step GOAWAY; move [`ws`] WebSockets at a frame boundary with their handler's state;
+//!    tell other handlers through [`Draining`] (WebSockets, SSE end themselves); exit
 //!    0 at the latest at the deadline. A predecessor whose successor dies before it has exited
 //!    takes the service back.
 //!

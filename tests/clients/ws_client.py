@@ -18,6 +18,8 @@ tests. Run it with Debian's /usr/bin/python3.
                                    (first fragment sent, the rest held back); SIGUSR2 to the pid;
                                    once an odd one is answered by a new pid, the even ones send
                                    the rest; then 3 more messages each; print one JSON line each
+  ws_client.py steady URL N SECS   N connections, each sending a message, waiting for its reply,
+                                   then 50 ms of pause, for SECS seconds; print one JSON summary
   ws_client.py idle URL N          N connections, one message each; print "ready"; on a line on
                                    stdin one more message each; print one JSON summary line
 
@@ -268,6 +270,47 @@ async def fragments(url, n):
         print(json.dumps(r), flush=True)
 
 
+async def steady(url, n, secs):
+    end = asyncio.get_running_loop().time() + secs
+    results = []
+
+    async def client(i):
+        sent, replies, code = [], [], None
+        try:
+            async with websockets.connect(url, ping_interval=None) as ws:
+                j = 0
+                while asyncio.get_running_loop().time() < end:
+                    m = f"c{i}-{j}"
+                    j += 1
+                    await ws.send(m)
+                    sent.append(m)
+                    replies.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+                    await asyncio.sleep(0.05)
+        except websockets.ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd is not None else -1
+        except Exception as e:
+            code = repr(e)
+        results.append({
+            "code": code,
+            "in_order": [r["echo"] for r in replies] == sent,
+            "n_continuous": [r["n"] for r in replies] == list(range(1, len(replies) + 1)),
+            "messages": len(replies),
+            "pids": sorted({r["pid"] for r in replies}),
+        })
+
+    await asyncio.gather(*(client(i) for i in range(n)))
+    print(json.dumps({
+        "clients": len(results),
+        "closed": sum(1 for r in results if r["code"] is not None),
+        "codes": [r["code"] for r in results if r["code"] is not None],
+        "in_order": all(r["in_order"] for r in results),
+        "n_continuous": all(r["n_continuous"] for r in results),
+        "messages": sum(r["messages"] for r in results),
+        "min_pids_per_client": min(len(r["pids"]) for r in results),
+        "pids": sorted({p for r in results for p in r["pids"]}),
+    }), flush=True)
+
+
 async def idle(url, n):
     conns = []
     for i in range(n):
@@ -306,6 +349,8 @@ def main():
         asyncio.run(continuous(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     elif len(sys.argv) == 4 and sys.argv[1] == "fragments":
         asyncio.run(fragments(sys.argv[2], int(sys.argv[3])))
+    elif len(sys.argv) == 5 and sys.argv[1] == "steady":
+        asyncio.run(steady(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
     elif len(sys.argv) == 4 and sys.argv[1] == "idle":
         asyncio.run(idle(sys.argv[2], int(sys.argv[3])))
     else:
