@@ -20,6 +20,11 @@ tests. Run it with Debian's /usr/bin/python3.
                                    the rest; then 3 more messages each; print one JSON line each
   ws_client.py steady URL N SECS   N connections, each sending a message, waiting for its reply,
                                    then 50 ms of pause, for SECS seconds; print one JSON summary
+  ws_client.py bench URL N SECS    N clients, each sending a message and waiting for its reply,
+                                   then 20 ms of pause, for SECS seconds; a client whose
+                                   connection closes (or cannot connect) reconnects every 10 ms
+                                   and resends what was not answered; print one JSON line of
+                                   counts (closes by code, reconnects, failed connects, messages)
   ws_client.py idle URL N          N connections, one message each; print "ready"; on a line on
                                    stdin one more message each; print one JSON summary line
 
@@ -311,6 +316,43 @@ async def steady(url, n, secs):
     }), flush=True)
 
 
+async def bench(url, n, secs):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + secs
+    stats = {"messages": 0, "closes": {}, "reconnects": 0, "failed_connects": 0, "resent": 0}
+
+    async def client(i):
+        first, pending = True, None
+        while loop.time() < end:
+            try:
+                ws = await websockets.connect(url, ping_interval=None, open_timeout=2)
+            except Exception:
+                stats["failed_connects"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            if not first:
+                stats["reconnects"] += 1
+            first = False
+            try:
+                while loop.time() < end:
+                    if pending is None:
+                        pending = f"c{i}-{stats['messages']}"
+                    else:
+                        stats["resent"] += 1
+                    await ws.send(pending)
+                    await ws.recv()
+                    pending = None
+                    stats["messages"] += 1
+                    await asyncio.sleep(0.02)
+                await ws.close()
+            except websockets.ConnectionClosed as e:
+                code = str(e.rcvd.code if e.rcvd is not None else "none")
+                stats["closes"][code] = stats["closes"].get(code, 0) + 1
+
+    await asyncio.gather(*(client(i) for i in range(n)))
+    print(json.dumps(stats), flush=True)
+
+
 async def idle(url, n):
     conns = []
     for i in range(n):
@@ -351,6 +393,8 @@ def main():
         asyncio.run(fragments(sys.argv[2], int(sys.argv[3])))
     elif len(sys.argv) == 5 and sys.argv[1] == "steady":
         asyncio.run(steady(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    elif len(sys.argv) == 5 and sys.argv[1] == "bench":
+        asyncio.run(bench(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
     elif len(sys.argv) == 4 and sys.argv[1] == "idle":
         asyncio.run(idle(sys.argv[2], int(sys.argv[3])))
     else:
