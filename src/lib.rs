@@ -21,8 +21,9 @@
 //! [`Service`] adds a readiness gate ([`Service::ready_when`]), a router per listener name
 //! ([`Routes`]), state for the next process ([`Service::save_state`]), a [`Handle`] to follow the
 //! lifecycle ([`Status`]) and to start a handoff or a stop from code, and [`Options`] (drain
-//! and handoff timeouts, signal handling). [`Inherited`] and [`start`] serve a binary that reads
-//! its own configuration first. The `examples/` directory has one program per point.
+//! and handoff timeouts, signal handling). [`ws`] gives WebSocket handlers that move to the next
+//! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
+//! reads its own configuration first. The `examples/` directory has one program per point.
 //!
 //! # Lifecycle of one process
 //! 1. **Acquire** (before any thread exists): read what a predecessor passed
