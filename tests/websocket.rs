@@ -487,3 +487,92 @@ fn websockets_in_the_fd_store_count_against_its_size() {
     // 8 fds, one for the listener: 3 WebSockets (2 fds each) fit, 2 are closed.
     websockets_through_the_store("8", 5, 3);
 }
+
+/// Opens a WebSocket on `path` by hand and returns the socket once the 101 has been read.
+fn raw_ws(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "closed during the handshake: {head:?}"
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked text frame (zero mask).
+fn text_frame(payload: &str) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut v = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    v.extend_from_slice(payload.as_bytes());
+    v
+}
+
+/// Reads one unmasked server text frame (short).
+fn read_text(s: &mut std::net::TcpStream) -> serde_json::Value {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x81, "not a text frame: {head:?}");
+    assert!(head[1] < 126);
+    let mut body = vec![0u8; head[1] as usize];
+    s.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// The start of the next frame, read together with the previous one, is not parsed yet when the
+/// connection parks: it travels with the fd, and the successor completes the frame with the rest.
+#[test]
+fn the_start_of_a_frame_read_before_the_move_travels_with_it() {
+    use std::io::Write;
+    let s = start_heird("", false);
+    let old = s.h.pid();
+    let mut ws = raw_ws(s.addr, "/ws");
+    let second = text_frame("second");
+    // One write: a whole frame and the first byte of the next.
+    let mut out = text_frame("first");
+    out.push(second[0]);
+    ws.write_all(&out).unwrap();
+    let r1 = read_text(&mut ws);
+    assert_eq!(
+        (r1["n"].as_u64(), r1["pid"].as_u64()),
+        (Some(1), Some(old as u64)),
+        "{r1}"
+    );
+    let (ok, text) = reload(s.dir.path());
+    assert!(ok, "{text}");
+    let new = wait_new_pid(s.addr, old, std::time::Duration::from_secs(10)).expect("a new pid");
+    ws.write_all(&second[1..]).unwrap();
+    let r2 = read_text(&mut ws);
+    assert_eq!(r2["echo"], "second", "{r2}");
+    assert_eq!(
+        (r2["n"].as_u64(), r2["pid"].as_u64()),
+        (Some(2), Some(new as u64)),
+        "{r2}"
+    );
+    // And on: the connection is the successor's now.
+    ws.write_all(&text_frame("third")).unwrap();
+    let r3 = read_text(&mut ws);
+    assert_eq!(
+        (r3["n"].as_u64(), r3["pid"].as_u64()),
+        (Some(3), Some(new as u64)),
+        "{r3}"
+    );
+}
