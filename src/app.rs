@@ -1,6 +1,7 @@
 //! heird's own HTTP endpoints (the `heird serve` app): `/`, `/sleep`, `/healthz`, `/info`,
-//! and one of each long-lived kind, to show how they end at a drain: `/ws` (a WebSocket echo)
-//! and `/events` (Server-Sent Events). A library user brings their own `Router` instead.
+//! and one of each long-lived kind, to show how they end at a drain: `/ws` (a WebSocket echo that
+//! moves to the successor with its counter), `/ws-close` (the same echo on axum's WebSocket,
+//! closed with 1012 at a drain) and `/events` (Server-Sent Events). A library user brings their own `Router` instead.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -82,8 +83,10 @@ pub fn router(cfg: &Config, info: Info) -> Router {
         .route("/sleep", get(sleep))
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(info_handler))
+        // Resumable (heird::ws): HTTP/1.1 upgrades only.
+        .route("/ws", get(ws))
         // `any`: HTTP/1.1 upgrades with GET, HTTP/2 WebSockets (RFC 8441) with CONNECT.
-        .route("/ws", any(ws))
+        .route("/ws-close", any(ws_close))
         .route("/events", get(events))
         .with_state(state)
 }
@@ -189,9 +192,45 @@ async fn info_handler(
 
 /// `/ws`: a WebSocket echo. Each text message gets a text reply
 /// `{"pid": <serving pid>, "n": <messages received on this connection>, "echo": "<message>"}`.
-/// At a drain it closes with 1012 ("service restart"), and waits for the client's close (the
-/// drain deadline bounds a client that never sends it).
-async fn ws(State(st): State<Arc<AppState>>, upgrade: WebSocketUpgrade, draining: Draining) -> Response {
+/// At a handoff the connection moves to the successor with `n` (its state, as decimal text), so
+/// `n` keeps counting while `pid` changes; at a drain that cannot move it, the library closes it
+/// with 1012.
+async fn ws(State(st): State<Arc<AppState>>, upgrade: crate::ws::WsUpgrade) -> Response {
+    let pid = st.info.pid;
+    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid))
+}
+
+async fn ws_resumable(mut socket: crate::ws::WebSocket, pid: u32) {
+    use crate::ws::{Event, Message};
+    let mut n: u64 = socket
+        .restored()
+        .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+        .unwrap_or(0);
+    loop {
+        match socket.next().await {
+            Event::Message(Message::Text(t)) => {
+                n += 1;
+                let reply = serde_json::json!({"pid": pid, "n": n, "echo": t.as_str()});
+                if socket.send(Message::text(reply.to_string())).await.is_err() {
+                    return;
+                }
+            }
+            // Pings are answered by the library; binary messages and pongs are ignored.
+            Event::Message(_) => {}
+            Event::Move => return socket.hand_over(n.to_string()).await,
+            Event::Closed => return,
+        }
+    }
+}
+
+/// `/ws-close`: the same echo on axum's WebSocket, which cannot move: at a drain it closes with
+/// 1012 ("service restart"), and waits for the client's close (the drain deadline bounds a
+/// client that never sends it).
+async fn ws_close(
+    State(st): State<Arc<AppState>>,
+    upgrade: WebSocketUpgrade,
+    draining: Draining,
+) -> Response {
     let pid = st.info.pid;
     upgrade.on_upgrade(move |socket| ws_echo(socket, pid, draining))
 }

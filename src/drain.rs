@@ -176,10 +176,8 @@ impl Drop for ConnGuard {
 /// Outside heird (a router served by `axum::serve`, or a test calling the router directly) the
 /// extractor still succeeds, with a handle that never fires.
 ///
-/// Room to grow: moving a live WebSocket to the successor instead of closing it (with the
-/// app's per-connection state) needs the handler's consent and its state, so it will come as
-/// an opt-in beside this handle (a reason or method that offers a hand-over), not as a change
-/// to what `started()` means today.
+/// To move a live WebSocket to the successor instead of closing it (with the handler's
+/// per-connection state), write the handler with [`crate::ws`]: it watches the drain itself.
 #[derive(Clone, Debug)]
 pub struct Draining {
     rx: Option<watch::Receiver<Option<DrainReason>>>,

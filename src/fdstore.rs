@@ -7,6 +7,8 @@
 //! - At a stop, idle keep-alive connections are kept there for the next process
 //!   (`conn-<tcp|unix>-<moves>-<id>`), with the bytes read from each but not parsed yet in a
 //!   memfd beside it (`cbuf-<id>`).
+//! - At a stop, resumable WebSockets (`crate::ws`): the socket as `wsconn-<id>`, and its path,
+//!   handler state and unread bytes (the encoded `ws` channel message) in a memfd `wsmsg-<id>`.
 //! - At a stop, the app's state, in a memfd (`heird-state`).
 //!
 //! The store is used when `$NOTIFY_SOCKET` is set and `$FDSTORE` (systemd ≥ 254 sets it to
@@ -28,6 +30,12 @@ pub const CONN_PREFIX: &str = "conn-";
 /// Prefix of a stored connection's unparsed bytes (a memfd): `cbuf-<id>`, the same `<id>`.
 pub const CONN_BUF_PREFIX: &str = "cbuf-";
 
+/// Prefix of a stored resumable WebSocket's socket: `wsconn-<id>`.
+pub const WS_CONN_PREFIX: &str = "wsconn-";
+/// Prefix of a stored WebSocket's message (a memfd holding the encoded `ws` channel message:
+/// path, state, unread bytes): `wsmsg-<id>`, the same `<id>`.
+pub const WS_MSG_PREFIX: &str = "wsmsg-";
+
 /// The app's state (a memfd), kept at a stop for the next process (see
 /// `crate::Service::save_state`).
 pub const STATE_NAME: &str = "heird-state";
@@ -39,7 +47,30 @@ pub fn is_bound_listener(name: &str) -> bool {
 
 /// True for fd-store names of stored connections and their bytes.
 pub fn is_stored_connection(name: &str) -> bool {
-    name.starts_with(CONN_PREFIX) || name.starts_with(CONN_BUF_PREFIX)
+    name.starts_with(CONN_PREFIX)
+        || name.starts_with(CONN_BUF_PREFIX)
+        || name.starts_with(WS_CONN_PREFIX)
+        || name.starts_with(WS_MSG_PREFIX)
+}
+
+/// The store name of a WebSocket's socket.
+pub fn ws_conn_name(id: &str) -> String {
+    format!("{WS_CONN_PREFIX}{id}")
+}
+
+/// The store name of a WebSocket's message.
+pub fn ws_msg_name(id: &str) -> String {
+    format!("{WS_MSG_PREFIX}{id}")
+}
+
+/// `wsconn-1234-7` → "1234-7".
+pub fn parse_ws_conn_name(name: &str) -> Option<&str> {
+    name.strip_prefix(WS_CONN_PREFIX)
+}
+
+/// `wsmsg-1234-7` → "1234-7".
+pub fn parse_ws_msg_name(name: &str) -> Option<&str> {
+    name.strip_prefix(WS_MSG_PREFIX)
 }
 
 /// The store name of a connection.
@@ -154,5 +185,9 @@ mod tests {
         assert_eq!(parse_conn_buf_name(&conn_buf_name("9-1")), Some("9-1"));
         assert!(is_stored_connection("cbuf-1-2") && is_stored_connection("conn-tcp-0-1-2"));
         assert!(!is_stored_connection("bound-tcp-x") && is_bound_listener("bound-tcp-x"));
+        assert_eq!(parse_ws_conn_name(&ws_conn_name("9-1")), Some("9-1"));
+        assert_eq!(parse_ws_msg_name(&ws_msg_name("9-1")), Some("9-1"));
+        assert!(is_stored_connection(&ws_conn_name("1-2")) && is_stored_connection(&ws_msg_name("1-2")));
+        assert_eq!(parse_conn_name(&ws_conn_name("1-2")), None);
     }
 }

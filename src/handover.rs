@@ -82,7 +82,14 @@ pub async fn predecessor_channel(
                     warn!(error = %e, "cannot serve a moved connection");
                 }
             }
-            (Some(ChannelMsg::Conn { .. }), None) => warn!("moved connection without its fd"),
+            (Some(ChannelMsg::Ws(w)), Some(fd)) => {
+                if let Err(e) = server.adopt_ws(&w, fd) {
+                    warn!(error = %e, "cannot resume a moved websocket");
+                }
+            }
+            (Some(ChannelMsg::Conn { .. } | ChannelMsg::Ws(_)), None) => {
+                warn!("moved connection without its fd")
+            }
             (Some(ChannelMsg::State(bytes)), _) => {
                 *state.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
             }

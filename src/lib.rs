@@ -21,8 +21,9 @@
 //! [`Service`] adds a readiness gate ([`Service::ready_when`]), a router per listener name
 //! ([`Routes`]), state for the next process ([`Service::save_state`]), a [`Handle`] to follow the
 //! lifecycle ([`Status`]) and to start a handoff or a stop from code, and [`Options`] (drain
-//! and handoff timeouts, signal handling). [`Inherited`] and [`start`] serve a binary that reads
-//! its own configuration first. The `examples/` directory has one program per point.
+//! and handoff timeouts, signal handling). [`ws`] gives WebSocket handlers that move to the next
+//! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
+//! reads its own configuration first. The `examples/` directory has one program per point.
 //!
 //! # Lifecycle of one process
 //! 1. **Acquire** (before any thread exists): read what a predecessor passed
@@ -41,7 +42,8 @@
 //!    move each HTTP/1.1 connection, once no request of it is in the handler, to the successor
 //!    (after a handoff) or into the fd store (a stop under systemd), or else answer its next
 //!    request with `Connection: close` and close it when idle; send HTTP/2 connections the
-//!    two-step GOAWAY; tell handlers through [`Draining`] (WebSockets, SSE end themselves); exit
+//!    two-step GOAWAY; move [`ws`] WebSockets at a frame boundary with their handler's state;
+//!    tell other handlers through [`Draining`] (WebSockets, SSE end themselves); exit
 //!    0 at the latest at the deadline. A predecessor whose successor dies before it has exited
 //!    takes the service back.
 //!
@@ -62,7 +64,7 @@
 //! - `drain`: the drain switch, open-connection count, deadline, and [`Draining`], the
 //!   handlers' view of it.
 //! - `server`: accept loops, h1 (with upgrades) and h2c per connection through hyper,
-//!   `ConnectInfo`, moving connections.
+//!   `ConnectInfo`, moving connections; [`ws`], WebSockets that move with their state.
 //! - `control`: the control socket behind `reload` (server side).
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
@@ -115,7 +117,7 @@ pub use inherit::{InheritError, Inherited};
 pub use lifecycle::Exit;
 pub use listeners::{ListenAddr, ListenError, Listener};
 pub use logging::init as init_logging;
-pub use server::{ConnectionMoves, Routes, ServeSettings, UnixPeer};
+pub use server::{ConnectionMoves, Routes, ServeSettings, UnixPeer, ws};
 pub use service::{Options, RunError, Service, StartError};
 
 /// heird's own binary uses these; they are not part of the library's API and may change at

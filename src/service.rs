@@ -265,7 +265,8 @@ impl Service {
             info!("readiness gate passed");
         }
         let drain = Drain::new();
-        let server = Server::spawn(&self.listeners, routes.clone(), &drain, &opts.serve)
+        let serve = opts.serve.clone().with_drain_timeout(opts.drain_timeout);
+        let server = Server::spawn(&self.listeners, routes.clone(), &drain, &serve)
             .map_err(|e| report(RunError::Serve(e)))?;
         let signals = if opts.handle_signals {
             Some(runloop::Signals::new().map_err(|e| report(RunError::Signals(e)))?)

@@ -64,6 +64,27 @@ pub enum ChannelMsg<'a> {
         moves: u32,
         unread: &'a [u8],
     },
+    /// Parent → successor (and, encoded, beside a WebSocket in the fd store): a live WebSocket
+    /// stopped at a message boundary; its fd rides along as `SCM_RIGHTS`.
+    Ws(WsConn<'a>),
+}
+
+/// A moved WebSocket: header `ws <tcp|unix> <moves> <path length> <headers length> <state
+/// length>\n`, then the path, the headers, the state and the unread bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConn<'a> {
+    pub kind: ConnKind,
+    /// How often it has moved (this move included).
+    pub moves: u32,
+    /// Path and query of the request that opened it: the successor's router finds the handler
+    /// by it.
+    pub path: &'a str,
+    /// That request's headers, `name: value\r\n` each (what its handler and middleware saw).
+    pub headers: &'a [u8],
+    /// The handler's state.
+    pub state: &'a [u8],
+    /// Bytes read but not parsed yet (a partial frame included).
+    pub unread: &'a [u8],
 }
 
 impl ChannelMsg<'_> {
@@ -88,6 +109,22 @@ impl ChannelMsg<'_> {
                 v.extend_from_slice(unread);
                 v
             }
+            ChannelMsg::Ws(w) => {
+                let head = format!(
+                    "ws {} {} {} {} {}\n",
+                    w.kind.as_str(),
+                    w.moves,
+                    w.path.len(),
+                    w.headers.len(),
+                    w.state.len()
+                );
+                let parts = [head.as_bytes(), w.path.as_bytes(), w.headers, w.state, w.unread];
+                let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+                for p in parts {
+                    v.extend_from_slice(p);
+                }
+                v
+            }
         }
     }
 }
@@ -107,6 +144,35 @@ impl<'a> ChannelMsg<'a> {
                 moves: moves.parse().ok()?,
                 unread: &rest[nl + 1..],
             });
+        }
+        if let Some(rest) = msg.strip_prefix(b"ws ") {
+            let nl = rest.iter().position(|b| *b == b'\n')?;
+            let head = std::str::from_utf8(&rest[..nl]).ok()?;
+            let mut words = head.split(' ');
+            let kind = ConnKind::parse(words.next()?)?;
+            let moves = words.next()?.parse().ok()?;
+            let mut lens = [0usize; 3];
+            for l in &mut lens {
+                *l = words.next()?.parse().ok()?;
+            }
+            if words.next().is_some() {
+                return None;
+            }
+            let body = &rest[nl + 1..];
+            let path_end = lens[0];
+            let headers_end = path_end.checked_add(lens[1])?;
+            let state_end = headers_end.checked_add(lens[2])?;
+            if state_end > body.len() {
+                return None;
+            }
+            return Some(ChannelMsg::Ws(WsConn {
+                kind,
+                moves,
+                path: std::str::from_utf8(&body[..path_end]).ok()?,
+                headers: &body[path_end..headers_end],
+                state: &body[headers_end..state_end],
+                unread: &body[state_end..],
+            }));
         }
         let text = std::str::from_utf8(msg).ok()?.trim_end_matches(['\n', '\0']);
         let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -205,6 +271,23 @@ mod tests {
                 moves: 0,
                 unread: b"",
             },
+            ChannelMsg::Ws(WsConn {
+                kind: ConnKind::Tcp,
+                moves: 7,
+                path: "/ws?room=a b",
+                headers: b"host: t\r\ncookie: a=1\r\n",
+                state: b"41\n\0",
+                // A partial masked frame: header, mask, half the payload.
+                unread: b"\x81\x85\x01\x02\x03\x04hi",
+            }),
+            ChannelMsg::Ws(WsConn {
+                kind: ConnKind::Unix,
+                moves: 0,
+                path: "",
+                headers: b"",
+                state: b"",
+                unread: b"",
+            }),
         ];
         for m in msgs {
             let bytes = m.encode();
@@ -221,6 +304,13 @@ mod tests {
             b"conn tcp x\n",
             b"conn tcp 1",
             b"primary now",
+            b"ws tcp 1 3 0 0\n/w",
+            b"ws tcp 1 3 0\n/ws",
+            b"ws tcp 1 3 0 1 9\n/wsx",
+            b"ws tcp 1 18446744073709551615 1 1\n/ws",
+            b"ws tcp 1 1 18446744073709551615 1\n/ws",
+            b"ws tcp 1 2 0 0\n\xff\xfe",
+            b"ws udp 1 0 0 0\n",
             b"\xff\xfe",
             b"",
         ] {

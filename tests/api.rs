@@ -64,3 +64,76 @@ fn a_bad_address_is_a_clear_start_error() {
         "{text}"
     );
 }
+
+/// A resumable WebSocket handler (`heird::ws`), written as the README shows it. A frame sent in
+/// the same write as the upgrade request is answered (the bytes read past the request reach the
+/// codec); a stop with nowhere to move the connection closes it with 1012.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumable_websocket_handler() {
+    use heird::ws::{Event, Message, WebSocket, WsUpgrade};
+
+    async fn counter(upgrade: WsUpgrade) -> axum::response::Response {
+        upgrade.on_upgrade(|mut ws: WebSocket| async move {
+            let mut n: u64 = ws
+                .restored()
+                .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+                .unwrap_or(0);
+            loop {
+                match ws.next().await {
+                    Event::Message(Message::Text(t)) => {
+                        n += 1;
+                        if ws.send(Message::text(format!("{n} {t}"))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Event::Message(_) => {}
+                    Event::Move => return ws.hand_over(n.to_string()).await,
+                    Event::Closed => return,
+                }
+            }
+        })
+    }
+
+    let service = Service::prepare(&Acquire::bind(&["127.0.0.1:0"])).expect("bind");
+    let addr = service.listeners()[0].address().to_string();
+    let handle = service.handle();
+    let mut opts = Options::default();
+    opts.handle_signals = false;
+    opts.control_socket = None;
+    opts.drain_timeout = Duration::from_secs(5);
+    let run = tokio::spawn(service.run(Router::new().route("/counter", get(counter)), opts));
+    tokio::time::timeout(Duration::from_secs(5), handle.primary())
+        .await
+        .expect("became primary");
+
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut out = b"GET /counter HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        .to_vec();
+    out.extend_from_slice(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']); // a masked "hi", same write
+    s.write_all(&out).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let mut frame = [0u8; 6];
+    s.read_exact(&mut frame).await.unwrap();
+    assert_eq!(&frame, &[0x81, 4, b'1', b' ', b'h', b'i']);
+
+    handle.stop();
+    let mut close = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut close))
+        .await
+        .expect("close frame")
+        .unwrap();
+    assert_eq!(close[0], 0x88, "{close:?}");
+    assert_eq!(&close[2..4], &1012u16.to_be_bytes(), "{close:?}");
+    drop(s);
+    let exit = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("exited");
+    assert!(matches!(exit, Ok(Ok(Exit::Stopped))), "{exit:?}");
+}

@@ -79,14 +79,19 @@ fn an_h2_client_that_never_reads_cannot_hold_a_handoff_or_a_stop_past_the_deadli
     assert!(took < Duration::from_secs(6), "{took:?}");
 }
 
-/// Opens a WebSocket on /ws by hand and returns the socket once the 101 has been read.
+/// Opens a WebSocket on /ws-close (axum's, closed with 1012 at a drain) by hand and returns the
+/// socket once the 101 has been read.
 fn raw_websocket(addr: std::net::SocketAddr) -> TcpStream {
+    raw_websocket_on(addr, "/ws-close")
+}
+
+fn raw_websocket_on(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -164,4 +169,63 @@ fn garbage_after_the_h2_preface_or_instead_of_a_request_closes_only_that_connect
         s.h.describe()
     );
     assert!(state(s.h.pid()).is_some_and(|c| c != 'Z'));
+}
+
+/// A masked client frame (a zero mask: the payload goes as it is).
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut v = vec![
+        if fin { 0x80 } else { 0 } | opcode,
+        0x80 | payload.len() as u8,
+        0,
+        0,
+        0,
+        0,
+    ];
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A resumable WebSocket (`/ws`) whose client stops in the middle of a fragmented message, or
+/// of a frame, cannot move: it gets 1012 shortly before the drain deadline (2 s here), and the
+/// old process exits without waiting for the whole deadline.
+fn stuck_resumable_websocket_gets_1012(stuck: &[u8]) {
+    let s = start_heird(DRAIN, false);
+    let old = s.h.pid();
+    let mut ws = raw_websocket_on(s.addr, "/ws");
+    ws.write_all(&client_frame(true, 1, b"hi")).unwrap();
+    let mut head = [0u8; 2];
+    ws.read_exact(&mut head).unwrap();
+    let mut reply = vec![0u8; head[1] as usize];
+    ws.read_exact(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply).to_string();
+    assert!(reply.contains(r#""n":1"#), "{reply}");
+    ws.write_all(stuck).unwrap();
+    let t0 = Instant::now();
+    let (ok, out) = reload(s.dir.path());
+    assert!(ok, "{out}");
+    // Nothing moves it; 1 s before the deadline the server closes with 1012.
+    let mut frame = [0u8; 4];
+    ws.read_exact(&mut frame).unwrap();
+    let closed_after = t0.elapsed();
+    assert_eq!(frame[0], 0x88, "{frame:?}");
+    assert_eq!(&frame[2..4], &1012u16.to_be_bytes(), "{frame:?}");
+    assert!(
+        closed_after >= Duration::from_millis(800),
+        "closed after {closed_after:?}"
+    );
+    let took = gone_after(old, t0, &s.h);
+    eprintln!("stuck resumable websocket: 1012 after {closed_after:?}, old process gone after {took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
+
+#[test]
+fn a_resumable_websocket_stuck_in_a_fragmented_message_gets_1012() {
+    stuck_resumable_websocket_gets_1012(&client_frame(false, 1, b"first part"));
+}
+
+#[test]
+fn a_resumable_websocket_stuck_in_a_frame_gets_1012() {
+    let frame = client_frame(true, 1, b"a whole frame never arrives");
+    stuck_resumable_websocket_gets_1012(&frame[..10]);
 }

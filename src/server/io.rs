@@ -111,6 +111,11 @@ impl<S: Movable> ConnIo<S> {
         self.prefix = b.freeze();
     }
 
+    /// Bytes still to be replayed before the socket.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix.len()
+    }
+
     /// The socket, whatever of the prefix was not read yet, and the guard that keeps the
     /// connection counted in the drain (hold it until the socket has been handed on: the process
     /// exits once nothing is counted).

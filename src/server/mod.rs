@@ -11,6 +11,7 @@
 //!   [`ConnectionMoves`]) and the in-flight accounting.
 //! - `moves`: connections out to the successor or the fd store, and back in.
 //! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
+//! - [`ws`]: WebSockets that move to the successor with their handler's state.
 
 mod h1;
 mod h2;
@@ -20,6 +21,7 @@ mod peer;
 mod request;
 mod routes;
 mod sniff;
+pub mod ws;
 
 use std::io as stdio;
 use std::os::fd::OwnedFd;
@@ -52,6 +54,11 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Move idle keep-alive connections to the successor at a handoff (instead of closing them).
     pub move_connections: bool,
+    /// At a move, a resumable WebSocket ([`crate::ws`]) in the middle of a fragmented message
+    /// or a frame gets this long to reach a message boundary; then it is closed with 1012.
+    /// `None` (the default): until a second before the drain deadline (half the drain timeout
+    /// when that is shorter), so the close goes out before the process exits.
+    pub ws_boundary_timeout: Option<Duration>,
 }
 
 impl Default for ServeSettings {
@@ -60,7 +67,18 @@ impl Default for ServeSettings {
             idle_close_grace: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
             move_connections: true,
+            ws_boundary_timeout: None,
         }
+    }
+}
+
+impl ServeSettings {
+    /// Fills in what depends on the drain timeout.
+    pub(crate) fn with_drain_timeout(mut self, drain_timeout: Duration) -> ServeSettings {
+        let close = Duration::from_secs(1).min(drain_timeout / 2);
+        self.ws_boundary_timeout
+            .get_or_insert(drain_timeout.saturating_sub(close));
+        self
     }
 }
 

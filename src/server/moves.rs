@@ -148,8 +148,13 @@ impl Server {
         let mut bufs = std::collections::HashMap::new();
         let mut conns = Vec::new();
         let mut names = Vec::new();
+        let (mut ws_socks, mut ws_msgs) = (Vec::new(), std::collections::HashMap::new());
         for (name, fd) in stored {
-            if let Some(id) = fdstore::parse_conn_buf_name(&name) {
+            if let Some(id) = fdstore::parse_ws_msg_name(&name) {
+                ws_msgs.insert(id.to_string(), fd);
+            } else if fdstore::parse_ws_conn_name(&name).is_some() {
+                ws_socks.push((name.clone(), fd));
+            } else if let Some(id) = fdstore::parse_conn_buf_name(&name) {
                 bufs.insert(id.to_string(), fd);
             } else {
                 conns.push((name.clone(), fd));
@@ -173,6 +178,7 @@ impl Server {
                 warn!(name, error = %e, "cannot serve a stored connection");
             }
         }
+        self.adopt_stored_ws(ws_socks, ws_msgs);
         names
     }
 }

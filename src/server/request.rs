@@ -88,6 +88,12 @@ pub(super) fn call(rc: &Arc<ReqCtx>, mut req: Request<Incoming>) -> RespFuture {
         ext.insert(ConnectionMoves(rc.moves));
     }
     ext.insert(rc.draining.clone());
+    if !rc.h2 {
+        ext.insert(super::ws::WsEnv {
+            ctx: rc.ctx.clone(),
+            moves: rc.moves,
+        });
+    }
     rc.peer.insert_into(ext);
     let rc = rc.clone();
     Box::pin(async move {
