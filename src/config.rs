@@ -4,12 +4,14 @@
 //! Unknown keys are errors. Durations are humantime strings (`"250ms"`, `"30s"`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::listeners::{ListenAddr, ListenError};
+use crate::tls::{self, TlsError, TlsSetup};
 
 /// `heird --version`; a test build with fault-injection hooks says so.
 #[cfg(not(feature = "fault-injection"))]
@@ -48,6 +50,12 @@ pub struct ConfigArg {
     /// Config file (TOML). Defaults to $HEIRD_CONFIG, else built-in defaults.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, listeners speak HTTPS (see [tls] listeners).
+    #[arg(long = "tls-cert", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -104,6 +112,10 @@ pub enum ConfigError {
     },
     #[error("--listen: {0}")]
     Listen(#[source] ListenError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("{origin}: {message}")]
+    TlsSpec { origin: String, message: String },
 }
 
 /// Parses a duration such as `250ms`, `2s` or `1m 30s`.
@@ -124,6 +136,27 @@ struct File {
     log_level: Option<String>,
     watchdog_stall: Option<bool>,
     move_connections: Option<bool>,
+    tls: Option<TlsFile>,
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<String>,
+    key: Option<String>,
+    listeners: Option<Vec<String>>,
+    handshake_timeout: Option<String>,
+}
+
+/// `[tls]` of the file, validated, before the files are read (paths relative to the file's
+/// directory).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSpec {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub listeners: Option<Vec<String>>,
+    pub handshake_timeout: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -149,6 +182,11 @@ pub struct Config {
     pub watchdog_stall: bool,
     /// Move idle keep-alive connections to the successor at a handoff.
     pub move_connections: bool,
+    /// `[tls]` as written in the file.
+    pub tls_spec: TlsSpec,
+    /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
+    /// `[tls]`, else systemd credentials `tls.crt` + `tls.key`. `None`: plain HTTP.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 impl Default for Config {
@@ -164,6 +202,8 @@ impl Default for Config {
             log_level: "info".into(),
             watchdog_stall: false,
             move_connections: true,
+            tls_spec: TlsSpec::default(),
+            tls: None,
         }
     }
 }
@@ -176,16 +216,81 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         });
-        match path {
-            None => Ok(Config::default()),
+        let mut c = match path {
+            None => Config::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
-                Config::parse(&text, &path)
+                Config::parse(&text, &path)?
             }
-        }
+        };
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        c.tls = c.load_tls(arg, credentials.as_deref())?.map(Arc::new);
+        Ok(c)
+    }
+
+    /// Finds the certificate and key (command line, then `[tls]`, then systemd credentials in
+    /// `credentials`) and loads them; `None` when none is given anywhere.
+    fn load_tls(&self, arg: &ConfigArg, credentials: Option<&Path>) -> Result<Option<TlsSetup>, ConfigError> {
+        let spec = &self.tls_spec;
+        let file = || {
+            self.path.as_ref().map_or("[tls]".to_string(), |p| {
+                format!("config file {}: [tls]", p.display())
+            })
+        };
+        let (cert, key, source) = match (&arg.tls_cert, &arg.tls_key, &spec.cert, &spec.key) {
+            (Some(c), Some(k), _, _) => (c.clone(), k.clone(), tls::Source::Paths),
+            (Some(_), None, _, _) | (None, Some(_), _, _) => {
+                return Err(ConfigError::TlsSpec {
+                    origin: "--tls-cert/--tls-key".into(),
+                    message: "give both or neither".into(),
+                });
+            }
+            (None, None, Some(c), Some(k)) => (c.clone(), k.clone(), tls::Source::Paths),
+            (None, None, Some(_), None) | (None, None, None, Some(_)) => {
+                return Err(ConfigError::TlsSpec {
+                    origin: file(),
+                    message: "cert and key go together: give both or neither".into(),
+                });
+            }
+            (None, None, None, None) => {
+                let found = credentials.map(|d| (d.join(tls::CREDENTIAL_CERT), d.join(tls::CREDENTIAL_KEY)));
+                match found {
+                    Some((c, k)) if c.exists() && k.exists() => (c, k, tls::Source::Credentials),
+                    _ if spec.listeners.is_some() || spec.handshake_timeout.is_some() => {
+                        return Err(ConfigError::TlsSpec {
+                            origin: file(),
+                            message: format!(
+                                "no certificate: set cert and key, pass --tls-cert and --tls-key, or load the systemd credentials {} and {}",
+                                tls::CREDENTIAL_CERT,
+                                tls::CREDENTIAL_KEY
+                            ),
+                        });
+                    }
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let setup = TlsSetup::load(
+            &cert,
+            &key,
+            source,
+            spec.listeners.clone(),
+            spec.handshake_timeout.unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT),
+        )?;
+        Ok(Some(setup))
+    }
+
+    /// Warnings for `heird check` and the start (a certificate that expires soon or did).
+    pub fn warnings(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map(|t| t.warnings(std::time::SystemTime::now()))
+            .unwrap_or_default()
     }
 
     /// Parses and validates config text; `path` is used in messages.
@@ -260,6 +365,41 @@ impl Config {
         if let Some(m) = file.move_connections {
             c.move_connections = m;
         }
+        if let Some(t) = &file.tls {
+            // Relative paths are taken from the config file's directory.
+            let dir = path.parent().unwrap_or(Path::new(""));
+            let file_path = |key: &'static str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some("") => Err(value_err(key, "", "must not be empty".into())),
+                    Some(p) => Ok(Some(dir.join(p))),
+                }
+            };
+            c.tls_spec.cert = file_path("tls.cert", &t.cert)?;
+            c.tls_spec.key = file_path("tls.key", &t.key)?;
+            if let Some(l) = &t.listeners {
+                if l.is_empty() {
+                    return Err(value_err(
+                        "tls.listeners",
+                        "[]",
+                        "must name at least one listener (leave it out for all of them)".into(),
+                    ));
+                }
+                if let Some(bad) = l.iter().find(|n| n.is_empty() || n.contains(':')) {
+                    return Err(value_err(
+                        "tls.listeners",
+                        bad,
+                        "not a LISTEN_FDNAMES name".into(),
+                    ));
+                }
+                c.tls_spec.listeners = Some(l.clone());
+            }
+            c.tls_spec.handshake_timeout = dur(
+                "tls.handshake_timeout",
+                &t.handshake_timeout,
+                Duration::from_millis(10),
+            )?;
+        }
         Ok(c)
     }
 
@@ -320,6 +460,89 @@ mod tests {
 }
 
 #[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("/etc/heird/heird.toml"))
+    }
+
+    fn write_pair(dir: &Path, cert: &str, key: &str) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.join(cert), c.cert.pem()).unwrap();
+        std::fs::write(dir.join(key), c.signing_key.serialize_pem()).unwrap();
+    }
+
+    #[test]
+    fn tls_section() {
+        let c = parse("[tls]\ncert = \"tls/c.pem\"\nkey = \"/k.pem\"\nlisteners = [\"https\"]\nhandshake_timeout = \"2s\"\n").unwrap();
+        assert_eq!(
+            c.tls_spec.cert.as_deref(),
+            Some(Path::new("/etc/heird/tls/c.pem"))
+        );
+        assert_eq!(c.tls_spec.key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(c.tls_spec.listeners, Some(vec!["https".to_string()]));
+        assert_eq!(c.tls_spec.handshake_timeout, Some(Duration::from_secs(2)));
+        let e = parse("[tls]\nlisteners = []\n").unwrap_err().to_string();
+        assert!(e.contains("tls.listeners"), "{e}");
+        let e = parse("[tls]\ncrt = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("crt"), "{e}");
+        let e = parse("[tls]\nhandshake_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.handshake_timeout"), "{e}");
+    }
+
+    #[test]
+    fn where_the_pair_comes_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_pair(d, "a.crt", "a.key");
+        write_pair(d, "tls.crt", "tls.key");
+        let none = ConfigArg::default();
+        // Nothing anywhere: plain HTTP.
+        assert!(parse("").unwrap().load_tls(&none, None).unwrap().is_none());
+        // Credentials alone.
+        let t = parse("").unwrap().load_tls(&none, Some(d)).unwrap().unwrap();
+        assert_eq!(t.source, tls::Source::Credentials);
+        assert_eq!(t.cert_path, d.join("tls.crt"));
+        // The config file's paths win over credentials; the command line over both.
+        let text = format!("[tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/a.key\"\n", d.display());
+        let t = parse(&text).unwrap().load_tls(&none, Some(d)).unwrap().unwrap();
+        assert_eq!(t.cert_path, d.join("a.crt"));
+        let cli = ConfigArg {
+            config: None,
+            tls_cert: Some(d.join("tls.crt")),
+            tls_key: Some(d.join("tls.key")),
+        };
+        let t = parse(&text).unwrap().load_tls(&cli, None).unwrap().unwrap();
+        assert_eq!(t.cert_path, d.join("tls.crt"));
+        // Half a pair, or listeners without any certificate, are errors.
+        let e = parse("[tls]\ncert = \"/c\"\n")
+            .unwrap()
+            .load_tls(&none, Some(d))
+            .unwrap_err();
+        assert!(e.to_string().contains("cert and key go together"), "{e}");
+        let e = parse("[tls]\nlisteners = [\"https\"]\n")
+            .unwrap()
+            .load_tls(&none, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        // Mismatched pair from the two files.
+        let text = format!(
+            "[tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/tls.key\"\n",
+            d.display()
+        );
+        let e = parse(&text)
+            .unwrap()
+            .load_tls(&none, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not match"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod proptests {
     use super::*;
     use proptest::prelude::*;
@@ -337,7 +560,7 @@ mod proptests {
         #[test]
         fn config_values_never_panic(key in proptest::sample::select(vec![
             "greeting", "listen", "drain_timeout", "idle_close_grace", "max_sleep",
-            "handoff_timeout", "log_level", "watchdog_stall", "move_connections",
+            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "tls",
         ]), value in ".{0,30}") {
             let text = format!("{key} = {value:?}\n");
             if let Err(e) = Config::parse(&text, Path::new("p.toml")) {

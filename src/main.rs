@@ -72,6 +72,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         handoff_timeout: config.handoff_timeout,
         serve: server::ServeSettings {
             idle_close_grace: config.idle_close_grace,
+            tls: config.tls.clone(),
             ..Default::default()
         },
         watchdog_stall: config.watchdog_stall,
@@ -91,6 +92,12 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn check(arg: &ConfigArg) -> ExitCode {
     match Config::load(arg) {
         Ok(c) => {
+            if let Some(tls) = &c.tls {
+                println!("{}", tls.describe());
+            }
+            for w in c.warnings() {
+                eprintln!("heird: warning: {w}");
+            }
             match &c.path {
                 Some(p) => println!("{}: ok", p.display()),
                 None => println!("no config file given (--config or $HEIRD_CONFIG): defaults are valid"),

@@ -10,6 +10,8 @@
 //! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
 //!   [`ConnectionMoves`]) and the in-flight accounting.
 //! - `moves`: connections out to the successor or the fd store, and back in.
+//! - `tls`: TLS listeners: the handshake (bounded, with bad input told apart), then h1 or h2 by
+//!   ALPN. TLS connections never move; a drain closes them as its protocol allows.
 //! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
 
 mod h1;
@@ -19,6 +21,7 @@ mod moves;
 mod peer;
 mod request;
 mod sniff;
+mod tls;
 
 use std::io as stdio;
 use std::os::fd::OwnedFd;
@@ -35,9 +38,10 @@ use tracing::{debug, info, warn};
 use crate::drain::Drain;
 use crate::handoff::Channel;
 use crate::listeners::{Family, Listener};
-use io::{ConnIo, ConnState, Movable};
+use io::{ConnIo, ConnState, Movable, ServedIo};
 use moves::Mover;
 pub use moves::{STORED_BUF_PREFIX, STORED_CONN_PREFIX, is_moved_connection, is_stored_connection};
+use peer::Peer;
 pub use peer::UnixPeer;
 use request::ReqCtx;
 use sniff::Proto;
@@ -51,6 +55,8 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Move idle keep-alive connections to the successor at a handoff (instead of closing them).
     pub move_connections: bool,
+    /// TLS on every listener, or on those it names; `None`: plain HTTP everywhere.
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
 }
 
 impl Default for ServeSettings {
@@ -59,6 +65,7 @@ impl Default for ServeSettings {
             idle_close_grace: Duration::from_millis(500),
             header_read_timeout: Duration::from_secs(30),
             move_connections: true,
+            tls: None,
         }
     }
 }
@@ -104,7 +111,8 @@ impl Server {
             moved: AtomicU64::new(0),
             not_moved: AtomicU64::new(0),
         });
-        for l in listeners {
+        let tls_for = tls::listener_settings(listeners, settings.tls.as_ref())?;
+        for (l, tls) in listeners.iter().zip(tls_for) {
             let fd: OwnedFd = l.fd.try_clone()?;
             let name = l.name.clone();
             match l.family {
@@ -112,7 +120,7 @@ impl Server {
                     let std = std::net::TcpListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = TcpListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                    tokio::spawn(accept_loop(name, ctx.clone(), tls, move |cx| {
                         listener.poll_accept(cx).map_ok(|(s, _)| {
                             let _ = s.set_nodelay(true);
                             s
@@ -123,7 +131,7 @@ impl Server {
                     let std = std::os::unix::net::UnixListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = UnixListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), move |cx| {
+                    tokio::spawn(accept_loop(name, ctx.clone(), tls, move |cx| {
                         listener.poll_accept(cx).map_ok(|(s, _)| s)
                     }));
                 }
@@ -163,8 +171,13 @@ impl Server {
 
 /// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
 /// ENFILE) or memory pauses accepting briefly instead of spinning.
-async fn accept_loop<S, F>(name: String, ctx: Arc<ConnCtx>, mut accept: F)
-where
+/// On a TLS listener (`tls`), each connection does the TLS handshake first.
+async fn accept_loop<S, F>(
+    name: String,
+    ctx: Arc<ConnCtx>,
+    tls: Option<Arc<crate::tls::TlsSetup>>,
+    mut accept: F,
+) where
     S: Movable,
     F: FnMut(&mut Context<'_>) -> Poll<stdio::Result<S>>,
 {
@@ -176,9 +189,14 @@ where
             r = std::future::poll_fn(&mut accept) => r,
         };
         match res {
-            Ok(stream) => {
-                tokio::spawn(serve_connection(stream, Bytes::new(), ctx.clone(), 0));
-            }
+            Ok(stream) => match &tls {
+                Some(tls) => {
+                    tokio::spawn(tls::serve(stream, ctx.clone(), tls.clone()));
+                }
+                None => {
+                    tokio::spawn(serve_connection(stream, Bytes::new(), ctx.clone(), 0));
+                }
+            },
             Err(e) => {
                 let resource = matches!(
                     e.raw_os_error(),
@@ -205,6 +223,18 @@ async fn serve_connection<S: Movable>(stream: S, prefix: Bytes, ctx: Arc<ConnCtx
     let Some((proto, io)) = sniff::sniff(io, &ctx, moves).await else {
         return;
     };
+    serve_proto(proto, io, ctx, state, peer, moves).await;
+}
+
+/// Serves a connection whose protocol is known (sniffed, or negotiated by ALPN).
+async fn serve_proto<I: ServedIo>(
+    proto: Proto,
+    io: I,
+    ctx: Arc<ConnCtx>,
+    state: Arc<ConnState>,
+    peer: Peer,
+    moves: u32,
+) {
     let rc = Arc::new(ReqCtx {
         ctx: ctx.clone(),
         state,
@@ -212,6 +242,7 @@ async fn serve_connection<S: Movable>(stream: S, prefix: Bytes, ctx: Arc<ConnCtx
         peer,
         draining: ctx.drain.signal(),
         h2: proto == Proto::Http2,
+        movable: I::MOVABLE,
     });
     match proto {
         Proto::Http1 => h1::serve(io, rc).await,
