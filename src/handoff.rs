@@ -286,6 +286,8 @@ pub struct Spawn<'a> {
     pub args: &'a [OsString],
     pub listeners: &'a [Listener],
     pub control: Option<BorrowedFd<'a>>,
+    /// TLS session-ticket keys (a memfd), passed as `HEIRD_TLS_TICKET_KEYS_FD`.
+    pub tls_ticket_keys: Option<BorrowedFd<'a>>,
     pub generation: u64,
     pub timeout: Duration,
 }
@@ -318,6 +320,10 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
     if s.control.is_some() {
         extra.push((CONTROL_FD_VAR.into(), (3 + n + 1).to_string()));
     }
+    if s.tls_ticket_keys.is_some() {
+        let at = 3 + n + 1 + usize::from(s.control.is_some());
+        extra.push((crate::tls::tickets::KEYS_FD_VAR.into(), at.to_string()));
+    }
     let mut own_pid = vec!["LISTEN_PID"];
     if std::env::var_os("WATCHDOG_USEC").is_some() {
         own_pid.push("WATCHDOG_PID");
@@ -330,6 +336,7 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
             GENERATION_VAR,
             HANDOFF_FD_VAR,
             CONTROL_FD_VAR,
+            crate::tls::tickets::KEYS_FD_VAR,
             "WATCHDOG_PID",
         ])
         .collect();
@@ -359,6 +366,9 @@ pub async fn start(s: Spawn<'_>) -> Result<Successor, HandoffError> {
         fds.push(theirs.as_fd());
         if let Some(c) = s.control {
             fds.push(c);
+        }
+        if let Some(k) = s.tls_ticket_keys {
+            fds.push(k);
         }
         sys::spawn(&mut plan, &fds, theirs.as_fd()).map_err(HandoffError::Spawn)?
     };

@@ -328,6 +328,8 @@ impl Service {
                 waiters.extend(reply);
                 notify::reloading(&format!("handing over to generation {}", generation + 1));
                 info!(generation, "handoff started");
+                // TLS session-ticket keys for the successor (a memfd), so that tickets survive.
+                let keys = server.tls_ticket_keys();
                 let (l, c, exe, args, timeout, cancel) = (
                     listeners.clone(),
                     control_fd.clone(),
@@ -342,6 +344,7 @@ impl Service {
                         args: &args,
                         listeners: &l,
                         control: c.as_deref().map(|f| f.as_fd()),
+                        tls_ticket_keys: keys.as_ref().map(|f| f.as_fd()),
                         generation,
                         timeout,
                     };

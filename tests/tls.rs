@@ -463,3 +463,88 @@ fn two_hundred_stalled_handshakes_neither_hold_a_drain_nor_keep_their_fds() {
     assert_ne!(v["pid"].as_u64(), Some(pid as u64));
     drop(clients);
 }
+
+/// `openssl s_client` with a session file: `-sess_out` (save) or `-sess_in` (resume); returns
+/// ("New" or "Reused", the pid that answered `/info`).
+fn s_client_session(
+    addr: SocketAddr,
+    ca: &str,
+    flag: &str,
+    file: &std::path::Path,
+    tls12: bool,
+) -> (String, String) {
+    let mut args = vec![
+        "-servername",
+        "localhost",
+        "-CAfile",
+        ca,
+        flag,
+        file.to_str().unwrap(),
+    ];
+    if tls12 {
+        args.push("-tls1_2");
+    }
+    let out = s_client(addr, &args, b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let how = out
+        .lines()
+        .find(|l| l.starts_with("New, ") || l.starts_with("Reused, "))
+        .unwrap_or_else(|| panic!("no New/Reused line: {out}"))
+        .to_string();
+    let pid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("x-heird-pid: "))
+        .unwrap_or_else(|| panic!("no x-heird-pid: {out}"))
+        .trim()
+        .to_string();
+    (how, pid)
+}
+
+#[test]
+fn a_session_ticket_from_the_old_process_resumes_with_the_successor() {
+    let (s, a) = start_tls("");
+    let ca = a.cert.to_str().unwrap();
+    let old = s.h.pid().to_string();
+    let (f13, f12) = (s.dir.path().join("s13"), s.dir.path().join("s12"));
+    for (f, tls12) in [(&f13, false), (&f12, true)] {
+        let (how, pid) = s_client_session(s.addr, ca, "-sess_out", f, tls12);
+        assert!(how.starts_with("New"), "{how}");
+        assert_eq!(pid, old);
+    }
+    // Within the process, of course.
+    let (how, _) = s_client_session(s.addr, ca, "-sess_in", &f13, false);
+    assert!(how.starts_with("Reused, TLSv1.3"), "{how}");
+
+    let (code, out) = reload_code(s.dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    let new = wait_new_pid_tls(&s, &old);
+    for (f, tls12, version) in [(&f13, false, "TLSv1.3"), (&f12, true, "TLSv1.2")] {
+        let (how, pid) = s_client_session(s.addr, ca, "-sess_in", f, tls12);
+        assert_eq!(pid, new, "answered by the successor");
+        assert!(
+            how.starts_with(&format!("Reused, {version}")),
+            "{how}\n{}",
+            s.h.describe()
+        );
+    }
+    assert!(
+        s.h.stderr().contains("session_ticket_keys=the predecessor"),
+        "{}",
+        s.h.describe()
+    );
+
+    // A process that did not inherit the keys cannot resume it: the test can tell.
+    let (other, _) = start_tls("");
+    let (how, _) = s_client_session(other.addr, ca, "-sess_in", &f13, false);
+    assert!(how.starts_with("New"), "{how}");
+}
+
+/// Waits until `/info` over HTTPS reports a pid other than `old`; returns it.
+fn wait_new_pid_tls(s: &Https, old: &str) -> String {
+    let mut new = String::new();
+    wait_until(&s.h, Duration::from_secs(10), "the successor answers", || {
+        let v = https_info(s.addr, &s.client);
+        new = v["pid"].to_string();
+        new != old
+    });
+    new
+}

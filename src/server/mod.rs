@@ -160,6 +160,19 @@ impl Server {
         }
     }
 
+    /// The TLS session-ticket keys in a new memfd, for a successor (`None` without TLS, or
+    /// when the memfd cannot be made: the successor then starts with fresh keys).
+    pub fn tls_ticket_keys(&self) -> Option<OwnedFd> {
+        let tls = self.ctx.settings.tls.as_ref()?;
+        match tls.tickets.to_memfd() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                warn!(error = %e, "tls: cannot pass the session ticket keys on; the successor makes new ones");
+                None
+            }
+        }
+    }
+
     /// (moved, not moved) connection counts of this process's drain.
     pub fn move_counts(&self) -> (u64, u64) {
         (

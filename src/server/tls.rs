@@ -60,6 +60,7 @@ pub(super) fn listener_settings(
         names = ?tls.cert.dns_names,
         sha256 = %tls.cert.sha256,
         listeners = ?on,
+        session_ticket_keys = %tls.tickets_origin,
         "tls: certificate loaded"
     );
     for w in tls.warnings(std::time::SystemTime::now()) {

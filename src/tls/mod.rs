@@ -17,6 +17,9 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod tickets;
+use tickets::Ticketer;
+
 /// File names looked up in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=tls.crt:…`).
 pub const CREDENTIAL_CERT: &str = "tls.crt";
 pub const CREDENTIAL_KEY: &str = "tls.key";
@@ -39,6 +42,8 @@ pub enum TlsError {
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("tls: {0}")]
     Rustls(rustls::Error),
+    #[error("tls session tickets: {0}")]
+    Tickets(String),
 }
 
 /// Where the certificate and key come from.
@@ -62,6 +67,10 @@ pub struct TlsSetup {
     pub handshake_timeout: Duration,
     pub server_config: Arc<ServerConfig>,
     pub cert: CertInfo,
+    /// Session-ticket keys (handed to a successor at a handoff).
+    pub tickets: Arc<Ticketer>,
+    /// Where the ticket keys came from, for the start's log line.
+    pub tickets_origin: String,
 }
 
 /// What heird reads from the leaf certificate (for warnings, logs and SNI checks).
@@ -100,6 +109,9 @@ impl TlsSetup {
             .map_err(TlsError::Rustls)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
+        let (tickets, tickets_origin) = inherited_ticketer()?;
+        let tickets = Arc::new(tickets);
+        config.ticketer = tickets.clone();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // No 0-RTT (replayable requests): rustls's default, said out loud.
         config.max_early_data_size = 0;
@@ -111,6 +123,8 @@ impl TlsSetup {
             handshake_timeout,
             server_config: Arc::new(config),
             cert,
+            tickets,
+            tickets_origin,
         })
     }
 
@@ -177,6 +191,37 @@ impl CertInfo {
                 .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
             None => *n == sni,
         })
+    }
+}
+
+/// The ticket keys a predecessor passed (`HEIRD_TLS_TICKET_KEYS_FD`), else fresh ones; with a
+/// note on where they came from. Runs before any thread exists (it unsets the variable).
+fn inherited_ticketer() -> Result<(Ticketer, String), TlsError> {
+    let fresh = |why: String| {
+        Ticketer::new()
+            .map(|t| (t, why))
+            .map_err(|e| TlsError::Tickets(e.to_string()))
+    };
+    let Some(v) = std::env::var_os(tickets::KEYS_FD_VAR) else {
+        return fresh("new".into());
+    };
+    if let Err(e) = crate::sys::remove_env(&[tickets::KEYS_FD_VAR]) {
+        return fresh(format!("new ({} not unset: {e})", tickets::KEYS_FD_VAR));
+    }
+    let fd = v
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+        .filter(|fd| *fd >= 3);
+    let Some(fd) = fd else {
+        return fresh(format!("new ({}={v:?} is not an fd)", tickets::KEYS_FD_VAR));
+    };
+    match crate::sys::take_inherited_fd(fd) {
+        Ok(Some(owned)) => match Ticketer::from_fd(owned) {
+            Ok(t) => Ok((t, "the predecessor".into())),
+            Err(e) => fresh(format!("new (fd {fd}: {e})")),
+        },
+        Ok(None) => fresh(format!("new (fd {fd} is not open)")),
+        Err(e) => fresh(format!("new (fd {fd}: {e})")),
     }
 }
 
