@@ -179,6 +179,7 @@ impl Service {
             }
             info!(fds = names.len(), "took over connections from the fd store");
         }
+        server.store_tls_tickets();
         let mut sigterm = signal(SignalKind::terminate()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(|e| report(RunError::Signals(e)))?;
         let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| report(RunError::Signals(e)))?;

@@ -548,3 +548,87 @@ fn wait_new_pid_tls(s: &Https, old: &str) -> String {
     });
     new
 }
+
+#[test]
+fn session_ticket_keys_wait_in_the_fd_store_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = make_pair(dir.path(), "a", 90);
+    let ca = pair.cert.to_str().unwrap();
+    let client = client_config(&[&pair.cert_pem], &[b"http/1.1"]);
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let tls_args = [
+        "--tls-cert",
+        pair.cert.to_str().unwrap(),
+        "--tls-key",
+        pair.key.to_str().unwrap(),
+    ];
+    let mut args = vec!["serve", "--listen"];
+    let addr_s = addr.to_string();
+    args.push(&addr_s);
+    args.extend(tls_args);
+    let mut h = Spawn::new(dir.path(), &args)
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    wait_serving_tls(addr, &client, &h);
+    n.wait_for(Duration::from_secs(5), |_, m| {
+        m.contains("FDNAME=tls-ticket-keys")
+    })
+    .unwrap_or_else(|| panic!("keys never stored: {:?}\n{}", n.seen, h.describe()));
+    let sess = dir.path().join("sess");
+    let (how, first) = s_client_session(addr, ca, "-sess_out", &sess, false);
+    assert!(how.starts_with("New"), "{how}");
+
+    // A stop (what `systemctl restart` does first), then a start with what the store holds,
+    // the way systemd passes it back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        h.wait_timeout(Duration::from_secs(15))
+            .is_some_and(|s| s.success()),
+        "{}",
+        h.describe()
+    );
+    let stored: Vec<(String, std::os::fd::OwnedFd)> = n
+        .store
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(name, fd)| (name.clone(), fd.try_clone().unwrap()))
+        .collect();
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"tls-ticket-keys"), "{names:?}");
+    let mut sp = Spawn::new(dir.path(), &args);
+    sp.fds = stored.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    sp.listen_pid_self = true;
+    let h2 = sp
+        .env("LISTEN_FDS", &stored.len().to_string())
+        .env("LISTEN_FDNAMES", &names.join(":"))
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop(stored);
+    wait_serving_tls(addr, &client, &h2);
+    let (how, pid) = s_client_session(addr, ca, "-sess_in", &sess, false);
+    assert_ne!(pid, first, "a new process answers");
+    assert!(how.starts_with("Reused, TLSv1.3"), "{how}\n{}", h2.describe());
+    assert!(
+        h2.stderr()
+            .contains("session ticket keys taken from the fd store"),
+        "{}",
+        h2.describe()
+    );
+    // The keys stay in the store for the next restart.
+    n.drain_for(Duration::from_millis(200));
+    assert!(
+        n.store
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(name, _)| name == "tls-ticket-keys"),
+        "{:?}",
+        n.seen
+    );
+}

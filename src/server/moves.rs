@@ -35,9 +35,13 @@ pub const STORED_CONN_PREFIX: &str = "conn-";
 /// `cbuf-<pid>-<n>`, matching the connection's `<pid>-<n>`.
 pub const STORED_BUF_PREFIX: &str = "cbuf-";
 
-/// True for fd-store names of stored connections and their bytes.
+/// True for fd-store names of stored connections and their bytes, and of what else the
+/// server keeps there beside its listeners (the TLS session-ticket keys): not listeners, taken
+/// back by [`Server::adopt_stored`].
 pub fn is_stored_connection(name: &str) -> bool {
-    name.starts_with(STORED_CONN_PREFIX) || name.starts_with(STORED_BUF_PREFIX)
+    name.starts_with(STORED_CONN_PREFIX)
+        || name.starts_with(STORED_BUF_PREFIX)
+        || name == crate::tls::tickets::STORED_NAME
 }
 
 /// True for a channel message that carries a moved connection.
@@ -150,6 +154,13 @@ impl Server {
         let mut conns = Vec::new();
         let mut names = Vec::new();
         for (name, fd) in stored {
+            if name == crate::tls::tickets::STORED_NAME {
+                // Stays in the store (it is the copy a later restart needs) unless unused.
+                if !self.adopt_stored_tickets(fd) {
+                    names.push(name);
+                }
+                continue;
+            }
             if let Some(id) = name.strip_prefix(STORED_BUF_PREFIX) {
                 bufs.insert(id.to_string(), fd);
             } else {

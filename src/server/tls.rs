@@ -72,6 +72,39 @@ pub(super) fn listener_settings(
         .collect())
 }
 
+impl super::Server {
+    /// Takes the session-ticket keys a previous process kept in the fd store (a restart or a
+    /// crash), so that its clients' tickets still resume. False when this process has no TLS
+    /// or the keys are unreadable (the stored copy is then removed).
+    pub(super) fn adopt_stored_tickets(&self, fd: std::os::fd::OwnedFd) -> bool {
+        let Some(tls) = &self.ctx.settings.tls else {
+            info!("tls: session ticket keys in the fd store, but TLS is off; removed them");
+            return false;
+        };
+        match tls.tickets.adopt(fd) {
+            Ok(()) => {
+                info!("tls: session ticket keys taken from the fd store");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tls: unreadable session ticket keys in the fd store; new ones are used");
+                false
+            }
+        }
+    }
+
+    /// Keeps the session-ticket keys in systemd's fd store, when there is one and the keys are
+    /// not already there (a successor's inherited keys are), and again at each rotation; so a
+    /// restart or a crash keeps the tickets good. Call after [`Server::adopt_stored`].
+    pub fn store_tls_tickets(&self) {
+        if let Some(tls) = &self.ctx.settings.tls
+            && crate::fdstore::available()
+        {
+            tls.tickets.keep_in_fd_store();
+        }
+    }
+}
+
 /// What the first byte of a connection on a TLS listener says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FirstByte {
@@ -93,6 +126,9 @@ fn classify(b: u8) -> FirstByte {
 /// The answer to plain HTTP on a TLS port.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
 Content-Length: 39\r\nConnection: close\r\n\r\nThis port speaks HTTPS, not plain HTTP\n";
+
+/// How long a plain-HTTP client may keep sending after its 400, before the socket is closed.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one connection of a TLS listener.
 pub(super) async fn serve<S: Movable>(stream: S, ctx: Arc<ConnCtx>, tls: Arc<TlsSetup>) {
@@ -136,9 +172,22 @@ pub(super) async fn serve<S: Movable>(stream: S, ctx: Arc<ConnCtx>, tls: Arc<Tls
         FirstByte::Handshake => {}
         FirstByte::PlainHttp => {
             info!(peer = %who, "tls: plain HTTP sent to a TLS listener; answered 400");
-            let _ = tokio::time::timeout_at(deadline, async {
+            // Lingering close: read (and drop) what the client still sends for a moment after
+            // our FIN, so that closing with its request unread does not reset the connection
+            // before the client has read the answer.
+            let linger = deadline.min(Instant::now() + LINGER);
+            let _ = tokio::time::timeout_at(linger, async {
                 io.write_all(PLAIN_HTTP_ANSWER).await?;
-                io.shutdown().await
+                io.shutdown().await?;
+                let mut sink = [0u8; 4096];
+                let mut left: usize = 64 * 1024;
+                while left > 0 {
+                    match io.read(&mut sink).await? {
+                        0 => break,
+                        n => left = left.saturating_sub(n),
+                    }
+                }
+                Ok::<_, stdio::Error>(())
             })
             .await;
             return;

@@ -13,6 +13,7 @@
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -21,6 +22,8 @@ use rustls::server::ProducesTickets;
 
 /// Names the inherited fd (a memfd) that holds a predecessor's ticket keys.
 pub const KEYS_FD_VAR: &str = "HEIRD_TLS_TICKET_KEYS_FD";
+/// The fd-store name of the keys' memfd.
+pub const STORED_NAME: &str = "tls-ticket-keys";
 /// How often the encrypting key is replaced.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// What a client is told a ticket is good for (it may stay usable up to `2 * ROTATE_EVERY`).
@@ -117,6 +120,19 @@ impl Keys {
 pub struct Ticketer {
     keys: RwLock<Keys>,
     rng: SystemRandom,
+    /// Whether the keys came from elsewhere (a predecessor, the fd store): then the store
+    /// already has them.
+    inherited: AtomicBool,
+    /// Set once the keys are kept in the fd store: each rotation replaces the stored copy.
+    in_fd_store: AtomicBool,
+}
+
+fn read_keys(fd: OwnedFd) -> io::Result<Keys> {
+    let mut f = std::fs::File::from(fd);
+    f.seek(io::SeekFrom::Start(0))?;
+    let mut b = Vec::new();
+    f.take(1024).read_to_end(&mut b)?;
+    Keys::from_bytes(&b).ok_or_else(|| io::Error::other("malformed ticket keys"))
 }
 
 fn now_secs(now: SystemTime) -> u64 {
@@ -135,22 +151,60 @@ impl Ticketer {
                 since: now_secs(SystemTime::now()),
             }),
             rng,
+            inherited: AtomicBool::new(false),
+            in_fd_store: AtomicBool::new(false),
         })
     }
 
     /// The keys a predecessor left in the memfd `fd`; rotated at once if they are due.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Ticketer> {
-        let mut f = std::fs::File::from(fd);
-        f.seek(io::SeekFrom::Start(0))?;
-        let mut b = Vec::new();
-        f.take(1024).read_to_end(&mut b)?;
-        let keys = Keys::from_bytes(&b).ok_or_else(|| io::Error::other("malformed ticket keys"))?;
         let t = Ticketer {
-            keys: RwLock::new(keys),
+            keys: RwLock::new(read_keys(fd)?),
             rng: SystemRandom::new(),
+            inherited: AtomicBool::new(true),
+            in_fd_store: AtomicBool::new(false),
         };
         t.rotate_if_due(SystemTime::now());
         Ok(t)
+    }
+
+    /// Replaces the keys with those in the memfd `fd` (kept in the fd store by a previous
+    /// process).
+    pub fn adopt(&self, fd: OwnedFd) -> io::Result<()> {
+        let keys = read_keys(fd)?;
+        *self
+            .keys
+            .write()
+            .map_err(|_| io::Error::other("ticket keys poisoned"))? = keys;
+        self.inherited.store(true, Ordering::SeqCst);
+        self.rotate_if_due(SystemTime::now());
+        Ok(())
+    }
+
+    /// Keeps the keys in systemd's fd store from now on (stores them now unless they came from
+    /// a predecessor or the store, which have them there already).
+    pub fn keep_in_fd_store(&self) {
+        if !self.in_fd_store.swap(true, Ordering::SeqCst) && !self.inherited.load(Ordering::SeqCst) {
+            self.store();
+        }
+    }
+
+    fn store(&self) {
+        use crate::notify::NotifyState;
+        use std::os::fd::AsFd;
+        let fd = match self.to_memfd() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "tls: cannot keep the session ticket keys in the fd store");
+                return;
+            }
+        };
+        crate::fdstore::remove_quietly(STORED_NAME);
+        let states = [NotifyState::FdStore, NotifyState::FdName(STORED_NAME)];
+        match sd_notify::notify_with_fds(&states, &[fd.as_fd()]) {
+            Ok(()) => tracing::info!("tls: session ticket keys kept in the fd store"),
+            Err(e) => tracing::warn!(error = %e, "tls: cannot keep the session ticket keys in the fd store"),
+        }
     }
 
     /// The keys in a new memfd (close-on-exec; the handoff passes it on explicitly).
@@ -187,7 +241,11 @@ impl Ticketer {
         let old = std::mem::replace(&mut k.current, fresh);
         k.previous = Some(old);
         k.since = now;
+        drop(k);
         tracing::info!("tls: rotated the session ticket key");
+        if self.in_fd_store.load(Ordering::SeqCst) {
+            self.store();
+        }
         true
     }
 
