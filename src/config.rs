@@ -118,6 +118,43 @@ pub enum ConfigError {
     TlsSpec { origin: String, message: String },
 }
 
+/// `tls.crt` and `tls.key` in the systemd credentials directory `dir`: both (`Some`), neither
+/// (`None`), or an error for one without the other or one that cannot be looked at (HTTPS was
+/// meant: serving plain HTTP instead would hide the mistake).
+fn credential_pair(dir: &Path) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let look = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let p = dir.join(name);
+        match std::fs::metadata(&p) {
+            Ok(_) => Ok(Some(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ConfigError::TlsSpec {
+                origin: format!("systemd credential {}", p.display()),
+                message: e.to_string(),
+            }),
+        }
+    };
+    match (look(tls::CREDENTIAL_CERT)?, look(tls::CREDENTIAL_KEY)?) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        (c, _) => Err(ConfigError::TlsSpec {
+            origin: format!("systemd credentials in {}", dir.display()),
+            message: format!(
+                "{} without {}: load both or neither",
+                if c.is_some() {
+                    tls::CREDENTIAL_CERT
+                } else {
+                    tls::CREDENTIAL_KEY
+                },
+                if c.is_some() {
+                    tls::CREDENTIAL_KEY
+                } else {
+                    tls::CREDENTIAL_CERT
+                },
+            ),
+        }),
+    }
+}
+
 /// Parses a duration such as `250ms`, `2s` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s.trim())
@@ -258,9 +295,12 @@ impl Config {
                 });
             }
             (None, None, None, None) => {
-                let found = credentials.map(|d| (d.join(tls::CREDENTIAL_CERT), d.join(tls::CREDENTIAL_KEY)));
+                let found = match credentials {
+                    Some(d) => credential_pair(d)?,
+                    None => None,
+                };
                 match found {
-                    Some((c, k)) if c.exists() && k.exists() => (c, k, tls::Source::Credentials),
+                    Some((c, k)) => (c, k, tls::Source::Credentials),
                     _ if spec.listeners.is_some() || spec.handshake_timeout.is_some() => {
                         return Err(ConfigError::TlsSpec {
                             origin: file(),
@@ -517,6 +557,11 @@ mod tls_tests {
         };
         let t = parse(&text).unwrap().load_tls(&cli, None).unwrap().unwrap();
         assert_eq!(t.cert_path, d.join("tls.crt"));
+        // Half a pair of credentials is an error.
+        let half = tempfile::tempdir().unwrap();
+        std::fs::copy(d.join("tls.crt"), half.path().join("tls.crt")).unwrap();
+        let e = parse("").unwrap().load_tls(&none, Some(half.path())).unwrap_err();
+        assert!(e.to_string().contains("tls.crt without tls.key"), "{e}");
         // Half a pair, or listeners without any certificate, are errors.
         let e = parse("[tls]\ncert = \"/c\"\n")
             .unwrap()

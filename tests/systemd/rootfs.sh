@@ -24,7 +24,7 @@ dir=$cache/$suite
 # What the scenarios use inside: systemctl/journalctl/systemd-analyze (systemd), curl, kill/ps
 # (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher).
 # The list is recorded in the root; a root built with another list is rebuilt.
-packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep
+packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,openssl
 stamp=.heird-rootfs
 
 log() { echo "rootfs.sh: $*" >&2; }
