@@ -153,6 +153,14 @@ impl Server {
     /// At most `room` connections are stored (what `FileDescriptorStoreMax=` leaves beside the
     /// listeners); the rest are closed and counted as not moved.
     pub fn store_on_stop(&self, room: u64) {
+        // The TLS session-ticket keys, when kept in the store, take one slot of it too.
+        let keys = self
+            .ctx
+            .settings
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.tickets.is_in_fd_store());
+        let room = room.saturating_sub(u64::from(keys));
         if self.ctx.settings.move_connections {
             let _ = self.ctx.mover.set(Mover::Store {
                 room: AtomicU64::new(room),

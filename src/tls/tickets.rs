@@ -189,6 +189,11 @@ impl Ticketer {
         }
     }
 
+    /// Whether the keys are kept in the fd store (they take one of its slots).
+    pub fn is_in_fd_store(&self) -> bool {
+        self.in_fd_store.load(Ordering::SeqCst)
+    }
+
     fn store(&self) {
         use crate::notify::NotifyState;
         use std::os::fd::AsFd;
