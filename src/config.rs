@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::listeners::{ListenAddr, ListenError};
-use crate::tls::{self, TlsError, TlsSetup};
+use crate::tls::{self, TlsError, TlsSetup, TlsSpec};
 
 /// `heird --version`; a test build with fault-injection hooks says so.
 #[cfg(not(feature = "fault-injection"))]
@@ -114,45 +114,6 @@ pub enum ConfigError {
     Listen(#[source] ListenError),
     #[error("{0}")]
     Tls(#[from] TlsError),
-    #[error("{origin}: {message}")]
-    TlsSpec { origin: String, message: String },
-}
-
-/// `tls.crt` and `tls.key` in the systemd credentials directory `dir`: both (`Some`), neither
-/// (`None`), or an error for one without the other or one that cannot be looked at (HTTPS was
-/// meant: serving plain HTTP instead would hide the mistake).
-fn credential_pair(dir: &Path) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
-    let look = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
-        let p = dir.join(name);
-        match std::fs::metadata(&p) {
-            Ok(_) => Ok(Some(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ConfigError::TlsSpec {
-                origin: format!("systemd credential {}", p.display()),
-                message: e.to_string(),
-            }),
-        }
-    };
-    match (look(tls::CREDENTIAL_CERT)?, look(tls::CREDENTIAL_KEY)?) {
-        (Some(c), Some(k)) => Ok(Some((c, k))),
-        (None, None) => Ok(None),
-        (c, _) => Err(ConfigError::TlsSpec {
-            origin: format!("systemd credentials in {}", dir.display()),
-            message: format!(
-                "{} without {}: load both or neither",
-                if c.is_some() {
-                    tls::CREDENTIAL_CERT
-                } else {
-                    tls::CREDENTIAL_KEY
-                },
-                if c.is_some() {
-                    tls::CREDENTIAL_KEY
-                } else {
-                    tls::CREDENTIAL_CERT
-                },
-            ),
-        }),
-    }
 }
 
 /// Parses a duration such as `250ms`, `2s` or `1m 30s`.
@@ -184,16 +145,6 @@ struct TlsFile {
     key: Option<String>,
     listeners: Option<Vec<String>>,
     handshake_timeout: Option<String>,
-}
-
-/// `[tls]` of the file, validated, before the files are read (paths relative to the file's
-/// directory).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TlsSpec {
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub listeners: Option<Vec<String>>,
-    pub handshake_timeout: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -266,63 +217,9 @@ impl Config {
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        c.tls = c.load_tls(arg, credentials.as_deref())?.map(Arc::new);
+        let cli = (arg.tls_cert.as_deref(), arg.tls_key.as_deref());
+        c.tls = tls::resolve(&c.tls_spec, cli, c.path.as_deref(), credentials.as_deref())?.map(Arc::new);
         Ok(c)
-    }
-
-    /// Finds the certificate and key (command line, then `[tls]`, then systemd credentials in
-    /// `credentials`) and loads them; `None` when none is given anywhere.
-    fn load_tls(&self, arg: &ConfigArg, credentials: Option<&Path>) -> Result<Option<TlsSetup>, ConfigError> {
-        let spec = &self.tls_spec;
-        let file = || {
-            self.path.as_ref().map_or("[tls]".to_string(), |p| {
-                format!("config file {}: [tls]", p.display())
-            })
-        };
-        let (cert, key, source) = match (&arg.tls_cert, &arg.tls_key, &spec.cert, &spec.key) {
-            (Some(c), Some(k), _, _) => (c.clone(), k.clone(), tls::Source::Paths),
-            (Some(_), None, _, _) | (None, Some(_), _, _) => {
-                return Err(ConfigError::TlsSpec {
-                    origin: "--tls-cert/--tls-key".into(),
-                    message: "give both or neither".into(),
-                });
-            }
-            (None, None, Some(c), Some(k)) => (c.clone(), k.clone(), tls::Source::Paths),
-            (None, None, Some(_), None) | (None, None, None, Some(_)) => {
-                return Err(ConfigError::TlsSpec {
-                    origin: file(),
-                    message: "cert and key go together: give both or neither".into(),
-                });
-            }
-            (None, None, None, None) => {
-                let found = match credentials {
-                    Some(d) => credential_pair(d)?,
-                    None => None,
-                };
-                match found {
-                    Some((c, k)) => (c, k, tls::Source::Credentials),
-                    _ if spec.listeners.is_some() || spec.handshake_timeout.is_some() => {
-                        return Err(ConfigError::TlsSpec {
-                            origin: file(),
-                            message: format!(
-                                "no certificate: set cert and key, pass --tls-cert and --tls-key, or load the systemd credentials {} and {}",
-                                tls::CREDENTIAL_CERT,
-                                tls::CREDENTIAL_KEY
-                            ),
-                        });
-                    }
-                    _ => return Ok(None),
-                }
-            }
-        };
-        let setup = TlsSetup::load(
-            &cert,
-            &key,
-            source,
-            spec.listeners.clone(),
-            spec.handshake_timeout.unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT),
-        )?;
-        Ok(Some(setup))
     }
 
     /// Warnings for `heird check` and the start (a certificate that expires soon or did).
@@ -507,12 +404,6 @@ mod tls_tests {
         Config::parse(t, Path::new("/etc/heird/heird.toml"))
     }
 
-    fn write_pair(dir: &Path, cert: &str, key: &str) {
-        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        std::fs::write(dir.join(cert), c.cert.pem()).unwrap();
-        std::fs::write(dir.join(key), c.signing_key.serialize_pem()).unwrap();
-    }
-
     #[test]
     fn tls_section() {
         let c = parse("[tls]\ncert = \"tls/c.pem\"\nkey = \"/k.pem\"\nlisteners = [\"https\"]\nhandshake_timeout = \"2s\"\n").unwrap();
@@ -531,59 +422,6 @@ mod tls_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tls.handshake_timeout"), "{e}");
-    }
-
-    #[test]
-    fn where_the_pair_comes_from() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        write_pair(d, "a.crt", "a.key");
-        write_pair(d, "tls.crt", "tls.key");
-        let none = ConfigArg::default();
-        // Nothing anywhere: plain HTTP.
-        assert!(parse("").unwrap().load_tls(&none, None).unwrap().is_none());
-        // Credentials alone.
-        let t = parse("").unwrap().load_tls(&none, Some(d)).unwrap().unwrap();
-        assert_eq!(t.source, tls::Source::Credentials);
-        assert_eq!(t.cert_path, d.join("tls.crt"));
-        // The config file's paths win over credentials; the command line over both.
-        let text = format!("[tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/a.key\"\n", d.display());
-        let t = parse(&text).unwrap().load_tls(&none, Some(d)).unwrap().unwrap();
-        assert_eq!(t.cert_path, d.join("a.crt"));
-        let cli = ConfigArg {
-            config: None,
-            tls_cert: Some(d.join("tls.crt")),
-            tls_key: Some(d.join("tls.key")),
-        };
-        let t = parse(&text).unwrap().load_tls(&cli, None).unwrap().unwrap();
-        assert_eq!(t.cert_path, d.join("tls.crt"));
-        // Half a pair of credentials is an error.
-        let half = tempfile::tempdir().unwrap();
-        std::fs::copy(d.join("tls.crt"), half.path().join("tls.crt")).unwrap();
-        let e = parse("").unwrap().load_tls(&none, Some(half.path())).unwrap_err();
-        assert!(e.to_string().contains("tls.crt without tls.key"), "{e}");
-        // Half a pair, or listeners without any certificate, are errors.
-        let e = parse("[tls]\ncert = \"/c\"\n")
-            .unwrap()
-            .load_tls(&none, Some(d))
-            .unwrap_err();
-        assert!(e.to_string().contains("cert and key go together"), "{e}");
-        let e = parse("[tls]\nlisteners = [\"https\"]\n")
-            .unwrap()
-            .load_tls(&none, None)
-            .unwrap_err();
-        assert!(e.to_string().contains("no certificate"), "{e}");
-        // Mismatched pair from the two files.
-        let text = format!(
-            "[tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/tls.key\"\n",
-            d.display()
-        );
-        let e = parse(&text)
-            .unwrap()
-            .load_tls(&none, None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("does not match"), "{e}");
     }
 }
 

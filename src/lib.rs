@@ -27,8 +27,8 @@
 //! - [`notify`]: sd_notify states, the barrier, the watchdog ticker.
 //! - [`server`]: accept loops, h1/h2 per connection through hyper, `ConnectInfo`, moving
 //!   connections.
-//! - [`tls`]: the certificate and key (files or systemd credentials) → a checked rustls config;
-//!   serving TLS is in [`server`].
+//! - [`tls`]: the certificate and key (files or systemd credentials) → a checked rustls config,
+//!   and session-ticket keys that survive handoffs and restarts; serving TLS is in [`server`].
 //! - [`drain`]: the drain switch, open-connection count, deadline, and [`Draining`], the
 //!   handlers' view of it.
 //! - [`fault`]: test-only fault injection at named handoff steps (feature `fault-injection`).

@@ -37,7 +37,7 @@ pub const STORED_BUF_PREFIX: &str = "cbuf-";
 
 /// True for fd-store names of stored connections and their bytes, and of what else the
 /// server keeps there beside its listeners (the TLS session-ticket keys): not listeners, taken
-/// back by [`Server::adopt_stored`].
+/// back by [`super::Server::adopt_stored`].
 pub fn is_stored_connection(name: &str) -> bool {
     name.starts_with(STORED_CONN_PREFIX)
         || name.starts_with(STORED_BUF_PREFIX)

@@ -95,7 +95,7 @@ impl super::Server {
 
     /// Keeps the session-ticket keys in systemd's fd store, when there is one and the keys are
     /// not already there (a successor's inherited keys are), and again at each rotation; so a
-    /// restart or a crash keeps the tickets good. Call after [`Server::adopt_stored`].
+    /// restart or a crash keeps the tickets good. Call after [`super::Server::adopt_stored`].
     pub fn store_tls_tickets(&self) {
         if let Some(tls) = &self.ctx.settings.tls
             && crate::fdstore::available()

@@ -5,6 +5,9 @@
 //! Loading happens with the rest of the configuration, so a bad or mismatched pair is a config
 //! error: `heird check` reports it, and a successor that meets it fails its handoff (the old
 //! process keeps serving with the certificate it has). Serving TLS is [`crate::server`]'s job.
+//!
+//! - `source`: which pair ([`resolve`]: command line, `[tls]`, systemd credentials).
+//! - [`tickets`]: session-ticket keys that survive handoffs and restarts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +20,9 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+mod source;
 pub mod tickets;
+pub use source::{TlsSpec, resolve};
 use tickets::Ticketer;
 
 /// File names looked up in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=tls.crt:…`).
@@ -44,6 +49,8 @@ pub enum TlsError {
     Rustls(rustls::Error),
     #[error("tls session tickets: {0}")]
     Tickets(String),
+    #[error("{origin}: {message}")]
+    Spec { origin: String, message: String },
 }
 
 /// Where the certificate and key come from.
