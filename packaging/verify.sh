@@ -65,6 +65,7 @@ want_deb=$(sort <<'EOF'
 /usr/share/doc/heird/changelog.Debian.gz
 /usr/share/doc/heird/copyright
 /usr/share/doc/heird/examples/heird-notify-reload.conf
+/usr/share/doc/heird/examples/heird-tls-credentials.conf
 /usr/share/man/man1/heird.1.gz
 EOF
 )
@@ -106,6 +107,7 @@ want_rpm=$(sort <<'EOF'
 /usr/lib/systemd/system/heird.socket
 /usr/share/doc/heird/README.md
 /usr/share/doc/heird/examples/heird-notify-reload.conf
+/usr/share/doc/heird/examples/heird-tls-credentials.conf
 /usr/share/licenses/heird/LICENSE
 /usr/share/man/man1/heird.1
 EOF
@@ -115,7 +117,7 @@ check "rpm -qlp: file list" diff <(echo "$want_rpm") <(rpm -qlp "$rpm" 2>/dev/nu
 check "rpm: version $version-1" [ "$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "$rpm" 2>/dev/null)" = "$version-1" ]
 flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpm" 2>/dev/null)
 check "rpm: /etc/heird/heird.toml is %config(noreplace) (flags 'cn')" grep -qx '/etc/heird/heird.toml cn' <<<"$flags"
-check "rpm: docs flagged %doc" [ "$(grep -cE '^/usr/share/(doc|licenses|man)/.* d$' <<<"$flags")" = 4 ]
+check "rpm: docs flagged %doc" [ "$(grep -cE '^/usr/share/(doc|licenses|man)/.* d$' <<<"$flags")" = 5 ]
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 echo "rpm -qp --scripts: $(grep -c 'scriptlet' <<<"$scripts") scriptlets ($(grep 'scriptlet' <<<"$scripts" | tr -d ':' | tr '\n' ' '))"
 check "rpm %post: install enables and starts the sockets" grep -q 'systemctl enable --now heird.socket heird-unix.socket' <<<"$scripts"
