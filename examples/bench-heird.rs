@@ -760,6 +760,7 @@ fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyhow::Result<
         keepalive_clients: cli.keepalive,
         newconn_clients: cli.newconn,
         request_timeout: cli.timeout,
+        tls: None,
     });
     let t0 = Instant::now() - handle.elapsed();
     let ms = |t: Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;

@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         keepalive_clients: cli.keepalive,
         newconn_clients: cli.newconn,
         request_timeout: cli.timeout,
+        tls: None,
     });
     let interrupted = wait(cli.duration);
     let stats = handle.stop();

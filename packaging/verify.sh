@@ -76,6 +76,7 @@ want_deb=$(sort <<'LIST'
 /usr/share/doc/heird/changelog.Debian.gz
 /usr/share/doc/heird/copyright
 /usr/share/doc/heird/examples/heird-notify-reload.conf
+/usr/share/doc/heird/examples/heird-tls-credentials.conf
 /usr/share/heird/units-changed.sh
 /usr/share/man/man1/heird.1.gz
 LIST
@@ -172,6 +173,7 @@ want_rpm=$(sort <<'LIST'
 /usr/share/doc/heird/README.md
 /usr/share/doc/heird/examples
 /usr/share/doc/heird/examples/heird-notify-reload.conf
+/usr/share/doc/heird/examples/heird-tls-credentials.conf
 /usr/share/heird
 /usr/share/heird/units-changed.sh
 /usr/share/licenses/heird
@@ -189,7 +191,7 @@ flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]' "
 check "rpm: /etc/heird/heird.toml is %config(noreplace) (flags 'cn')" grep -q '^/etc/heird/heird.toml cn ' <<<"$flags"
 check "rpm: 6 directories owned (/etc/heird, /usr/share/{doc,doc/examples,licenses,}heird, /var/lib/heird)" \
   [ "$(grep -cE ' d[rwx-]{9}$' <<<"$flags")" = 6 ]
-check "rpm: docs flagged %doc / %license" [ "$(grep -cE '^/usr/share/(doc|licenses|man)/[^ ]* [dl] ' <<<"$flags")" = 4 ]
+check "rpm: docs flagged %doc / %license" [ "$(grep -cE '^/usr/share/(doc|licenses|man)/[^ ]* [dl] ' <<<"$flags")" = 5 ]
 check "rpm: /var/lib/heird's two files are %ghost" [ "$(grep -cE '^/var/lib/heird/[^ ]* g ' <<<"$flags")" = 2 ]
 requires=$(rpm -qp --requires "$rpm" 2>/dev/null)
 requires_libs() { grep -qxF 'libc.so.6()(64bit)' <<<"$requires" && grep -qxF 'libgcc_s.so.1()(64bit)' <<<"$requires"; }

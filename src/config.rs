@@ -4,6 +4,7 @@
 //! Unknown keys are errors. Durations are humantime strings (`"250ms"`, `"30s"`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 
 use crate::cli::{ReloadArgs, StopArgs};
 use crate::listeners::{ListenAddr, ListenError};
+use crate::tls::{self, TlsError, TlsSetup, TlsSpec};
 
 /// `heird --version`; a test build with fault-injection hooks says so.
 #[cfg(not(feature = "fault-injection"))]
@@ -49,6 +51,12 @@ pub struct ConfigArg {
     /// Config file (TOML). Defaults to $HEIRD_CONFIG, else built-in defaults.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, listeners speak HTTPS (see [tls] listeners).
+    #[arg(long = "tls-cert", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -78,6 +86,8 @@ pub enum ConfigError {
     },
     #[error("--listen: {0}")]
     Listen(ListenError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Parses a duration such as `250ms`, `2s` or `1m 30s`.
@@ -98,6 +108,17 @@ struct File {
     log_level: Option<String>,
     watchdog_stall: Option<bool>,
     move_connections: Option<bool>,
+    tls: Option<TlsFile>,
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<String>,
+    key: Option<String>,
+    listeners: Option<Vec<String>>,
+    handshake_timeout: Option<String>,
 }
 
 /// The validated configuration.
@@ -123,6 +144,11 @@ pub struct Config {
     pub watchdog_stall: bool,
     /// Move idle keep-alive connections to the successor at a handoff.
     pub move_connections: bool,
+    /// `[tls]` as written in the file.
+    pub tls_spec: TlsSpec,
+    /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
+    /// `[tls]`, else systemd credentials `tls.crt` + `tls.key`. `None`: plain HTTP.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 impl Default for Config {
@@ -138,6 +164,8 @@ impl Default for Config {
             log_level: "info".into(),
             watchdog_stall: false,
             move_connections: true,
+            tls_spec: TlsSpec::default(),
+            tls: None,
         }
     }
 }
@@ -150,16 +178,30 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         });
-        match path {
-            None => Ok(Config::default()),
+        let mut c = match path {
+            None => Config::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
                     path: path.clone(),
                     error,
                 })?;
-                Config::parse(&text, &path)
+                Config::parse(&text, &path)?
             }
-        }
+        };
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let cli = (arg.tls_cert.as_deref(), arg.tls_key.as_deref());
+        c.tls = tls::resolve(&c.tls_spec, cli, c.path.as_deref(), credentials.as_deref())?.map(Arc::new);
+        Ok(c)
+    }
+
+    /// Warnings for `heird check` and the start (a certificate that expires soon or did).
+    pub fn warnings(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map(|t| t.warnings(std::time::SystemTime::now()))
+            .unwrap_or_default()
     }
 
     /// Parses and validates config text; `path` is used in messages.
@@ -234,6 +276,41 @@ impl Config {
         if let Some(m) = file.move_connections {
             c.move_connections = m;
         }
+        if let Some(t) = &file.tls {
+            // Relative paths are taken from the config file's directory.
+            let dir = path.parent().unwrap_or(Path::new(""));
+            let file_path = |key: &'static str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some("") => Err(value_err(key, "", "must not be empty".into())),
+                    Some(p) => Ok(Some(dir.join(p))),
+                }
+            };
+            c.tls_spec.cert = file_path("tls.cert", &t.cert)?;
+            c.tls_spec.key = file_path("tls.key", &t.key)?;
+            if let Some(l) = &t.listeners {
+                if l.is_empty() {
+                    return Err(value_err(
+                        "tls.listeners",
+                        "[]",
+                        "must name at least one listener (leave it out for all of them)".into(),
+                    ));
+                }
+                if let Some(bad) = l.iter().find(|n| n.is_empty() || n.contains(':')) {
+                    return Err(value_err(
+                        "tls.listeners",
+                        bad,
+                        "not a LISTEN_FDNAMES name".into(),
+                    ));
+                }
+                c.tls_spec.listeners = Some(l.clone());
+            }
+            c.tls_spec.handshake_timeout = dur(
+                "tls.handshake_timeout",
+                &t.handshake_timeout,
+                Duration::from_millis(10),
+            )?;
+        }
         Ok(c)
     }
 
@@ -294,6 +371,35 @@ mod tests {
 }
 
 #[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("/etc/heird/heird.toml"))
+    }
+
+    #[test]
+    fn tls_section() {
+        let c = parse("[tls]\ncert = \"tls/c.pem\"\nkey = \"/k.pem\"\nlisteners = [\"https\"]\nhandshake_timeout = \"2s\"\n").unwrap();
+        assert_eq!(
+            c.tls_spec.cert.as_deref(),
+            Some(Path::new("/etc/heird/tls/c.pem"))
+        );
+        assert_eq!(c.tls_spec.key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(c.tls_spec.listeners, Some(vec!["https".to_string()]));
+        assert_eq!(c.tls_spec.handshake_timeout, Some(Duration::from_secs(2)));
+        let e = parse("[tls]\nlisteners = []\n").unwrap_err().to_string();
+        assert!(e.contains("tls.listeners"), "{e}");
+        let e = parse("[tls]\ncrt = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("crt"), "{e}");
+        let e = parse("[tls]\nhandshake_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.handshake_timeout"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod proptests {
     use super::*;
     use proptest::prelude::*;
@@ -311,7 +417,7 @@ mod proptests {
         #[test]
         fn config_values_never_panic(key in proptest::sample::select(vec![
             "greeting", "listen", "drain_timeout", "idle_close_grace", "max_sleep",
-            "handoff_timeout", "log_level", "watchdog_stall", "move_connections",
+            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "tls",
         ]), value in ".{0,30}") {
             let text = format!("{key} = {value:?}\n");
             if let Err(e) = Config::parse(&text, Path::new("p.toml")) {

@@ -40,6 +40,9 @@ pub const WS_MSG_PREFIX: &str = "wsmsg-";
 /// `crate::Service::save_state`).
 pub const STATE_NAME: &str = "heird-state";
 
+/// TLS session-ticket keys (a memfd), kept so that tickets resume after a restart or a crash.
+pub const TLS_TICKETS_NAME: &str = "tls-ticket-keys";
+
 /// True for the name of a listener heird bound and stored.
 pub fn is_bound_listener(name: &str) -> bool {
     name.starts_with(BOUND_PREFIX)
@@ -51,6 +54,7 @@ pub fn is_stored_connection(name: &str) -> bool {
         || name.starts_with(CONN_BUF_PREFIX)
         || name.starts_with(WS_CONN_PREFIX)
         || name.starts_with(WS_MSG_PREFIX)
+        || name == TLS_TICKETS_NAME
 }
 
 /// The store name of a WebSocket's socket.

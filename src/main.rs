@@ -51,6 +51,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         options.handoff_timeout = config.handoff_timeout;
         options.serve.idle_close_grace = config.idle_close_grace;
         options.serve.move_connections = config.move_connections;
+        options.serve.tls = config.tls.clone();
         service.run(router, options).await
     })
 }
@@ -58,6 +59,12 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn check(arg: &ConfigArg) -> ExitCode {
     match Config::load(arg) {
         Ok(c) => {
+            if let Some(tls) = &c.tls {
+                println!("{}", tls.describe());
+            }
+            for w in c.warnings() {
+                eprintln!("heird: warning: {w}");
+            }
             match &c.path {
                 Some(p) => println!("{}: ok", p.display()),
                 None => println!("no config file given (--config or $HEIRD_CONFIG): defaults are valid"),

@@ -398,6 +398,8 @@ impl Driver {
             return;
         };
         let control = self.control.fd();
+        // TLS session-ticket keys for the successor (a memfd), so that tickets survive.
+        let keys = self.server.tls_ticket_keys();
         let (exe, args, generation) = (self.exe.clone(), self.args.clone(), self.generation);
         let (timeout, grace) = (self.opts.handoff_timeout, self.opts.drain_timeout);
         self.cancel.send_replace(false);
@@ -408,6 +410,7 @@ impl Driver {
                 args: &args,
                 listeners: &listeners,
                 control: control.as_deref().map(|f| f.as_fd()),
+                tls_ticket_keys: keys.as_ref().map(|f| f.as_fd()),
                 generation,
                 timeout,
             };

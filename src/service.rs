@@ -296,6 +296,9 @@ impl Service {
             }
             info!(fds = names.len(), "took over connections from the fd store");
         }
+        // TLS session-ticket keys into the fd store (unless they came from there), so tickets
+        // survive a restart or a crash.
+        server.store_tls_tickets();
         let channel = match inherited.channel {
             Some(fd) => Some(Channel::new(fd).map_err(RunError::Ready)?),
             None => None,

@@ -89,6 +89,8 @@ pub struct Spawn<'a> {
     pub args: &'a [OsString],
     pub listeners: &'a [Listener],
     pub control: Option<BorrowedFd<'a>>,
+    /// TLS session-ticket keys (a memfd), passed as `HEIRD_TLS_TICKET_KEYS_FD`.
+    pub tls_ticket_keys: Option<BorrowedFd<'a>>,
     pub generation: u64,
     pub timeout: Duration,
 }
@@ -107,6 +109,10 @@ fn successor_env(s: &Spawn<'_>) -> Vec<CString> {
     if s.control.is_some() {
         extra.push((CONTROL_FD_VAR.into(), (3 + n + 1).to_string()));
     }
+    if s.tls_ticket_keys.is_some() {
+        let at = 3 + n + 1 + usize::from(s.control.is_some());
+        extra.push((crate::tls::tickets::KEYS_FD_VAR.into(), at.to_string()));
+    }
     let replaced: Vec<&str> = listeners::LISTEN_VARS
         .iter()
         .copied()
@@ -115,6 +121,7 @@ fn successor_env(s: &Spawn<'_>) -> Vec<CString> {
             GENERATION_VAR,
             HANDOFF_FD_VAR,
             CONTROL_FD_VAR,
+            crate::tls::tickets::KEYS_FD_VAR,
             "WATCHDOG_PID",
         ])
         .collect();
@@ -172,6 +179,9 @@ pub async fn start(
         fds.push(theirs.as_fd());
         if let Some(c) = s.control {
             fds.push(c);
+        }
+        if let Some(k) = s.tls_ticket_keys {
+            fds.push(k);
         }
         sys::spawn(&mut plan, &fds, theirs.as_fd()).map_err(HandoffError::Spawn)?
     };

@@ -77,6 +77,7 @@ fn config(addr: SocketAddr, keepalive: usize, newconn: usize) -> LoadConfig {
         keepalive_clients: keepalive,
         newconn_clients: newconn,
         request_timeout: Duration::from_secs(2),
+        tls: None,
     }
 }
 

@@ -21,12 +21,15 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::debug;
 
-use super::io::{ConnIo, ConnState, Movable};
+use super::io::{ConnState, ServedIo};
 use super::request::{self, ReqCtx};
 use super::{log_conn_end, moves};
 
 /// Serves one HTTP/1.1 connection until it ends, upgrades, moves, or is closed by the drain.
-pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
+///
+/// TLS connections ([`ServedIo::MOVABLE`] false) never move: at a drain they are treated as if
+/// there were nobody to move to.
+pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
     let state = rc.state.clone();
     let moves = rc.moves;
@@ -49,7 +52,7 @@ pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
         }
     }
 
-    if let Some(mover) = ctx.mover.get() {
+    if let Some(mover) = ctx.mover.get().filter(|_| I::MOVABLE) {
         state.hold_reads.store(true, Ordering::SeqCst);
         // Whatever happens next, an IO that lives on (upgraded just now: a WebSocket owns it)
         // reads and shuts down normally again.
@@ -83,8 +86,9 @@ pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
             // It upgraded just now (the 101 was the last response): the WebSocket owns it.
             return;
         };
-        let io = parts.io.into_inner();
-        moves::move_out(&ctx, mover, io, parts.read_buf, moves).await;
+        if let Some(io) = parts.io.into_inner().into_movable() {
+            moves::move_out(&ctx, mover, io, parts.read_buf, moves).await;
+        }
         return;
     }
 

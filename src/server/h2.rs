@@ -5,6 +5,8 @@
 //! finish; the client sends new ones to the successor on a new connection. The drain deadline
 //! bounds a client that never lets its streams finish (a flow-control stall).
 //!
+//! The same serves h2 over TLS (ALPN `h2`).
+//!
 //! Extended CONNECT (RFC 8441) is on, so axum's WebSocket routes work over HTTP/2 too.
 
 use std::sync::Arc;
@@ -12,12 +14,12 @@ use std::sync::Arc;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::io::{ConnIo, Movable};
+use super::io::ServedIo;
 use super::log_conn_end;
 use super::request::{self, ReqCtx};
 
 /// Serves one HTTP/2 connection until it ends, or until its graceful shutdown completes.
-pub(super) async fn serve<S: Movable>(io: ConnIo<S>, rc: Arc<ReqCtx>) {
+pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
     let svc = hyper::service::service_fn(move |req| request::call(&rc, req));
     let mut builder = http2::Builder::new(TokioExecutor::new());

@@ -10,6 +10,8 @@
 //! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
 //!   [`ConnectionMoves`]) and the in-flight accounting.
 //! - `moves`: connections out to the successor or the fd store, and back in.
+//! - `tls`: TLS listeners: the handshake (bounded, with bad input told apart), then h1 or h2 by
+//!   ALPN. TLS connections never move; a drain closes them as its protocol allows.
 //! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
 //! - [`ws`]: WebSockets that move to the successor with their handler's state.
 
@@ -21,6 +23,7 @@ mod peer;
 mod request;
 mod routes;
 mod sniff;
+mod tls;
 pub mod ws;
 
 use std::io as stdio;
@@ -38,8 +41,9 @@ use tracing::{debug, info, warn};
 use crate::channel::Channel;
 use crate::drain::Drain;
 use crate::listeners::{Family, Listener};
-use io::{ConnIo, ConnState, Movable};
+use io::{ConnIo, ConnState, Movable, ServedIo};
 use moves::Mover;
+use peer::Peer;
 pub use peer::UnixPeer;
 use request::ReqCtx;
 pub use routes::Routes;
@@ -59,6 +63,8 @@ pub struct ServeSettings {
     /// `None` (the default): until a second before the drain deadline (half the drain timeout
     /// when that is shorter), so the close goes out before the process exits.
     pub ws_boundary_timeout: Option<Duration>,
+    /// TLS on every listener, or on those it names; `None`: plain HTTP everywhere.
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
 }
 
 impl Default for ServeSettings {
@@ -68,6 +74,7 @@ impl Default for ServeSettings {
             header_read_timeout: Duration::from_secs(30),
             move_connections: true,
             ws_boundary_timeout: None,
+            tls: None,
         }
     }
 }
@@ -123,7 +130,8 @@ impl Server {
             moved: AtomicU64::new(0),
             not_moved: AtomicU64::new(0),
         });
-        for l in listeners {
+        let tls_for = tls::listener_settings(listeners, settings.tls.as_ref())?;
+        for (l, tls) in listeners.iter().zip(tls_for) {
             let fd: OwnedFd = l.fd.try_clone()?;
             let name = l.name.clone();
             let router = ctx.routes.for_listener(&l.address);
@@ -132,7 +140,7 @@ impl Server {
                     let std = std::net::TcpListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = TcpListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), router, move |cx| {
+                    tokio::spawn(accept_loop(name, ctx.clone(), router, tls, move |cx| {
                         listener.poll_accept(cx).map_ok(|(s, _)| {
                             let _ = s.set_nodelay(true);
                             s
@@ -143,7 +151,7 @@ impl Server {
                     let std = std::os::unix::net::UnixListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = UnixListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), router, move |cx| {
+                    tokio::spawn(accept_loop(name, ctx.clone(), router, tls, move |cx| {
                         listener.poll_accept(cx).map_ok(|(s, _)| s)
                     }));
                 }
@@ -165,10 +173,31 @@ impl Server {
     /// At most `room` connections are stored (what `FileDescriptorStoreMax=` leaves beside the
     /// listeners); the rest are closed and counted as not moved.
     pub fn store_on_stop(&self, room: u64) {
+        // The TLS session-ticket keys, when kept in the store, take one slot of it too.
+        let keys = self
+            .ctx
+            .settings
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.tickets.is_in_fd_store());
+        let room = room.saturating_sub(u64::from(keys));
         if self.ctx.settings.move_connections {
             let _ = self.ctx.mover.set(Mover::Store {
                 room: AtomicU64::new(room),
             });
+        }
+    }
+
+    /// The TLS session-ticket keys in a new memfd, for a successor (`None` without TLS, or
+    /// when the memfd cannot be made: the successor then starts with fresh keys).
+    pub fn tls_ticket_keys(&self) -> Option<OwnedFd> {
+        let tls = self.ctx.settings.tls.as_ref()?;
+        match tls.tickets.to_memfd() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                warn!(error = %e, "tls: cannot pass the session ticket keys on; the successor makes new ones");
+                None
+            }
         }
     }
 
@@ -183,8 +212,14 @@ impl Server {
 
 /// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
 /// ENFILE) or memory pauses accepting briefly instead of spinning.
-async fn accept_loop<S, F>(name: String, ctx: Arc<ConnCtx>, router: Router, mut accept: F)
-where
+/// On a TLS listener (`tls`), each connection does the TLS handshake first.
+async fn accept_loop<S, F>(
+    name: String,
+    ctx: Arc<ConnCtx>,
+    router: Router,
+    tls: Option<Arc<crate::tls::TlsSetup>>,
+    mut accept: F,
+) where
     S: Movable,
     F: FnMut(&mut Context<'_>) -> Poll<stdio::Result<S>>,
 {
@@ -198,14 +233,21 @@ where
         match res {
             Ok(stream) => {
                 let open = ctx.drain.track();
-                tokio::spawn(serve_connection(
-                    stream,
-                    Bytes::new(),
-                    ctx.clone(),
-                    0,
-                    open,
-                    router.clone(),
-                ));
+                match &tls {
+                    Some(tls) => {
+                        tokio::spawn(tls::serve(stream, ctx.clone(), tls.clone(), open, router.clone()));
+                    }
+                    None => {
+                        tokio::spawn(serve_connection(
+                            stream,
+                            Bytes::new(),
+                            ctx.clone(),
+                            0,
+                            open,
+                            router.clone(),
+                        ));
+                    }
+                }
             }
             Err(e) => {
                 let resource = matches!(
@@ -244,6 +286,19 @@ async fn serve_connection<S: Movable>(
     let Some((proto, io)) = sniff::sniff(io, &ctx, moves).await else {
         return;
     };
+    serve_proto(proto, io, ctx, state, peer, moves, router).await;
+}
+
+/// Serves a connection whose protocol is known (sniffed, or negotiated by ALPN).
+async fn serve_proto<I: ServedIo>(
+    proto: Proto,
+    io: I,
+    ctx: Arc<ConnCtx>,
+    state: Arc<ConnState>,
+    peer: Peer,
+    moves: u32,
+    router: Router,
+) {
     let rc = Arc::new(ReqCtx {
         ctx: ctx.clone(),
         router,
@@ -252,6 +307,7 @@ async fn serve_connection<S: Movable>(
         peer,
         draining: ctx.drain.signal(),
         h2: proto == Proto::Http2,
+        movable: I::MOVABLE,
     });
     match proto {
         Proto::Http1 => h1::serve(io, rc).await,

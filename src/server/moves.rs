@@ -150,6 +150,13 @@ impl Server {
         let mut names = Vec::new();
         let (mut ws_socks, mut ws_msgs) = (Vec::new(), std::collections::HashMap::new());
         for (name, fd) in stored {
+            if name == fdstore::TLS_TICKETS_NAME {
+                // Stays in the store (it is the copy a later restart needs) unless unused.
+                if !self.adopt_stored_tickets(fd) {
+                    names.push(name);
+                }
+                continue;
+            }
             if let Some(id) = fdstore::parse_ws_msg_name(&name) {
                 ws_msgs.insert(id.to_string(), fd);
             } else if fdstore::parse_ws_conn_name(&name).is_some() {

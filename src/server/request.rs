@@ -31,6 +31,8 @@ pub(super) struct ReqCtx {
     /// HTTP/2: no `Connection` header (it is illegal there; GOAWAY does its job), and no
     /// in-flight count (h2 connections do not move).
     pub h2: bool,
+    /// False over TLS: the connection never moves, so a drain always closes it.
+    pub movable: bool,
 }
 
 /// Counts a request as in flight until its response body is done (or dropped).
@@ -101,11 +103,12 @@ pub(super) fn call(rc: &Arc<ReqCtx>, mut req: Request<Incoming>) -> RespFuture {
             Ok(r) => r,
             Err(never) => match never {},
         };
-        // Draining without a successor to move to: this is the connection's last response (an
-        // upgrade keeps its `Connection: upgrade`; the handler ends it).
+        // Draining without a successor to move to (or over TLS, which never moves): this is the
+        // connection's last response (an upgrade keeps its `Connection: upgrade`; the handler
+        // ends it).
         if !rc.h2
             && rc.ctx.drain.is_draining()
-            && rc.ctx.mover.get().is_none()
+            && (!rc.movable || rc.ctx.mover.get().is_none())
             && resp.status() != StatusCode::SWITCHING_PROTOCOLS
         {
             resp.headers_mut()

@@ -14,6 +14,10 @@
 //! * **New-connection clients** connect, send one request with `Connection: close`, read
 //!   the response, close, and repeat.
 //!
+//! With [`LoadConfig::tls`] every connection does a TLS handshake first (rustls; server name
+//! `localhost`); a failed handshake counts as `other` (or `reset`/`closed_before_response`
+//! when the socket says so).
+//!
 //! After any failure a client backs off 5 ms, so a dead server does not make it spin.
 //! Every request ends in exactly one outcome; a failure is counted once, by kind:
 //!
@@ -77,6 +81,8 @@ pub struct LoadConfig {
     pub newconn_clients: usize,
     /// Bound on one request, connect included.
     pub request_timeout: Duration,
+    /// Speak HTTPS with this client config (server name `localhost`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl LoadConfig {
@@ -88,6 +94,7 @@ impl LoadConfig {
             keepalive_clients: 1,
             newconn_clients: 0,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -360,7 +367,7 @@ async fn keepalive_client(sh: Arc<Shared>) {
         let t0 = Instant::now();
         let attempt = tokio::time::timeout(cfg.request_timeout, async {
             if conn.is_none() {
-                conn = Some(Conn::connect(cfg.addr).await?);
+                conn = Some(Conn::connect(cfg.addr, cfg.tls.as_ref()).await?);
                 if opened_before {
                     sh.record_reconnect();
                 }
@@ -407,7 +414,7 @@ async fn newconn_client(sh: Arc<Shared>) {
     while !sh.stopping() {
         let t0 = Instant::now();
         let attempt = tokio::time::timeout(cfg.request_timeout, async {
-            let mut c = Conn::connect(cfg.addr).await?;
+            let mut c = Conn::connect(cfg.addr, cfg.tls.as_ref()).await?;
             c.send(request.as_bytes()).await?;
             let resp = c.read_response().await?;
             Ok::<_, Failure>((c, resp))
@@ -506,18 +513,34 @@ struct Head {
     pid: Option<u32>,
 }
 
+/// A plain or a TLS connection.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
 }
 
 impl Conn {
-    async fn connect(addr: SocketAddr) -> Result<Conn, Failure> {
+    async fn connect(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Conn, Failure> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| Failure::io("connect", &e))?;
         // Requests are a single write; best effort only.
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(stream),
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(|e| Failure::protocol(e.to_string()))?;
+                let s = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| Failure::io("tls handshake", &e))?;
+                Box::new(s)
+            }
+        };
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),

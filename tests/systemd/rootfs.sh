@@ -29,7 +29,7 @@ dir=$cache/$suite${extra:++${extra//,/+}}
 # What the scenarios use inside: systemctl/journalctl/systemd-analyze (systemd), curl, kill/ps
 # (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher).
 # The list is recorded in the root; a root built with another list is rebuilt.
-packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,python3-websockets${extra:+,$extra}
+packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,python3-websockets,openssl${extra:+,$extra}
 stamp=.heird-rootfs
 
 log() { echo "rootfs.sh: $*" >&2; }

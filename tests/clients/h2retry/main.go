@@ -7,6 +7,7 @@
 // client had left as failed.
 //
 //	h2retry -url http://127.0.0.1:8080/ -conns 8 -workers 64 [-duration 10s]
+//	h2retry -url https://127.0.0.1:8443/ -cacert ca.pem ...   (h2 over TLS, ALPN h2)
 //
 // It runs until -duration passes, or until SIGINT/SIGTERM or stdin closes (when -duration is
 // 0), then prints one JSON line on stdout (progress lines go to stderr every 200 ms): ok, failed, retried (requests that needed more than one
@@ -20,6 +21,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -52,7 +54,23 @@ func main() {
 	conns := flag.Int("conns", 4, "transports (each keeps its own connection)")
 	workers := flag.Int("workers", 32, "concurrent requests in all (spread over the transports)")
 	duration := flag.Duration("duration", 0, "run this long (0: until SIGINT/SIGTERM or stdin closes)")
+	cacert := flag.String("cacert", "", "PEM file of the CA to trust, for an https:// URL")
 	flag.Parse()
+
+	var tlsConfig *tls.Config
+	if *cacert != "" {
+		pem, err := os.ReadFile(*cacert)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fmt.Fprintln(os.Stderr, "no certificate in", *cacert)
+			os.Exit(2)
+		}
+		tlsConfig = &tls.Config{RootCAs: pool}
+	}
 
 	var dials, ok, failed, retried int64
 	var mu sync.Mutex
@@ -62,11 +80,25 @@ func main() {
 	transports := make([]*http2.Transport, *conns)
 	for i := range transports {
 		transports[i] = &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			AllowHTTP:       true,
+			TLSClientConfig: tlsConfig,
+			DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
 				atomic.AddInt64(&dials, 1)
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
+				if tlsConfig == nil {
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				}
+				// https: the Transport's config (ALPN h2 added), and h2 must be what was agreed.
+				d := tls.Dialer{Config: cfg}
+				c, err := d.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
+					c.Close()
+					return nil, fmt.Errorf("ALPN agreed on %q, not h2", p)
+				}
+				return c, nil
 			},
 		}
 	}
