@@ -4,7 +4,7 @@
 //!
 //! Loading happens with the rest of the configuration, so a bad or mismatched pair is a config
 //! error: `heird check` reports it, and a successor that meets it fails its handoff (the old
-//! process keeps serving with the certificate it has). Serving TLS is [`crate::server`]'s job.
+//! process keeps serving with the certificate it has). Serving TLS is `server`'s job.
 //!
 //! - `source`: which pair ([`resolve`]: command line, `[tls]`, systemd credentials).
 //! - [`tickets`]: session-ticket keys that survive handoffs and restarts.
