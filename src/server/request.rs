@@ -78,8 +78,8 @@ impl hyper::body::Body for GuardedBody {
     }
 }
 
-/// Answers one request with the router. The future is not boxed: hyper keeps it in place (h1)
-/// or in the stream's task (h2), so a request costs no allocation of its own here.
+/// Answers one request with the router. The future is not boxed here: on HTTP/1.1 hyper keeps
+/// it in place, so a request costs no allocation of its own (h2 boxes it: see `h2::serve`).
 pub(super) fn call(
     rc: &Arc<ReqCtx>,
     mut req: Request<Incoming>,
