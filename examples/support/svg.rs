@@ -338,7 +338,8 @@ pub fn bars(title: &str, note: &str, unit: &str, series: &[&str], groups: &[BarG
             esc(g.label)
         );
     }
-    for (si, s) in series.iter().enumerate() {
+    // A legend only when there is more than one series (one says it in the title).
+    for (si, s) in series.iter().enumerate().filter(|_| series.len() > 1) {
         let lx = LEFT + plot_w + 12.0;
         let ly = y0 + 10.0 + si as f64 * 18.0;
         let _ = writeln!(
