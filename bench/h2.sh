@@ -6,10 +6,15 @@
 # reload. Prints markdown tables. See bench/README.md ("HTTP/2").
 #
 #   bench/h2.sh [ROUNDS] [RESTARTS]     # defaults: 3 throughput rounds, 20 restarts per run
+#
+# The axum baseline sets TCP_NODELAY as heird does (like for like: most of the h2 gap measured
+# before was that option, not heird); AXUM_NODELAY=0 measures it without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 restarts=${2:-20}
+nodelay=(--nodelay); nodelay_text="TCP_NODELAY on, as heird"
+if [ "${AXUM_NODELAY:-1}" = 0 ]; then nodelay=(); nodelay_text="TCP_NODELAY off; heird sets it"; fi
 # Each load run: 1 s before the first restart, one restart a second, 2 s after the last (a
 # naive restart takes longer than its second; the load then ends sooner after the last one).
 secs=$((restarts + 3))
@@ -54,14 +59,14 @@ echo "$(date -u +%FT%TZ), $(nproc) cores, $(uname -r), heird $(git rev-parse --s
 echo
 echo "### Throughput: h2load -t1 -c32 -m10 -D5, server on core 0, client on core 1"
 echo
-echo "| round | heird req/s | axum::serve req/s | ratio |"
+echo "| round | heird req/s | axum::serve req/s ($nodelay_text) | ratio |"
 echo "|---|---|---|---|"
 ratios=()
 h2rps() { taskset -c 1 h2load -t1 -c32 -m10 -D5 "http://$1/" 2>&1 | awk '/^finished in/ {gsub(",","",$4); print $4}'; }
 for r in $(seq "$rounds"); do
   a=127.0.0.1:$(port); b=127.0.0.1:$(port)
   RUNTIME_DIRECTORY="$work" taskset -c 0 "$work/heird" serve --listen "$a" 2>/dev/null & hp=$!
-  taskset -c 0 target/release/examples/bench-plain-axum "$b" >/dev/null & ap=$!
+  taskset -c 0 target/release/examples/bench-plain-axum "$b" "${nodelay[@]}" >/dev/null & ap=$!
   echo "$hp $ap" >> "$work/pids"
   wait_up "$a"; wait_up "$b"
   if [ $((r % 2)) = 1 ]; then h=$(h2rps "$a"); p=$(h2rps "$b"); else p=$(h2rps "$b"); h=$(h2rps "$a"); fi

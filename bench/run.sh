@@ -44,8 +44,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-echo "bench: cargo build --release (heird, bench-heird, bench-plain-axum)" >&2
-cargo build --release --bin heird --example bench-heird --example bench-plain-axum >&2
+echo "bench: cargo build --release (heird, bench-heird, bench-plain-axum, bench-heird-hello)" >&2
+cargo build --release --bin heird --example bench-heird --example bench-plain-axum \
+  --example bench-heird-hello >&2
+# The instructions per request of bench/callgrind.sh (run apart: it needs valgrind and a
+# build with line tables) are drawn beside the CPU figures.
+[ -f bench/instructions.txt ] && args+=(--instructions bench/instructions.txt)
 
 if [ "$go" = 1 ]; then
   mkdir -p target/bench-go

@@ -4,7 +4,10 @@
 //! 1. **Reload under load**: the load client of `tests/support/load.rs` (C keep-alive + K
 //!    new-connection clients on `/sleep?duration=10ms`) for T seconds with a handoff every S
 //!    seconds, once with heird's handoff (SIGUSR2) and once with a naive stop-then-start on the
-//!    same port (SIGTERM, wait for the exit, start a new process) as the baseline.
+//!    same port (SIGTERM, wait for the exit, start a new process) as the baseline, and once
+//!    with a socket-activated stop-then-start (the driver holds the listening socket and gives
+//!    it to each new process as fd 3, as systemd's socket units do: nothing is refused, but
+//!    every keep-alive connection is closed).
 //! 2. **Throughput**: `wrk` against heird's `/` and against `bench-plain-axum` (and optionally a
 //!    Go net/http hello), interleaved, server and client pinned to separate cores.
 //! 3. **Footprint**: idle RSS, binary size (as built and stripped), exec → `READY=1`.
@@ -12,11 +15,16 @@
 //! Everything runs against a private copy of the heird binary, so a concurrent
 //! `cargo build --release` does not change what is measured halfway through.
 //!
+//! The pictures (SVG, drawn here from the raw samples) go to `--plots DIR`: latency over time
+//! with each restart marked, per reload mode, and CPU per request side by side.
+//!
 //! With `--write FILE` the tables and the raw numbers are written as markdown into FILE, in a
 //! block of their own per mode (`default`, `long`), so one file holds both modes.
 
 #[path = "../tests/support/load.rs"]
 mod load;
+#[path = "support/svg.rs"]
+mod svg;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -50,6 +58,13 @@ struct Cli {
     /// The plain axum baseline server (examples/bench-plain-axum.rs).
     #[arg(long, default_value = "target/release/examples/bench-plain-axum")]
     axum_bin: PathBuf,
+    /// heird serving the router of bench-plain-axum (examples/bench-heird-hello.rs): the
+    /// like-for-like comparison; skipped when the file is missing.
+    #[arg(long, default_value = "target/release/examples/bench-heird-hello")]
+    hello_bin: PathBuf,
+    /// Set TCP_NODELAY in the axum baseline too, as heird does (like for like).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    axum_nodelay: bool,
     /// Optional Go net/http hello server (takes the address as its only argument).
     #[arg(long)]
     go_bin: Option<PathBuf>,
@@ -57,7 +72,8 @@ struct Cli {
     /// given) and 9 throughput rounds (unless --rounds is given).
     #[arg(long)]
     long: bool,
-    /// Sections to run, comma-separated: reload, throughput, footprint.
+    /// Sections to run, comma-separated: reload, throughput, footprint, many (idle
+    /// connections moved in one handoff; not in the default set).
     #[arg(long, default_value = "reload,throughput,footprint", value_delimiter = ',')]
     sections: Vec<String>,
 
@@ -104,6 +120,9 @@ struct Cli {
     /// Throughput: core wrk is pinned to.
     #[arg(long, default_value = "0")]
     client_cpu: String,
+    /// Many: idle keep-alive connections moved in one handoff.
+    #[arg(long, default_value_t = 10_000)]
+    many_conns: usize,
     /// Footprint: number of starts timed (exec → READY=1).
     #[arg(long, default_value_t = 20)]
     starts: usize,
@@ -117,6 +136,17 @@ struct Cli {
     /// The command line to record in the results (bench/run.sh passes its own).
     #[arg(long)]
     command: Option<String>,
+    /// Directory for the pictures (SVG); default: the directory of `--write`, else
+    /// target/bench-plots.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Also draw instructions per request from this file (lines `SERIES PROTO INSTRUCTIONS`,
+    /// as bench/callgrind.sh writes them; several files with commas).
+    #[arg(long, value_delimiter = ',')]
+    instructions: Vec<PathBuf>,
+    /// Reload modes to run, comma-separated: handoff, naive, socket.
+    #[arg(long, default_value = "handoff,naive,socket", value_delimiter = ',')]
+    modes: Vec<String>,
 }
 
 impl Cli {
@@ -135,6 +165,16 @@ impl Cli {
     }
     fn section(&self, name: &str) -> bool {
         self.sections.iter().any(|s| s == name)
+    }
+    fn plots_dir(&self) -> PathBuf {
+        match (&self.plots, &self.write) {
+            (Some(d), _) => d.clone(),
+            (None, Some(w)) => w
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            (None, None) => PathBuf::from("target/bench-plots"),
+        }
     }
 }
 
@@ -166,7 +206,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let mut reload = Vec::new();
     if cli.section("reload") {
-        for mode in [Mode::Handoff, Mode::Naive] {
+        let modes = [Mode::Handoff, Mode::Naive, Mode::Socket]
+            .into_iter()
+            .filter(|m| cli.modes.iter().any(|n| n == m.key()));
+        for mode in modes {
             eprintln!(
                 "bench: reload, {}: {} s, a restart every {} s ...",
                 mode.name(),
@@ -191,6 +234,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         None
     };
 
+    if cli.section("many") {
+        eprintln!(
+            "bench: {} idle connections moved in one handoff ...",
+            cli.many_conns
+        );
+        let m = run_many(cli, &bin, work.path())?;
+        println!("{}", m.table(cli.many_conns));
+    }
+
     let report = Report {
         cli,
         started,
@@ -203,6 +255,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let tables = report.tables();
     println!("{tables}");
+    for (file, svg) in report.plots() {
+        let dir = cli.plots_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(file);
+        std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench: drew {}", path.display());
+    }
     if let Some(path) = &cli.write {
         write_block(path, cli.mode(), &report.markdown())?;
         eprintln!("bench: wrote {} (block {:?})", path.display(), cli.mode());
@@ -461,6 +520,39 @@ fn heird_command(bin: &Path, addr: SocketAddr) -> Command {
     cmd
 }
 
+/// Makes `fd` the child's fd 3 and serves it with `--fd 3` instead of binding (the listener is
+/// inherited, as from a socket unit; heird takes it as is and never binds).
+fn pass_as_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut fresh = Command::new(cmd.get_program());
+    for a in args.iter().take_while(|a| a.to_str() != Some("--listen")) {
+        fresh.arg(a);
+    }
+    fresh.arg("--fd").arg("3");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => fresh.env(k, v),
+            None => fresh.env_remove(k),
+        };
+    }
+    fresh.stdin(Stdio::null()).stdout(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; nothing is allocated after the fork.
+    unsafe {
+        fresh.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears FD_CLOEXEC on the copy; when fd is already 3 it must be cleared here.
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    *cmd = fresh;
+}
+
 /// One plain `GET path` on a fresh connection; true on a 200.
 fn get_ok(addr: SocketAddr, path: &str) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
@@ -605,6 +697,9 @@ fn med_max(v: &[f64]) -> String {
 enum Mode {
     Handoff,
     Naive,
+    /// Stop-then-start with a listening socket the driver holds and passes as fd 3 (systemd's
+    /// socket activation, `Restart=` of a `.service` with a `.socket`).
+    Socket,
 }
 
 impl Mode {
@@ -612,6 +707,14 @@ impl Mode {
         match self {
             Mode::Handoff => "heird handoff (SIGUSR2)",
             Mode::Naive => "naive stop-then-start",
+            Mode::Socket => "socket-activated stop-then-start",
+        }
+    }
+    fn key(self) -> &'static str {
+        match self {
+            Mode::Handoff => "handoff",
+            Mode::Naive => "naive",
+            Mode::Socket => "socket",
         }
     }
 }
@@ -646,6 +749,10 @@ struct ReloadResult {
     rss_main_kib: Vec<u64>,
     rss_sum_max_kib: u64,
     leftovers: Vec<u32>,
+    /// (ms since start at completion, latency µs) of every OK response, for the pictures.
+    samples: Vec<(u64, u64)>,
+    failure_times: Vec<u64>,
+    reconnect_times: Vec<u64>,
 }
 
 impl ReloadResult {
@@ -695,18 +802,28 @@ impl ReloadResult {
 }
 
 fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyhow::Result<ReloadResult> {
-    let dir = work.join(match mode {
-        Mode::Handoff => "reload-handoff",
-        Mode::Naive => "reload-naive",
-    });
+    let dir = work.join(format!("reload-{}", mode.key()));
     std::fs::create_dir_all(&dir)?;
     let notify = FakeNotify::new(dir.join("notify.sock"))?;
     let reaper = Reaper::start();
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    // Socket mode: the listening socket lives here, as in systemd's socket unit.
+    let held = if mode == Mode::Socket {
+        Some(TcpListener::bind("127.0.0.1:0")?)
+    } else {
+        None
+    };
+    let addr: SocketAddr = match &held {
+        Some(l) => l.local_addr()?,
+        None => ([127, 0, 0, 1], free_port()?).into(),
+    };
     let log_path = dir.join("heird.log");
     let log = File::create(&log_path)?;
     let spawn = || -> anyhow::Result<u32> {
-        let child = heird_command(bin, addr)
+        let mut cmd = heird_command(bin, addr);
+        if let Some(l) = &held {
+            pass_as_fd3(&mut cmd, l.as_raw_fd());
+        }
+        let child = cmd
             .env("NOTIFY_SOCKET", &notify.path)
             .env("RUNTIME_DIRECTORY", &dir)
             .stderr(log.try_clone()?)
@@ -816,7 +933,7 @@ fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyhow::Result<
                     None => r.failure = Some("no MAINPID=/handoff failed within 40 s".into()),
                 }
             }
-            Mode::Naive => {
+            Mode::Naive | Mode::Socket => {
                 r.signal = ms(Instant::now());
                 signal(old, libc::SIGTERM);
                 let Some(exit) = reaper.wait_exit(old, Duration::from_secs(40)) else {
@@ -903,8 +1020,16 @@ fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyhow::Result<
             steady.push(us);
         }
     }
-    stats.samples = Vec::new();
+    let samples = std::mem::take(&mut stats.samples)
+        .into_iter()
+        .map(|(at, us, _)| (at, us))
+        .collect();
+    let failure_times = std::mem::take(&mut stats.failure_times);
+    let reconnect_times = std::mem::take(&mut stats.reconnect_times);
     Ok(ReloadResult {
+        samples,
+        failure_times,
+        reconnect_times,
         mode,
         stats,
         elapsed_s,
@@ -1112,7 +1237,30 @@ fn start_servers(cli: &Cli, bin: &Path) -> anyhow::Result<Vec<Server>> {
     let axum_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let mut axum = Command::new(&cli.axum_bin);
     axum.arg(axum_addr.to_string());
+    if cli.axum_nodelay {
+        axum.arg("--nodelay");
+    }
     servers.push(start_pinned("axum", &cli.server_cpu, axum, axum_addr)?);
+    if cli.hello_bin.exists() {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut cmd = heird_command(&cli.hello_bin, addr);
+        // Not `heird serve`: the hello app takes only the address.
+        let envs: Vec<_> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+            .collect();
+        cmd = Command::new(&cli.hello_bin);
+        cmd.arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        servers.push(start_pinned("heird hello", &cli.server_cpu, cmd, addr)?);
+    }
     if let Some(go) = &cli.go_bin {
         let go_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = Command::new(go);
@@ -1206,6 +1354,198 @@ fn run_throughput(cli: &Cli, bin: &Path) -> anyhow::Result<Throughput> {
         targets: targets.iter().map(|t| t.0).collect(),
         servers: out,
         wrk_version,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Many idle connections moved in one handoff.
+
+struct Many {
+    opened: usize,
+    open_s: f64,
+    idle_rss_kib: u64,
+    old_rss_with_kib: u64,
+    signal_to_mainpid_ms: Option<f64>,
+    signal_to_old_exit_ms: Option<f64>,
+    moved_log: String,
+    new_rss_with_kib: u64,
+    new_fds: usize,
+    answered_by_new: usize,
+    moved_once: usize,
+}
+
+impl Many {
+    fn table(&self, wanted: usize) -> String {
+        let per =
+            |with: u64| (with.saturating_sub(self.idle_rss_kib)) as f64 * 1024.0 / self.opened.max(1) as f64;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "### 4. {wanted} idle keep-alive connections moved in one handoff\n\
+             \n\
+             | | |\n\
+             |---|---|\n\
+             | connections opened (each served one request first) | {} in {:.1} s |\n\
+             | signal → `MAINPID=` of the successor (ms) | {} |\n\
+             | signal → old process exited: all moved (ms) | {} |\n\
+             | old process's count | {} |\n\
+             | answered by the successor afterwards / with `connection_moves` = 1 | {} / {} |\n\
+             | successor fds with the moved connections | {} |\n\
+             | RSS: idle before / old with them / successor with them (MiB) | {} / {} / {} |\n\
+             | memory per connection: old / successor (bytes, RSS above idle ÷ connections) | {:.0} / {:.0} |\n\
+             ",
+            self.opened,
+            self.open_s,
+            self.signal_to_mainpid_ms.map_or("–".into(), f1),
+            self.signal_to_old_exit_ms.map_or("–".into(), f1),
+            self.moved_log,
+            self.answered_by_new,
+            self.moved_once,
+            self.new_fds,
+            kib_mib(self.idle_rss_kib as f64),
+            kib_mib(self.old_rss_with_kib as f64),
+            kib_mib(self.new_rss_with_kib as f64),
+            per(self.old_rss_with_kib),
+            per(self.new_rss_with_kib),
+        );
+        out
+    }
+}
+
+fn run_many(cli: &Cli, bin: &Path, work: &Path) -> anyhow::Result<Many> {
+    // One fd per client socket here; heird raises its own limit.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let dir = work.join("many");
+    std::fs::create_dir_all(&dir)?;
+    let notify = FakeNotify::new(dir.join("notify.sock"))?;
+    let reaper = Reaper::start();
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let log_path = dir.join("heird.log");
+    let mut cursor = notify.cursor();
+    let child = heird_command(bin, addr)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("RUNTIME_DIRECTORY", &dir)
+        .stderr(File::create(&log_path)?)
+        .spawn()
+        .context("cannot start heird")?;
+    let old = child.id();
+    notify
+        .wait(&mut cursor, Duration::from_secs(10), |m| {
+            m.pid == old && m.text.lines().any(|l| l == "READY=1")
+        })
+        .ok_or_else(|| anyhow!("heird sent no READY=1; see {}", log_path.display()))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_rss_kib = proc_status(old).map_or(0, |s| s.rss_kib);
+
+    let t0 = Instant::now();
+    let mut conns = Vec::with_capacity(cli.many_conns);
+    let mut buf = [0u8; 4096];
+    for i in 0..cli.many_conns {
+        let mut c = match TcpStream::connect(addr) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("bench:   connection {i}: {e}; going on with {i}");
+                break;
+            }
+        };
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n")?;
+        let mut got = Vec::new();
+        while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok")) {
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                bail!("connection {i} closed before its response");
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        conns.push(c);
+    }
+    let open_s = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let old_rss_with_kib = proc_status(old).map_or(0, |s| s.rss_kib);
+
+    let mut cursor = notify.cursor();
+    let t_signal = Instant::now();
+    signal(old, libc::SIGUSR2);
+    let got = notify.wait(&mut cursor, Duration::from_secs(60), |m| {
+        m.pid == old && m.text.lines().any(|l| l.starts_with("MAINPID="))
+    });
+    let (signal_to_mainpid_ms, new) = match got {
+        Some((at, _, text)) => (
+            Some(at.duration_since(t_signal).as_secs_f64() * 1e3),
+            text.lines()
+                .find_map(|l| l.strip_prefix("MAINPID="))
+                .and_then(|p| p.parse::<u32>().ok()),
+        ),
+        None => (None, None),
+    };
+    let signal_to_old_exit_ms = reaper
+        .wait_exit(old, Duration::from_secs(120))
+        .map(|t| t.saturating_duration_since(t_signal).as_secs_f64() * 1e3);
+    std::thread::sleep(Duration::from_millis(300));
+    let new = new.ok_or_else(|| anyhow!("no MAINPID= after the handoff; see {}", log_path.display()))?;
+    let new_rss_with_kib = proc_status(new).map_or(0, |s| s.rss_kib);
+    let new_fds = std::fs::read_dir(format!("/proc/{new}/fd")).map_or(0, |d| d.count());
+    let text = strip_ansi(&std::fs::read_to_string(&log_path).unwrap_or_default());
+    let moved_log = text
+        .lines()
+        .find(|l| l.contains("connections moved"))
+        .map(|l| {
+            format!(
+                "moved={} not_moved={}",
+                field(l, "moved").unwrap_or("?"),
+                field(l, "not_moved").unwrap_or("?")
+            )
+        })
+        .unwrap_or_else(|| "no log line".into());
+
+    // Every connection is still there, now served by the successor.
+    let (mut answered_by_new, mut moved_once) = (0, 0);
+    for c in conns.iter_mut() {
+        if c.write_all(b"GET /info HTTP/1.1\r\nHost: b\r\n\r\n").is_err() {
+            continue;
+        }
+        let mut got = Vec::new();
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.ends_with(b"}") || got.ends_with(b"}\n") {
+                break;
+            }
+        }
+        let t = String::from_utf8_lossy(&got);
+        answered_by_new += t.contains(&format!("\"pid\":{new}")) as usize;
+        moved_once += t.contains("\"connection_moves\":1") as usize;
+    }
+    let opened = conns.len();
+    drop(conns);
+    signal(new, libc::SIGTERM);
+    let _ = reaper.wait_exit(new, Duration::from_secs(60));
+    let _ = child;
+    Ok(Many {
+        opened,
+        open_s,
+        idle_rss_kib,
+        old_rss_with_kib,
+        signal_to_mainpid_ms,
+        signal_to_old_exit_ms,
+        moved_log,
+        new_rss_with_kib,
+        new_fds,
+        answered_by_new,
+        moved_once,
     })
 }
 
@@ -1786,6 +2126,143 @@ impl Report<'_> {
         );
         out.push_str(&self.tables());
         self.raw(&mut out);
+        out
+    }
+}
+
+impl Report<'_> {
+    /// The pictures: (file name, SVG).
+    fn plots(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !self.reload.is_empty() {
+            let signals: Vec<Vec<f64>> = self
+                .reload
+                .iter()
+                .map(|r| r.restarts.iter().map(|x| x.signal).collect())
+                .collect();
+            let titles: Vec<String> = self
+                .reload
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {} restarts, {} failed, {} reconnects, p99 steady {} ms / 1 s after {} ms",
+                        r.mode.name(),
+                        r.restarts.len(),
+                        r.stats.failed(),
+                        r.stats.reconnects,
+                        ms_us(r.steady.p99),
+                        ms_us(r.after.p99)
+                    )
+                })
+                .collect();
+            let panels: Vec<svg::LatencyPanel<'_>> = self
+                .reload
+                .iter()
+                .enumerate()
+                .map(|(i, r)| svg::LatencyPanel {
+                    title: &titles[i],
+                    samples: &r.samples,
+                    restarts: &signals[i],
+                    failures: &r.failure_times,
+                    reconnects: &r.reconnect_times,
+                    length_ms: r.elapsed_s * 1e3,
+                })
+                .collect();
+            let c = self.cli;
+            out.push((
+                "reload-latency.svg".to_string(),
+                svg::latency_over_time(
+                    "Latency over time, a restart every dashed line",
+                    &format!(
+                        "C={} keep-alive + K={} new-connection clients on {}; heird {}; load {}",
+                        c.keepalive,
+                        c.newconn,
+                        c.path,
+                        self.revision,
+                        self.load_before
+                            .split_whitespace()
+                            .take(3)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                    &panels,
+                    100,
+                ),
+            ));
+        }
+        if let Some(t) = &self.throughput {
+            let groups: Vec<svg::BarGroup<'_>> = t
+                .targets
+                .iter()
+                .map(|n| {
+                    let v = t.cpu_per_req(n);
+                    svg::BarGroup {
+                        label: n,
+                        bars: vec![(median(&v), v)],
+                    }
+                })
+                .collect();
+            out.push((
+                "cpu-per-request.svg".to_string(),
+                svg::bars(
+                    "Server CPU per request, HTTP/1.1 keep-alive hello world (wrk)",
+                    &format!(
+                        "utime+stime / requests; bar = median, dots = rounds; server pinned to one core; heird {}; load {}",
+                        self.revision,
+                        self.load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    ),
+                    "µs",
+                    &["server CPU per request (µs)"],
+                    &groups,
+                ),
+            ));
+        }
+        if !self.cli.instructions.is_empty() {
+            // SERIES PROTO VALUE lines; a series keeps the order it first appears in.
+            let mut series: Vec<String> = Vec::new();
+            let mut protos: Vec<String> = Vec::new();
+            let mut vals: HashMap<(String, String), Vec<f64>> = HashMap::new();
+            for f in &self.cli.instructions {
+                for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+                    let w: Vec<&str> = line.split_whitespace().collect();
+                    let [name, proto, v] = w[..] else { continue };
+                    let Ok(v) = v.parse::<f64>() else { continue };
+                    if !series.iter().any(|s| s == name) {
+                        series.push(name.to_string());
+                    }
+                    if !protos.iter().any(|p| p == proto) {
+                        protos.push(proto.to_string());
+                    }
+                    vals.entry((name.to_string(), proto.to_string()))
+                        .or_default()
+                        .push(v);
+                }
+            }
+            let groups: Vec<svg::BarGroup<'_>> = protos
+                .iter()
+                .map(|p| svg::BarGroup {
+                    label: p,
+                    bars: series
+                        .iter()
+                        .map(|s| {
+                            let v = vals.get(&(s.clone(), p.clone())).cloned().unwrap_or_default();
+                            (median(&v), v)
+                        })
+                        .collect(),
+                })
+                .collect();
+            let names: Vec<&str> = series.iter().map(String::as_str).collect();
+            out.push((
+                "instructions-per-request.svg".to_string(),
+                svg::bars(
+                    "Server user-space instructions per request (callgrind), hello world, one keep-alive connection",
+                    "bench/callgrind.sh: (I(2N) - I(N)) / N, h2load -c1 -m1; the kernel's TCP work is not counted",
+                    "instr.",
+                    &names,
+                    &groups,
+                ),
+            ));
+        }
         out
     }
 }

@@ -2,8 +2,12 @@
 //! served with `axum::serve` and nothing else.
 //!
 //! ```text
-//! bench-plain-axum [ADDR]        # default 127.0.0.1:8090
+//! bench-plain-axum [ADDR] [--nodelay]   # default 127.0.0.1:8090
 //! ```
+//!
+//! `--nodelay` sets `TCP_NODELAY` on every accepted socket, as heird does (`axum::serve` does
+//! not): with it, a comparison is like for like (it matters most for h2, whose responses go out
+//! in more, smaller writes).
 //!
 //! `GET /` answers `Hello World` (the body of heird's `/`). The runtime is built the way
 //! `heird serve` builds its own (multi-thread, default worker count, which follows the CPU
@@ -12,11 +16,16 @@
 
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt;
 use axum::{Router, routing::get};
 
 fn main() -> ExitCode {
-    let addr = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nodelay = args.iter().any(|a| a == "--nodelay");
+    let addr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:8090".to_string());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -50,7 +59,15 @@ fn main() -> ExitCode {
                 _ => std::future::pending::<()>().await,
             }
         };
-        match axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        let served = if nodelay {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).with_graceful_shutdown(stop).await
+        } else {
+            axum::serve(listener, app).with_graceful_shutdown(stop).await
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench-plain-axum: {e}");

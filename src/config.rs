@@ -103,6 +103,7 @@ struct File {
     listen: Option<Vec<String>>,
     drain_timeout: Option<String>,
     idle_close_grace: Option<String>,
+    header_read_timeout: Option<String>,
     max_sleep: Option<String>,
     handoff_timeout: Option<String>,
     log_level: Option<String>,
@@ -134,6 +135,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// While draining, an idle keep-alive connection is closed after this long without a request.
     pub idle_close_grace: Duration,
+    /// A request head must arrive within this long (one to two periods: see `ServeSettings`).
+    pub header_read_timeout: Duration,
     /// Longest `GET /sleep?duration=` accepted.
     pub max_sleep: Duration,
     /// How long a successor may take to say it is ready.
@@ -159,6 +162,7 @@ impl Default for Config {
             listen: vec![ListenAddr::Tcp(([127, 0, 0, 1], 8080).into())],
             drain_timeout: Duration::from_secs(30),
             idle_close_grace: Duration::from_millis(500),
+            header_read_timeout: Duration::from_secs(30),
             max_sleep: Duration::from_secs(10),
             handoff_timeout: Duration::from_secs(30),
             log_level: "info".into(),
@@ -254,6 +258,13 @@ impl Config {
         }
         if let Some(d) = dur("idle_close_grace", &file.idle_close_grace, Duration::ZERO)? {
             c.idle_close_grace = d;
+        }
+        if let Some(d) = dur(
+            "header_read_timeout",
+            &file.header_read_timeout,
+            Duration::from_millis(100),
+        )? {
+            c.header_read_timeout = d;
         }
         if let Some(d) = dur("max_sleep", &file.max_sleep, Duration::ZERO)? {
             c.max_sleep = d;
@@ -416,7 +427,7 @@ mod proptests {
         /// Arbitrary values for every key.
         #[test]
         fn config_values_never_panic(key in proptest::sample::select(vec![
-            "greeting", "listen", "drain_timeout", "idle_close_grace", "max_sleep",
+            "greeting", "listen", "drain_timeout", "idle_close_grace", "header_read_timeout", "max_sleep",
             "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "tls",
         ]), value in ".{0,30}") {
             let text = format!("{key} = {value:?}\n");

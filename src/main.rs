@@ -50,6 +50,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         options.drain_timeout = config.drain_timeout;
         options.handoff_timeout = config.handoff_timeout;
         options.serve.idle_close_grace = config.idle_close_grace;
+        options.serve.header_read_timeout = config.header_read_timeout;
         options.serve.move_connections = config.move_connections;
         options.serve.tls = config.tls.clone();
         service.run(router, options).await

@@ -191,3 +191,51 @@ fn control_socket_refuses_other_users_and_survives_garbage() {
     let _ = silent.read_to_string(&mut buf);
     assert!(!buf.starts_with("ok"), "{buf}");
 }
+
+#[test]
+fn a_slow_header_or_a_long_idle_connection_is_closed_after_the_header_read_timeout() {
+    let setup = start_heird("header_read_timeout = \"300ms\"\n", false);
+    let addr = setup.addr;
+    // A head that never completes: closed after one to two periods (0.3-0.6 s), well before 5 s.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    // A keep-alive connection that is served, then stays idle.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    for (name, c) in [("slow header", &mut slow), ("idle keep-alive", &mut idle)] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut all = Vec::new();
+        let r = c.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all);
+        // Closed: EOF, or a reset (the kernel answers with RST when what the client sent was
+        // not all read); a read timeout means it was not closed.
+        let closed = match &r {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "{name}: not closed within 5 s: {r:?}, got {text:?}");
+        if name == "idle keep-alive" {
+            assert!(text.starts_with("HTTP/1.1 200"), "{name}: {r:?} {text:?}");
+        } else {
+            assert!(all.is_empty(), "{name}: {text:?}");
+        }
+    }
+    eprintln!("both closed after {:?}", t0.elapsed());
+    // A client that keeps sending requests more often than the period is never cut off.
+    let mut busy = TcpStream::connect(addr).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..8 {
+        busy.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = busy.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

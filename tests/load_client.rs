@@ -90,6 +90,8 @@ fn run_for(cfg: LoadConfig, duration: Duration) -> Stats {
         "{}",
         serde_json::to_string(&Stats {
             samples: Vec::new(),
+            failure_times: Vec::new(),
+            reconnect_times: Vec::new(),
             ..stats.clone()
         })
         .unwrap()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::io::{ConnState, ServedIo};
@@ -35,20 +35,41 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let moves = rc.moves;
     let svc = hyper::service::service_fn(move |req| request::call(&rc, req));
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(ctx.settings.header_read_timeout)
-        .keep_alive(true);
+    // No hyper timer: its header-read timeout arms and drops a timer for every request. The
+    // check below does the same job with one timer per connection.
+    builder.header_read_timeout(None).keep_alive(true);
     let mut conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
 
-    tokio::select! {
-        // Drain first: once it has started, hyper must not be polled (and start reading the
-        // next request) before the reads are held.
-        biased;
-        _ = ctx.drain.started() => {}
-        res = &mut conn => {
-            log_conn_end(res);
-            return;
+    // The header-read timeout: every `header_read_timeout`, a connection on which no request
+    // started since the previous check, with none in flight then or now, is closed. A request
+    // head thus arrives within one to two periods of the last response (of the start, for the
+    // first one), or the connection ends (slow-header clients, and keep-alive connections idle
+    // that long, as with hyper's own timeout).
+    let period = ctx.settings.header_read_timeout;
+    let check = tokio::time::sleep(period);
+    tokio::pin!(check);
+    let mut started = state.requests.load(Ordering::Relaxed);
+    let mut was_idle = true;
+    loop {
+        tokio::select! {
+            // Drain first: once it has started, hyper must not be polled (and start reading the
+            // next request) before the reads are held.
+            biased;
+            _ = ctx.drain.started() => break,
+            res = &mut conn => {
+                log_conn_end(res);
+                return;
+            }
+            () = &mut check => {
+                let now = state.requests.load(Ordering::Relaxed);
+                let idle = state.in_flight.load(Ordering::SeqCst) == 0;
+                if idle && was_idle && now == started {
+                    debug!("closed a connection that sent no request head in time");
+                    return;
+                }
+                (started, was_idle) = (now, idle);
+                check.as_mut().reset(tokio::time::Instant::now() + period);
+            }
         }
     }
 

@@ -21,7 +21,9 @@ use super::request::{self, ReqCtx};
 /// Serves one HTTP/2 connection until it ends, or until its graceful shutdown completes.
 pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
-    let svc = hyper::service::service_fn(move |req| request::call(&rc, req));
+    // Boxed here (not on HTTP/1.1): hyper spawns each stream as a task and moves the future a
+    // few times on the way, and moving a box is cheaper than moving the whole future.
+    let svc = hyper::service::service_fn(move |req| Box::pin(request::call(&rc, req)));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).enable_connect_protocol();
     let conn = builder.serve_connection(TokioIo::new(io), svc);

@@ -22,6 +22,8 @@ use crate::wire::ConnKind as Kind;
 pub(super) struct ConnState {
     /// Requests whose response body has not been fully sent.
     pub in_flight: AtomicUsize,
+    /// Requests started on this connection (HTTP/1.1), for the header-read timeout.
+    pub requests: AtomicU64,
     pub bytes_read: AtomicU64,
     /// Notified when `in_flight` drops to zero.
     pub idle: Notify,

@@ -54,7 +54,11 @@ use sniff::Proto;
 pub struct ServeSettings {
     /// While draining, an idle connection is closed after this long without activity.
     pub idle_close_grace: Duration,
-    /// A request head must arrive within this long (slow-header clients are cut off).
+    /// A request head must arrive within this long (slow-header clients are cut off). Checked
+    /// once per period per connection, not timed per request: on HTTP/1.1 a connection that
+    /// started no request for a whole period, with nothing in flight, is closed, so a head
+    /// arrives within one to two periods of the last response (keep-alive connections idle
+    /// that long are closed too). Before the first bytes: within one period.
     pub header_read_timeout: Duration,
     /// Move idle keep-alive connections to the successor at a handoff (instead of closing them).
     pub move_connections: bool,

@@ -123,6 +123,10 @@ pub struct Stats {
     pub samples: Vec<(u64, u64, u32)>,
     /// The first [`MAX_ERRORS`] failures, `"[<ms>ms] <kind>: <detail>"`.
     pub errors: Vec<String>,
+    /// ms since start of every failure (capped at [`MAX_SAMPLES`]), for plots.
+    pub failure_times: Vec<u64>,
+    /// ms since start of every reconnect of a keep-alive client (capped at [`MAX_SAMPLES`]).
+    pub reconnect_times: Vec<u64>,
 }
 
 impl Stats {
@@ -324,10 +328,18 @@ impl Shared {
         if s.errors.len() < MAX_ERRORS {
             s.errors.push(format!("[{at}ms] {}: {}", f.kind.name(), f.detail));
         }
+        if s.failure_times.len() < MAX_SAMPLES {
+            s.failure_times.push(at);
+        }
     }
 
     fn record_reconnect(&self) {
-        self.stats().reconnects += 1;
+        let at = self.now_ms();
+        let mut s = self.stats();
+        s.reconnects += 1;
+        if s.reconnect_times.len() < MAX_SAMPLES {
+            s.reconnect_times.push(at);
+        }
     }
 
     /// Back off after a failure; returns early if the load is being stopped.
