@@ -73,7 +73,7 @@
 //! - `handle`: what an app holds: [`Status`], [`Handle`].
 //! - `handover`: both ends of the handover on the channel.
 //! - `runloop`: turns signals, requests, channel messages, exits and timers into lifecycle
-//!   events, and performs the actions.
+//!   events, and performs the actions (the bigger ones in `runloop/actions.rs`).
 //! - `service`: [`Service::prepare`] (before the runtime), then [`Service::run`].
 //! - `entry`: [`main`] and [`start`]: the runtime and the exit code for a binary.
 //! - `logging`: journald or stderr.
