@@ -72,6 +72,7 @@
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
 //! - `handle`: what an app holds: [`Status`], [`Handle`].
 //! - `handover`: both ends of the handover on the channel.
+//! - `options`: [`Options`] and [`RunError`], below the run loop and the service.
 //! - `runloop`: turns signals, requests, channel messages, exits and timers into lifecycle
 //!   events, and performs the actions (the bigger ones in `runloop/actions.rs`).
 //! - `service`: [`Service::prepare`] (before the runtime), then [`Service::run`].
@@ -104,6 +105,7 @@ mod lifecycle;
 mod listeners;
 mod logging;
 mod notify;
+mod options;
 mod runloop;
 mod server;
 mod service;

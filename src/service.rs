@@ -7,60 +7,23 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use tracing::{info, warn};
 
 use crate::acquire::{self, Acquire};
 use crate::channel::Channel;
-use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
 use crate::handle::{Handle, Handles, StateProvider};
 use crate::inherit::{InheritError, Inherited};
 use crate::listeners::{ListenError, Listener};
 use crate::runloop;
-use crate::server::{Routes, ServeSettings, Server};
+use crate::server::{Routes, Server};
 use crate::successor;
 
 pub use crate::lifecycle::Exit;
-
-/// Runtime options of a service. Start from `Options::default()` and set what you need:
-///
-/// ```
-/// let mut opts = heird::Options::default();
-/// opts.drain_timeout = std::time::Duration::from_secs(10);
-/// opts.handle_signals = false; // the app drives heird::Handle itself
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Options {
-    /// How long a drain may take before the rest is closed (default 30 s).
-    pub drain_timeout: Duration,
-    /// How long a successor may take to say it is ready, readiness gate included (30 s).
-    pub handoff_timeout: Duration,
-    /// The connection layer's settings.
-    pub serve: ServeSettings,
-    /// Control socket path used when no control fd was inherited (`None`: no control socket).
-    /// Defaults to `$RUNTIME_DIRECTORY/control.sock`, else a private directory of ours.
-    pub control_socket: Option<PathBuf>,
-    /// Handle SIGTERM/SIGINT (stop) and SIGUSR2/SIGHUP (handoff) (default true). Without, the
-    /// app drives the lifecycle through [`crate::Handle`].
-    pub handle_signals: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            drain_timeout: Duration::from_secs(30),
-            handoff_timeout: Duration::from_secs(30),
-            serve: ServeSettings::default(),
-            control_socket: control::default_path(),
-            handle_signals: true,
-        }
-    }
-}
+pub use crate::options::{Options, RunError};
 
 /// Why a service could not take its sockets.
 #[derive(Debug, thiserror::Error)]
@@ -76,22 +39,6 @@ pub enum StartError {
     NoListeners,
     #[error("cannot resolve the path of our own binary: {0}")]
     Exe(std::io::Error),
-}
-
-/// Why a run ended with an error.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-// Each variant is documented by its message.
-#[allow(missing_docs)]
-pub enum RunError {
-    #[error("not ready: {0}")]
-    NotReady(String),
-    #[error("cannot start serving: {0}")]
-    Serve(std::io::Error),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    #[error("cannot report readiness to the predecessor: {0}")]
-    Ready(std::io::Error),
 }
 
 /// A service whose sockets are taken, ready to run.

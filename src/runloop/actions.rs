@@ -11,8 +11,8 @@ use crate::drain::Drain;
 use crate::fault::{self, Step};
 use crate::lifecycle::DrainTo;
 use crate::notify::{self, NotifyState};
+use crate::options::RunError;
 use crate::server::Server;
-use crate::service::RunError;
 use crate::successor;
 
 impl Driver {

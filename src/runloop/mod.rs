@@ -25,8 +25,8 @@ use crate::handover;
 use crate::lifecycle::{self, Action, Event, Exit, State, WaiterId};
 use crate::listeners::Listener;
 use crate::notify;
+use crate::options::{Options, RunError};
 use crate::server::{self, Routes, Server};
-use crate::service::{Options, RunError};
 use crate::successor::{self, HandoffError, Successor};
 use crate::wire::{ChannelMsg, ControlAnswer};
 
