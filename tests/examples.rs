@@ -36,21 +36,6 @@ impl Drop for Killed {
     }
 }
 
-fn cli(bin: &PathBuf, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin)
-        .args(args)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("MAINPID")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
 /// minimal's "Try" line, as written: socket activation by `systemd-socket-activate`, then
 /// `minimal reload --pid` and `minimal stop --pid` outside systemd.
 #[test]
@@ -90,7 +75,7 @@ fn minimal_runs_as_its_doc_says() {
     let (st, body) = first.unwrap();
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("hello from a systemd-native axum app"), "{body}");
-    let (code, out) = cli(&bin, &["reload", "--pid", &pid.to_string()]);
+    let (code, out) = client_command(&bin, &["reload", "--pid", &pid.to_string()]);
     assert_eq!(code, Some(0), "{out}");
     let new: u32 = out
         .split("pid=")
@@ -103,7 +88,7 @@ fn minimal_runs_as_its_doc_says() {
         "the old process did not exit"
     );
     assert_eq!(get(addr, "/").unwrap().0, 200);
-    let (code, out) = cli(&bin, &["stop", "--pid", &new.to_string()]);
+    let (code, out) = client_command(&bin, &["stop", "--pid", &new.to_string()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(wait_gone(new, Duration::from_secs(10)));
 }

@@ -198,18 +198,10 @@ fn reload_by_pid_works_outside_systemd() {
     let h = sp.start();
     wait_serving(addr, &h);
     let reload_pid = |pid: u32| {
-        let out = Command::new(BIN)
-            .args(["reload", "--timeout", "20s", "--pid", &pid.to_string()])
-            .env_remove("RUNTIME_DIRECTORY")
-            .env_remove("MAINPID")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        client_command(
+            std::path::Path::new(BIN),
+            &["reload", "--timeout", "20s", "--pid", &pid.to_string()],
+        )
     };
     let (code, text) = reload_pid(h.pid());
     assert_eq!(code, Some(0), "{text}\n{}", h.describe());

@@ -644,3 +644,20 @@ pub fn get_accepted_by(
         Ok((status, out))
     })
 }
+
+/// Runs a client command of `bin` (`reload`, `stop`) as outside systemd (no
+/// `RUNTIME_DIRECTORY`, no `MAINPID`); returns its exit code and stdout + stderr.
+pub fn client_command(bin: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("MAINPID")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
