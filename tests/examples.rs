@@ -14,17 +14,25 @@ fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join("examples").join(name);
-    {
-        // `cargo test` builds the examples, `cargo test --test examples` does not: make sure
-        // the binary is current (a no-op when it is).
+    // `cargo test` builds the examples, `cargo test --test examples` does not: build them all
+    // once, before any test runs one (a build while another test's example runs would replace
+    // the binary a successor is about to exec).
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--example", name]);
+        cmd.args(["build", "--examples"]);
         if cfg!(feature = "fault-injection") {
             cmd.args(["--features", "fault-injection"]);
         }
-        let st = cmd.status().unwrap();
-        assert!(st.success() && p.exists(), "cannot build example {name}: {st}");
-    }
+        match cmd.status() {
+            Ok(st) if st.success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(
+        built.is_ok() && p.exists(),
+        "cannot build example {name}: {built:?}"
+    );
     p
 }
 
