@@ -297,6 +297,7 @@ impl Driver {
         }
         let exit = exit.expect("loop ends with an exit");
         server::log_moves(&self.server);
+        self.server.close_listeners().await;
         // Control requests that raced in: the successor (if any) will take them, so ask the
         // client to retry; then let every answer be written before exiting.
         self.ctl_rx.close();

@@ -29,7 +29,7 @@ pub mod ws;
 use std::io as stdio;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -114,6 +114,8 @@ struct ConnCtx {
     mover: OnceLock<Mover>,
     moved: AtomicU64,
     not_moved: AtomicU64,
+    /// The accept loops, each owning a listener fd until it ends.
+    accepting: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Server {
@@ -133,7 +135,9 @@ impl Server {
             mover: OnceLock::new(),
             moved: AtomicU64::new(0),
             not_moved: AtomicU64::new(0),
+            accepting: Mutex::new(Vec::new()),
         });
+        let mut accepting = Vec::new();
         let tls_for = tls::listener_settings(listeners, settings.tls.as_ref())?;
         for (l, tls) in listeners.iter().zip(tls_for) {
             let fd: OwnedFd = l.fd.try_clone()?;
@@ -144,24 +148,46 @@ impl Server {
                     let std = std::net::TcpListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = TcpListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), router, tls, move |cx| {
-                        listener.poll_accept(cx).map_ok(|(s, _)| {
-                            let _ = s.set_nodelay(true);
-                            s
-                        })
-                    }));
+                    accepting.push(tokio::spawn(accept_loop(
+                        name,
+                        ctx.clone(),
+                        router,
+                        tls,
+                        move |cx| {
+                            listener.poll_accept(cx).map_ok(|(s, _)| {
+                                let _ = s.set_nodelay(true);
+                                s
+                            })
+                        },
+                    )));
                 }
                 Family::Unix => {
                     let std = std::os::unix::net::UnixListener::from(fd);
                     std.set_nonblocking(true)?;
                     let listener = UnixListener::from_std(std)?;
-                    tokio::spawn(accept_loop(name, ctx.clone(), router, tls, move |cx| {
-                        listener.poll_accept(cx).map_ok(|(s, _)| s)
-                    }));
+                    accepting.push(tokio::spawn(accept_loop(
+                        name,
+                        ctx.clone(),
+                        router,
+                        tls,
+                        move |cx| listener.poll_accept(cx).map_ok(|(s, _)| s),
+                    )));
                 }
             }
         }
+        *ctx.accepting.lock().unwrap_or_else(|e| e.into_inner()) = accepting;
         Ok(Server { ctx })
+    }
+
+    /// Ends the accept loops and waits until each has closed its listener fd, so that an
+    /// address bound by this process is released when `run` returns (a loop ends by itself
+    /// when the drain starts, but it may not have been polled since).
+    pub async fn close_listeners(&self) {
+        let loops = std::mem::take(&mut *self.ctx.accepting.lock().unwrap_or_else(|e| e.into_inner()));
+        for l in loops {
+            l.abort();
+            let _ = l.await;
+        }
     }
 
     /// From now on, draining connections move to the successor over `channel` instead of
