@@ -9,13 +9,13 @@
 //! is the handler's to end, and handlers learn about the drain through [`Draining`]. At the
 //! deadline, whatever is left is dropped with the process.
 
-use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
@@ -43,6 +43,8 @@ pub struct Drain {
 #[derive(Debug)]
 struct Inner {
     started: watch::Sender<Option<DrainReason>>,
+    /// Set (before the watchers are woken) when the drain starts: one load to check.
+    draining: AtomicBool,
     open: AtomicUsize,
     idle: Notify,
 }
@@ -58,6 +60,7 @@ impl Drain {
         Drain {
             inner: Arc::new(Inner {
                 started: watch::Sender::new(None),
+                draining: AtomicBool::new(false),
                 open: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
@@ -74,6 +77,7 @@ impl Drain {
         self.inner.started.send_if_modified(|r| {
             if r.is_none() {
                 *r = Some(reason);
+                self.inner.draining.store(true, Ordering::Release);
                 true
             } else {
                 false
@@ -82,7 +86,7 @@ impl Drain {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.inner.started.borrow().is_some()
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Resolves once the drain has started.
@@ -91,6 +95,19 @@ impl Drain {
         // The sender lives in `self`: it cannot be gone while we wait.
         let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
         reason.unwrap_or(DrainReason::Stop)
+    }
+
+    /// [`started`](Self::started) for a select polled at every wake-up of a busy task (a
+    /// connection beside hyper): after its first poll, a poll is one atomic load, and the
+    /// notification is polled again only when the task's waker changed. Each poll of the plain
+    /// future takes the notification's lock.
+    pub fn started_polled_often(&self) -> Started {
+        let d = self.clone();
+        Started {
+            inner: self.inner.clone(),
+            wait: Box::pin(async move { d.started().await }),
+            waker: None,
+        }
     }
 
     /// The handlers' view of this drain.
@@ -212,15 +229,29 @@ impl Draining {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Draining {
-    type Rejection = Infallible;
+/// See [`Drain::started_polled_often`].
+pub struct Started {
+    inner: Arc<Inner>,
+    wait: Pin<Box<dyn Future<Output = DrainReason> + Send>>,
+    /// The waker the notification holds (registered by the last poll of `wait`).
+    waker: Option<Waker>,
+}
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<Draining>()
-            .cloned()
-            .unwrap_or_else(Draining::never))
+impl Future for Started {
+    type Output = DrainReason;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DrainReason> {
+        // The flag is set before the notification wakes anyone: once woken for it, we see it.
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Poll::Ready((*self.inner.started.borrow()).unwrap_or(DrainReason::Stop));
+        }
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if let Poll::Ready(r) = self.wait.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            self.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 

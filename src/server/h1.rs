@@ -33,7 +33,8 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
     let state = rc.state.clone();
     let moves = rc.moves;
-    let svc = hyper::service::service_fn(move |req| request::call(&rc, req));
+    let template = request::template(&rc);
+    let svc = hyper::service::service_fn(move |req| request::call(&rc, &template, req));
     let mut builder = http1::Builder::new();
     // No hyper timer: its header-read timeout arms and drops a timer for every request. The
     // check below does the same job with one timer per connection.
@@ -50,12 +51,14 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     tokio::pin!(check);
     let mut started = state.requests.load(Ordering::Relaxed);
     let mut was_idle = true;
+    let drain_started = ctx.drain.started_polled_often();
+    tokio::pin!(drain_started);
     loop {
         tokio::select! {
             // Drain first: once it has started, hyper must not be polled (and start reading the
             // next request) before the reads are held.
             biased;
-            _ = ctx.drain.started() => break,
+            _ = &mut drain_started => break,
             res = &mut conn => {
                 log_conn_end(res);
                 return;

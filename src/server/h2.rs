@@ -23,7 +23,8 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
     // Boxed here (not on HTTP/1.1): hyper spawns each stream as a task and moves the future a
     // few times on the way, and moving a box is cheaper than moving the whole future.
-    let svc = hyper::service::service_fn(move |req| Box::pin(request::call(&rc, req)));
+    let template = request::template(&rc);
+    let svc = hyper::service::service_fn(move |req| Box::pin(request::call(&rc, &template, req)));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).enable_connect_protocol();
     let conn = builder.serve_connection(TokioIo::new(io), svc);
@@ -33,7 +34,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
             log_conn_end(res);
             return;
         }
-        _ = ctx.drain.started() => {}
+        _ = ctx.drain.started_polled_often() => {}
     }
     conn.as_mut().graceful_shutdown();
     log_conn_end(conn.await);

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tower::ServiceExt;
@@ -80,26 +82,80 @@ impl hyper::body::Body for GuardedBody {
     }
 }
 
-/// Answers one request with the router. The future is not boxed here: on HTTP/1.1 hyper keeps
-/// it in place, so a request costs no allocation of its own (h2 boxes it: see `h2::serve`).
-pub(super) fn call(
-    rc: &Arc<ReqCtx>,
-    mut req: Request<Incoming>,
-) -> impl Future<Output = Result<Response<GuardedBody>, Infallible>> + Send + use<> {
-    let in_flight = (!rc.h2).then(|| InFlight::new(rc.state.clone()));
-    let ext = req.extensions_mut();
+/// heird's own extension of every request: the connection's context, one boxed value where a
+/// field per extension would cost an allocation each. [`Draining`] and the WebSocket upgrade
+/// read it.
+#[derive(Clone)]
+pub(in crate::server) struct Env(pub Arc<ReqCtx>);
+
+impl Env {
+    /// What a WebSocket upgrade needs to move the connection later (`None` on HTTP/2, whose
+    /// streams never move).
+    pub fn ws(&self) -> Option<super::ws::WsEnv> {
+        (!self.0.h2).then(|| super::ws::WsEnv {
+            ctx: self.0.ctx.clone(),
+            moves: self.0.moves,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Draining {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Env>()
+            .map_or_else(Draining::never, |e| e.0.draining.clone()))
+    }
+}
+
+/// The extensions every request of a connection starts with: `ConnectInfo`, [`Env`] and, on a
+/// connection that moved, [`ConnectionMoves`]. Built once per connection, with room for
+/// axum's own three (`OriginalUri`, `MatchedPath`, the path parameters), so that a request
+/// costs one table and a box per value, and the table never grows on the way.
+pub(super) fn template(rc: &Arc<ReqCtx>) -> Extensions {
+    let mut ext = Extensions::new();
     // Only on connections that did move: `/info` takes it as an `Option` (0 without it).
     if rc.moves > 0 {
         ext.insert(ConnectionMoves(rc.moves));
     }
-    ext.insert(rc.draining.clone());
-    if !rc.h2 {
-        ext.insert(super::ws::WsEnv {
-            ctx: rc.ctx.clone(),
-            moves: rc.moves,
-        });
+    ext.insert(Env(rc.clone()));
+    rc.peer.insert_into(&mut ext);
+    // Grow the table to hold seven (the most its next size holds) by inserting placeholders,
+    // then take them out again: the table keeps its size, and a clone keeps it too.
+    #[derive(Clone)]
+    struct Pad<const N: u8>;
+    fn pad<const N: u8>(ext: &mut Extensions, add: bool) {
+        if add {
+            ext.insert(Pad::<N>);
+        } else {
+            ext.remove::<Pad<N>>();
+        }
     }
-    rc.peer.insert_into(ext);
+    let n = 7usize.saturating_sub(ext.len());
+    for add in [true, false] {
+        let pads: [fn(&mut Extensions, bool); 7] = [
+            pad::<0>, pad::<1>, pad::<2>, pad::<3>, pad::<4>, pad::<5>, pad::<6>,
+        ];
+        for p in &pads[..n] {
+            p(&mut ext, add);
+        }
+    }
+    ext
+}
+
+/// Answers one request with the router. The future is not boxed here: on HTTP/1.1 hyper keeps
+/// it in place, so a request costs no allocation of its own (h2 boxes it: see `h2::serve`).
+/// `template` is the connection's [`template`].
+pub(super) fn call(
+    rc: &Arc<ReqCtx>,
+    template: &Extensions,
+    mut req: Request<Incoming>,
+) -> impl Future<Output = Result<Response<GuardedBody>, Infallible>> + Send + use<> {
+    let in_flight = (!rc.h2).then(|| InFlight::new(rc.state.clone()));
+    // hyper's own extensions are usually none (then this takes the template's table whole).
+    req.extensions_mut().extend(template.clone());
     let rc = rc.clone();
     async move {
         let mut resp: Response<Body> = match rc.router.clone().oneshot(req.map(Body::new)).await {

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::moving::{Conn, Origin};
 use super::{WebSocket, WsEnv};
 use crate::drain::Draining;
+use crate::server::request::Env;
 
 /// A resumed connection waiting for its route's handler (a request extension of the request
 /// the successor replays through its router).
@@ -151,12 +152,11 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
                 on_upgrade,
                 accept: HeaderValue::from_str(&accept)
                     .map_err(|_| WsRejection(StatusCode::BAD_REQUEST, "bad key\n"))?,
-                env: parts.extensions.get::<WsEnv>().cloned(),
+                env: parts.extensions.get::<Env>().and_then(Env::ws),
                 draining: parts
                     .extensions
-                    .get::<Draining>()
-                    .cloned()
-                    .unwrap_or_else(Draining::never),
+                    .get::<Env>()
+                    .map_or_else(Draining::never, |e| e.0.draining.clone()),
                 origin: Origin {
                     path: parts
                         .uri
