@@ -25,7 +25,7 @@ pub(super) struct ConnState {
     /// Requests started on this connection (HTTP/1.1), for the header-read timeout.
     pub requests: AtomicU64,
     pub bytes_read: AtomicU64,
-    /// Notified when `in_flight` drops to zero.
+    /// Notified when `in_flight` drops to zero while `hold_reads` is set (only a mover waits).
     pub idle: Notify,
     /// Set while the connection is being handed over: `poll_shutdown` does nothing, so that
     /// hyper's end of an HTTP/1.1 connection (which shuts the socket's write side down) leaves

@@ -50,7 +50,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // Only a mover waits for `idle`, and it holds the reads before it looks at the count
+        // (both SeqCst): if it did not see this decrement, this sees its hold. Without one,
+        // nobody is woken (a notify takes a lock: once per request otherwise).
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.hold_reads.load(Ordering::SeqCst) {
             self.0.idle.notify_waiters();
         }
     }
