@@ -256,8 +256,9 @@ fn an_h2_stream_open_at_the_handoff_finishes_on_the_old_process() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("curl");
-    // Wait until the request is in the handler: the connection is open on the old process.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Wait until the request is in the handler: the connection is open on the old process
+    // (as long as curl's own limit: starting curl on a loaded machine takes a while).
+    let deadline = Instant::now() + Duration::from_secs(15);
     while established_to(s.addr) == 0 {
         assert!(Instant::now() < deadline, "curl never connected");
         std::thread::sleep(Duration::from_millis(5));

@@ -13,9 +13,11 @@
 //! `into_parts()` then gives the socket back whole. An upgraded connection has left hyper (its
 //! IO lives in the WebSocket); it never moves, and stays counted in the drain until it closes.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -47,8 +49,10 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     // first one), or the connection ends (slow-header clients, and keep-alive connections idle
     // that long, as with hyper's own timeout).
     let period = ctx.settings.header_read_timeout;
-    let check = tokio::time::sleep(period);
-    tokio::pin!(check);
+    let mut check = Check {
+        sleep: Box::pin(tokio::time::sleep(period)),
+        waker: None,
+    };
     let mut started = state.requests.load(Ordering::Relaxed);
     let mut was_idle = true;
     let drain_started = ctx.drain.started_polled_often();
@@ -71,7 +75,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
                     return;
                 }
                 (started, was_idle) = (now, idle);
-                check.as_mut().reset(tokio::time::Instant::now() + period);
+                check.reset(tokio::time::Instant::now() + period);
             }
         }
     }
@@ -138,6 +142,38 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     }
     Pin::new(&mut conn).graceful_shutdown();
     log_conn_end(conn.await);
+}
+
+/// The header-read check's timer, polled only when it can have fired: the select beside hyper
+/// is polled at every wake-up of the connection, and a `Sleep` poll costs more than a look at
+/// its state. Once polled, the timer holds the task's waker and wakes it when it fires.
+struct Check {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The waker the timer holds (from its last poll).
+    waker: Option<Waker>,
+}
+
+impl Check {
+    fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.waker = None;
+    }
+}
+
+impl Future for Check {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let registered = self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if registered && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        let res = self.sleep.as_mut().poll(cx);
+        if res.is_pending() {
+            self.waker = Some(cx.waker().clone());
+        }
+        res
+    }
 }
 
 /// Clears the move-time switches of a connection's IO when dropped.
