@@ -238,8 +238,8 @@ def main():
         for line in log.splitlines():
             out("journal", line)
     new = int(prop("MainPID"))
-    if "-v" in sys.argv:
-        pass
+    # After READY=1 the new process has adopted the stored connections; none has read a request yet.
+    new_kib_adopted = rss_kib(new) if new > 0 else 0
     results, t_last = request_all(conns, timeout=60)
     t_answered = mono()
     # Wait until the new process has taken its connections out of the store (the listener stays).
@@ -279,15 +279,18 @@ def main():
     if new > 0:
         out("new heird fds", nfds(new))
         new_kib = rss_kib(new)
-        out("new heird rss kib with them", new_kib)
-        out("new heird memory per adopted connection (above idle), bytes", f"{(new_kib - idle_kib) * 1024 / max(by_new, 1):.0f}")
+        out("new heird rss kib: adopted (at READY=1) / after one more request each", f"{new_kib_adopted} / {new_kib}")
+        out("new heird memory per adopted connection above idle: adopted / after a request, bytes",
+            f"{(new_kib_adopted - idle_kib) * 1024 / max(by_new, 1):.0f} / {(new_kib - idle_kib) * 1024 / max(by_new, 1):.0f}")
     else:
         out("new heird", f"no main process; unit {prop('ActiveState')}/{prop('SubState')}, result {prop('Result')}")
 
     # heird's own counts.
+    stored = 0
     for e in journal("heird.service", since=t0 - 1):
         msg = e.get("MESSAGE", "")
         if "connections moved" in msg:
+            stored = int(e.get("F_MOVED") or 0)
             out("old heird log", f"moved={e.get('F_MOVED')} not_moved={e.get('F_NOT_MOVED')} to={e.get('F_TO')}")
         elif "took over connections" in msg:
             out("new heird log", f"took over fds={e.get('F_FDS')}")
@@ -305,7 +308,7 @@ def main():
     out("pid1 samples", len(s))
     out("pid1 rss kib: before restart / peak / after", f"{before['rss_kib']} / {peak_rss} / {after['rss_kib']}")
     out("pid1 fds: before restart / peak / after", f"{before['fds']} / {peak_fds} / {after['fds']}")
-    out("pid1 rss per stored fd at the peak, bytes", f"{(peak_rss - before['rss_kib']) * 1024 / max(peak_fds - before['fds'], 1):.0f}")
+    out("pid1 rss growth per stored connection (peak), bytes", f"{(peak_rss - before['rss_kib']) * 1024 / max(stored, 1):.0f}")
     out("pid1 cpu s: whole restart (restart -> store emptied + 0.3 s)", f"{after['cpu_s'] - before['cpu_s']:.2f}")
     if stop_done and ready and ready > stop_done > t0:
         c0, c1, c2, c3 = (sampler.at(x)[3] for x in (t0, stop_done, ready, t_emptied))

@@ -20,9 +20,10 @@
 #   STORE_MAX    FileDescriptorStoreMax= (default N+1: the connections and the listener)
 #   FDSTORE_ENV  Environment=FDSTORE= (default STORE_MAX); set it above STORE_MAX to see what
 #                systemd does with fds beyond its limit
-#   LIMIT_NOFILE LimitNOFILE= (default STORE_MAX+1024; empty: the unit's default, 1024 soft).
-#                The next process gets every stored fd at exec, below its soft limit: systemd
-#                fails the start with 202/FDS when they do not fit
+#   LIMIT_NOFILE LimitNOFILE= (default 2*STORE_MAX+1024; empty: the unit's default, 1024 soft).
+#                The next process gets every stored fd at exec, under this soft limit: systemd
+#                252 fails the start with 202/FDS unless it is about twice their number (heird
+#                stores only what fits, and at most 4096 fds in all)
 #   HEIRD_BIN    heird binary (default: target/release/heird, built with cargo build --release)
 #   VERBOSE=1    also print every PID 1 sample (every 20 ms across the restart)
 set -euo pipefail
@@ -32,7 +33,7 @@ project=$(cd "$here/.." && pwd)
 N=${1:-10000}
 STORE_MAX=${STORE_MAX:-$((N + 1))}
 FDSTORE_ENV=${FDSTORE_ENV:-$STORE_MAX}
-LIMIT_NOFILE=${LIMIT_NOFILE-$((STORE_MAX + 1024))}
+LIMIT_NOFILE=${LIMIT_NOFILE-$((2 * STORE_MAX + 1024))}
 SYSTEMDS=${SYSTEMDS:-252 257}
 
 [ "$(id -u)" = 0 ] || { echo "many-store.sh: needs root (it boots tests/systemd/sandbox.sh)" >&2; exit 1; }
