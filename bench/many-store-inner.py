@@ -296,10 +296,13 @@ def main():
             out("new heird log", f"took over fds={e.get('F_FDS')}")
         elif e.get("PRIORITY") in ("0", "1", "2", "3", "4") and e.get("_PID") != "1" and "not our child" not in msg:
             out("heird warning", f"[{e.get('_PID')}] {msg}")
+    seen = {}
     for e in journal(since=t0 - 1, pid=1):
         msg = e.get("MESSAGE", "")
         if re.search(r"(?i)store|FileDescriptorStoreMax|timed out|kill|failed|FDS", msg):
-            out("pid1 log", msg)
+            seen[msg] = seen.get(msg, 0) + 1
+    for msg, n in seen.items():
+        out("pid1 log", msg if n == 1 else f"{msg} ({n} times)")
 
     # PID 1.
     s = sampler.samples
