@@ -59,7 +59,7 @@ install -D -m 0644 deploy/heird.sysusers "$seed/usr/lib/sysusers.d/heird.conf"
 
 box=
 cleanup() {
-  [ -z "$box" ] || SANDBOX_NAME=$box tests/systemd/sandbox.sh down >/dev/null 2>&1 || true
+  [ -z "$box" ] || { SANDBOX_NAME=$box tests/systemd/sandbox.sh down >/dev/null 2>&1; rm -rf "/tmp/heird-sandbox/$box"; } || true
   rm -rf "$seed"
 }
 trap cleanup EXIT
@@ -82,6 +82,7 @@ for v in $SYSTEMDS; do
     ${VERBOSE:+-v} || rc=$?
   [ "$rc" = 0 ] || { echo "many-store.sh: the measurement failed (exit $rc); the journal:"; tests/systemd/sandbox.sh exec journalctl -b --no-pager | tail -n 60; }
   tests/systemd/sandbox.sh down 2>&1 | sed 's/^/# /'
+  rm -rf "/tmp/heird-sandbox/$box"
   box=
 done
 echo
