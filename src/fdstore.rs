@@ -19,6 +19,7 @@ use std::os::fd::BorrowedFd;
 
 use tracing::{info, warn};
 
+use crate::listeners::MAX_LISTEN_FDS;
 use crate::notify::{self, NotifyState};
 use crate::wire::ConnKind;
 
@@ -100,21 +101,54 @@ pub fn parse_conn_buf_name(name: &str) -> Option<&str> {
     name.strip_prefix(CONN_BUF_PREFIX)
 }
 
-/// How many fds the store takes (`$FDSTORE`), when keep-alive connections may be stored at a
-/// stop: only when `$FDSTORE` says the store has room (systemd ≥ 254 sets it; the shipped unit
-/// sets it for 252 with `Environment=FDSTORE=128`). A connection sent to a store that does not
-/// keep it would be closed under the client, so without that promise a stop closes connections
-/// gently instead.
-pub fn connection_room() -> Option<u64> {
+/// How many connections may be stored at a stop, or `None` when none may: only when `$FDSTORE`
+/// says the store has room (systemd ≥ 254 sets it; the shipped unit sets it for 252 with
+/// `Environment=FDSTORE=128`). A connection sent to a store that does not keep it would be
+/// closed under the client, so without that promise a stop closes connections gently instead.
+/// `stored_listeners` are already in the store; `other_listeners` (socket units') come with it.
+///
+/// The room is also kept below what the next process can be started with, because systemd
+/// passes it every stored fd at exec: under the unit's `LimitNOFILE=` soft limit (the start
+/// fails with `202/FDS` otherwise, [`exec_room`]), and at most [`MAX_LISTEN_FDS`] in all (the
+/// next heird refuses more, exit 78). Without that cap a store raised to 5 000 or 10 000 took
+/// the service down: every start after the restart failed (bench/many-store.sh).
+pub fn connection_room(stored_listeners: u64, other_listeners: u64) -> Option<u64> {
     if !notify::enabled() {
         return None;
     }
-    std::env::var("FDSTORE")
+    let max = std::env::var("FDSTORE")
         .ok()?
         .trim()
         .parse::<u64>()
         .ok()
-        .filter(|max| *max > 0)
+        .filter(|max| *max > 0)?;
+    let by_store = max.saturating_sub(stored_listeners);
+    let soft = crate::sys::unit_nofile_soft();
+    let by_exec = soft
+        .map_or(u64::MAX, exec_room)
+        .min(u64::from(MAX_LISTEN_FDS))
+        .saturating_sub(stored_listeners + other_listeners);
+    if by_exec < by_store {
+        warn!(
+            fdstore = max,
+            limit_nofile_soft = soft,
+            room = by_exec,
+            "the next process could not be started with that many stored fds; storing fewer \
+             connections (at most {MAX_LISTEN_FDS} fds pass, and LimitNOFILE= must be at least \
+             twice their number plus 64)"
+        );
+    }
+    Some(by_store.min(by_exec))
+}
+
+/// How many stored fds systemd can start the next process with under an open-files soft limit
+/// of `soft`. Measured on systemd 252 (bench/many-store.sh): 5 001 stored fds failed with
+/// `LimitNOFILE=6025` ("Failed to adjust passed file descriptors: Too many open files"), and
+/// 8 958 got past that step with 21 026: while moving them to 3, 4, ... the child holds both
+/// copies of some.
+/// Half the limit, less a margin for stdio and the like, is what is kept.
+pub fn exec_room(soft: u64) -> u64 {
+    soft.saturating_sub(64) / 2
 }
 
 /// True when stored fds can reach systemd.
@@ -174,6 +208,13 @@ pub fn remove_quietly(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_room_keeps_half_the_limit() {
+        assert_eq!(exec_room(1024), 480);
+        assert_eq!(exec_room(20_064), 10_000);
+        assert_eq!(exec_room(10), 0);
+    }
 
     #[test]
     fn names_round_trip() {

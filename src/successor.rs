@@ -106,6 +106,9 @@ fn successor_env(s: &Spawn<'_>) -> Vec<CString> {
         (GENERATION_VAR.into(), (s.generation + 1).to_string()),
         (HANDOFF_FD_VAR.into(), (3 + n).to_string()),
     ];
+    if let Some(soft) = crate::sys::unit_nofile_soft() {
+        extra.push((crate::sys::UNIT_NOFILE_VAR.into(), soft.to_string()));
+    }
     if s.control.is_some() {
         extra.push((CONTROL_FD_VAR.into(), (3 + n + 1).to_string()));
     }
@@ -122,6 +125,7 @@ fn successor_env(s: &Spawn<'_>) -> Vec<CString> {
             HANDOFF_FD_VAR,
             CONTROL_FD_VAR,
             crate::tls::tickets::KEYS_FD_VAR,
+            crate::sys::UNIT_NOFILE_VAR,
             "WATCHDOG_PID",
         ])
         .collect();

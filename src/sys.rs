@@ -352,13 +352,32 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, 
     Ok((n, got))
 }
 
+/// Carries the unit's open-files soft limit to successors, which inherit a raised one.
+pub const UNIT_NOFILE_VAR: &str = "HEIRD_UNIT_NOFILE";
+
+static UNIT_NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 /// Raises the soft limit of open files to the hard limit: every connection is an fd, and the
 /// default soft limit (1024) is far below what a server needs. heird never uses select(2).
+///
+/// First records the soft limit it found (or, in a successor, the one in `HEIRD_UNIT_NOFILE`):
+/// the limit systemd starts the unit's next process with, see [`unit_nofile_soft`].
 pub fn raise_nofile_limit() -> io::Result<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let unit = std::env::var(UNIT_NOFILE_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(soft);
+    let _ = UNIT_NOFILE.set(unit);
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(hard)
+}
+
+/// The open-files soft limit systemd gave this unit (`LimitNOFILE=`), under which it starts the
+/// next process with every stored fd; `None` before [`raise_nofile_limit`] ran.
+pub fn unit_nofile_soft() -> Option<u64> {
+    UNIT_NOFILE.get().copied()
 }

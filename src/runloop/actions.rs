@@ -82,14 +82,14 @@ impl Driver {
             DrainTo::Store => {
                 // Under systemd with an fd store, idle keep-alive connections wait there for the
                 // next process (a restart); a final stop releases the store, which closes them.
-                if let Some(max) = crate::fdstore::connection_room() {
-                    let stored_listeners = self
-                        .listeners()
-                        .iter()
-                        .filter(|l| crate::fdstore::is_bound_listener(&l.name))
-                        .count();
-                    self.server
-                        .store_on_stop(max.saturating_sub(stored_listeners as u64));
+                let listeners = self.listeners();
+                let stored = listeners
+                    .iter()
+                    .filter(|l| crate::fdstore::is_bound_listener(&l.name))
+                    .count() as u64;
+                let others = listeners.len() as u64 - stored;
+                if let Some(room) = crate::fdstore::connection_room(stored, others) {
+                    self.server.store_on_stop(room);
                 }
                 if let Some(save) = &self.save_state
                     && crate::fdstore::available()
