@@ -32,7 +32,8 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) long: bool,
     /// Sections to run, comma-separated: reload, throughput, footprint, many (idle
-    /// connections moved in one handoff; not in the default set).
+    /// connections moved in one handoff), many-load (reload under load with --many-conns idle
+    /// connections open; uses the reload options); the last two are not in the default set.
     #[arg(long, default_value = "reload,throughput,footprint", value_delimiter = ',')]
     pub(crate) sections: Vec<String>,
 
@@ -79,7 +80,7 @@ pub(crate) struct Cli {
     /// Throughput: core wrk is pinned to.
     #[arg(long, default_value = "0")]
     pub(crate) client_cpu: String,
-    /// Many: idle keep-alive connections moved in one handoff.
+    /// Many, many-load: idle keep-alive connections moved at each handoff.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) many_conns: usize,
     /// Footprint: number of starts timed (exec → READY=1).

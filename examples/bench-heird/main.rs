@@ -29,6 +29,7 @@ mod svg;
 mod args;
 mod footprint;
 mod many;
+mod many_load;
 mod markdown;
 mod plots;
 mod procs;
@@ -46,6 +47,7 @@ use clap::Parser;
 use args::Cli;
 use footprint::run_footprint;
 use many::run_many;
+use many_load::run_many_load;
 use markdown::{revision, write_block};
 use reload::{Mode, run_reload};
 use report::Report;
@@ -91,7 +93,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 cli.reload_duration().as_secs_f64(),
                 cli.every.as_secs_f64()
             );
-            let r = run_reload(cli, &bin, work.path(), mode)?;
+            let dir = work.path().join(format!("reload-{}", mode.key()));
+            let r = run_reload(cli, &bin, &dir, mode, 0)?;
             eprintln!("{}", r.one_line());
             reload.push(r);
         }
@@ -116,6 +119,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         );
         let m = run_many(cli, &bin, work.path())?;
         println!("{}", m.table(cli.many_conns));
+    }
+    if cli.section("many-load") {
+        eprintln!(
+            "bench: reload under load with {} idle connections open: {} s, a handoff every {} s ...",
+            cli.many_conns,
+            cli.reload_duration().as_secs_f64(),
+            cli.every.as_secs_f64()
+        );
+        let m = run_many_load(cli, &bin, work.path())?;
+        eprintln!("{}", m.run.one_line());
+        println!("{}", m.table(cli));
+        let (file, svg) = m.plot(cli, &revision);
+        let dir = cli.plots_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(file);
+        std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench: drew {}", path.display());
     }
 
     let report = Report {

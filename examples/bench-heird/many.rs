@@ -11,7 +11,9 @@ use anyhow::{Context as _, anyhow, bail};
 
 use crate::args::Cli;
 
-use crate::procs::{FakeNotify, Reaper, field, free_port, heird_command, proc_status, signal, strip_ansi};
+use crate::procs::{
+    FakeNotify, Reaper, field, free_port, heird_command, proc_status, raise_nofile, signal, strip_ansi,
+};
 use crate::report::kib_mib;
 use crate::stats::f1;
 
@@ -69,17 +71,7 @@ impl Many {
 
 pub(crate) fn run_many(cli: &Cli, bin: &Path, work: &Path) -> anyhow::Result<Many> {
     // One fd per client socket here; heird raises its own limit.
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    raise_nofile();
     let dir = work.join("many");
     std::fs::create_dir_all(&dir)?;
     let notify = FakeNotify::new(dir.join("notify.sock"))?;
@@ -103,28 +95,7 @@ pub(crate) fn run_many(cli: &Cli, bin: &Path, work: &Path) -> anyhow::Result<Man
     let idle_rss_kib = proc_status(old).map_or(0, |s| s.rss_kib);
 
     let t0 = Instant::now();
-    let mut conns = Vec::with_capacity(cli.many_conns);
-    let mut buf = [0u8; 4096];
-    for i in 0..cli.many_conns {
-        let mut c = match TcpStream::connect(addr) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("bench:   connection {i}: {e}; going on with {i}");
-                break;
-            }
-        };
-        c.set_read_timeout(Some(Duration::from_secs(10)))?;
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n")?;
-        let mut got = Vec::new();
-        while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok")) {
-            let n = c.read(&mut buf)?;
-            if n == 0 {
-                bail!("connection {i} closed before its response");
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        conns.push(c);
-    }
+    let mut conns = open_idle(addr, cli.many_conns)?;
     let open_s = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let old_rss_with_kib = proc_status(old).map_or(0, |s| s.rss_kib);
@@ -166,21 +137,7 @@ pub(crate) fn run_many(cli: &Cli, bin: &Path, work: &Path) -> anyhow::Result<Man
 
     // Every connection is still there, now served by the successor.
     let (mut answered_by_new, mut moved_once) = (0, 0);
-    for c in conns.iter_mut() {
-        if c.write_all(b"GET /info HTTP/1.1\r\nHost: b\r\n\r\n").is_err() {
-            continue;
-        }
-        let mut got = Vec::new();
-        while let Ok(n) = c.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-            if got.ends_with(b"}") || got.ends_with(b"}\n") {
-                break;
-            }
-        }
-        let t = String::from_utf8_lossy(&got);
+    for t in info_replies(&mut conns) {
         answered_by_new += t.contains(&format!("\"pid\":{new}")) as usize;
         moved_once += t.contains("\"connection_moves\":1") as usize;
     }
@@ -202,4 +159,57 @@ pub(crate) fn run_many(cli: &Cli, bin: &Path, work: &Path) -> anyhow::Result<Man
         answered_by_new,
         moved_once,
     })
+}
+
+/// Opens up to `n` keep-alive connections and has each served one `GET /healthz` (so each is an
+/// idle connection that has served a request); stops early, with a message, when `connect` fails.
+pub(crate) fn open_idle(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let mut conns = Vec::with_capacity(n);
+    let mut buf = [0u8; 4096];
+    for i in 0..n {
+        let mut c = match TcpStream::connect(addr) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("bench:   connection {i}: {e}; going on with {i}");
+                break;
+            }
+        };
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n")?;
+        let mut got = Vec::new();
+        while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok")) {
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                bail!("connection {i} closed before its response");
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        conns.push(c);
+    }
+    Ok(conns)
+}
+
+/// Sends `GET /info` on every connection and returns each reply (empty when the connection was
+/// gone).
+pub(crate) fn info_replies(conns: &mut [TcpStream]) -> Vec<String> {
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(conns.len());
+    for c in conns.iter_mut() {
+        if c.write_all(b"GET /info HTTP/1.1\r\nHost: b\r\n\r\n").is_err() {
+            out.push(String::new());
+            continue;
+        }
+        let mut got = Vec::new();
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.ends_with(b"}") || got.ends_with(b"}\n") {
+                break;
+            }
+        }
+        out.push(String::from_utf8_lossy(&got).into_owned());
+    }
+    out
 }

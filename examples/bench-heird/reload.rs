@@ -79,6 +79,10 @@ pub(crate) struct ReloadResult {
     pub(crate) samples: Vec<(u64, u64)>,
     pub(crate) failure_times: Vec<u64>,
     pub(crate) reconnect_times: Vec<u64>,
+    /// With idle connections held (`many-load`): how long opening them took, and each one's
+    /// reply to `GET /info` at the end.
+    pub(crate) idle_open_s: f64,
+    pub(crate) idle_replies: Vec<String>,
 }
 
 impl ReloadResult {
@@ -127,9 +131,16 @@ impl ReloadResult {
     }
 }
 
-pub(crate) fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyhow::Result<ReloadResult> {
-    let dir = work.join(format!("reload-{}", mode.key()));
-    std::fs::create_dir_all(&dir)?;
+/// One reload run in `dir`. With `idle` > 0, that many idle keep-alive connections (each served
+/// one request first) are held open through the run, and each is asked `GET /info` at the end.
+pub(crate) fn run_reload(
+    cli: &Cli,
+    bin: &Path,
+    dir: &Path,
+    mode: Mode,
+    idle: usize,
+) -> anyhow::Result<ReloadResult> {
+    std::fs::create_dir_all(dir)?;
     let notify = FakeNotify::new(dir.join("notify.sock"))?;
     let reaper = Reaper::start();
     // Socket mode: the listening socket lives here, as in systemd's socket unit.
@@ -151,7 +162,7 @@ pub(crate) fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyh
         }
         let child = cmd
             .env("NOTIFY_SOCKET", &notify.path)
-            .env("RUNTIME_DIRECTORY", &dir)
+            .env("RUNTIME_DIRECTORY", dir)
             .stderr(log.try_clone()?)
             .spawn()
             .context("cannot start heird")?;
@@ -170,6 +181,10 @@ pub(crate) fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyh
                 log_path.display()
             )
         })?;
+
+    let t_idle = Instant::now();
+    let mut idle_conns = crate::many::open_idle(addr, idle)?;
+    let idle_open_s = t_idle.elapsed().as_secs_f64();
 
     let main = Arc::new(AtomicU32::new(first));
     let known = Arc::new(Mutex::new(vec![first]));
@@ -286,6 +301,8 @@ pub(crate) fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyh
     let elapsed_s = t0.elapsed().as_secs_f64();
     sampling.store(false, Ordering::SeqCst);
     let (rss_main_kib, rss_sum_max_kib) = sampler.join().map_err(|_| anyhow!("sampler panicked"))?;
+    let idle_replies = crate::many::info_replies(&mut idle_conns);
+    drop(idle_conns);
 
     // Stop the last one and wait for every process of the run to be gone.
     signal(main.load(Ordering::SeqCst), libc::SIGTERM);
@@ -366,5 +383,7 @@ pub(crate) fn run_reload(cli: &Cli, bin: &Path, work: &Path, mode: Mode) -> anyh
         rss_main_kib,
         rss_sum_max_kib,
         leftovers,
+        idle_open_s,
+        idle_replies,
     })
 }
