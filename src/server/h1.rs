@@ -79,7 +79,6 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
         // reads and shuts down normally again.
         let _release = Release(state.clone());
         // Wait until no request of this connection is in the handler or being answered.
-        let mut busy = false;
         loop {
             let idle = state.idle.notified();
             tokio::pin!(idle);
@@ -87,7 +86,6 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
             if state.in_flight.load(Ordering::SeqCst) == 0 {
                 break;
             }
-            busy = true;
             tokio::select! {
                 res = &mut conn => {
                     log_conn_end(res);
@@ -96,13 +94,6 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
                 _ = idle => {}
             }
         }
-        // A connection idle since the drain started waits its turn (its client is not waiting
-        // for anything); one that was busy moves now, its client's next request right behind.
-        let _turn = if busy {
-            None
-        } else {
-            ctx.idle_moves.acquire().await.ok()
-        };
         state.moving.store(true, Ordering::SeqCst);
         Pin::new(&mut conn).graceful_shutdown();
         // Keep-alive is off now: hyper finishes what it has (say, the rest of a request body the

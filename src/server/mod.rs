@@ -112,9 +112,6 @@ struct ConnCtx {
     /// Set when draining connections go somewhere instead of closing: to a successor that
     /// took over, or into systemd's fd store for the next process after a restart.
     mover: OnceLock<Mover>,
-    /// Moves of connections that were idle when the drain started, a few at a time (see
-    /// `h1::serve`).
-    idle_moves: tokio::sync::Semaphore,
     moved: AtomicU64,
     not_moved: AtomicU64,
     /// The accept loops, each owning a listener fd until it ends.
@@ -136,7 +133,6 @@ impl Server {
             drain: drain.clone(),
             settings: settings.clone(),
             mover: OnceLock::new(),
-            idle_moves: tokio::sync::Semaphore::new(moves::IDLE_MOVES_AT_ONCE),
             moved: AtomicU64::new(0),
             not_moved: AtomicU64::new(0),
             accepting: Mutex::new(Vec::new()),

@@ -23,13 +23,6 @@ use crate::channel::{Channel, MAX_MSG};
 use crate::fdstore;
 use crate::wire::{ChannelMsg, ConnKind as Kind};
 
-/// How many connections that were idle when the drain started move at once. With thousands of
-/// them, moving all at once floods both runtimes (every idle connection's task wakes, and each
-/// one parked on the channel's writability is woken again whenever the successor reads), and a
-/// connection that was busy when the drain started (moved as soon as its response is out, ahead
-/// of this queue) would wait behind all of them on the channel.
-pub(super) const IDLE_MOVES_AT_ONCE: usize = 16;
-
 /// Where draining connections go instead of closing.
 pub(super) enum Mover {
     Successor(Arc<Channel>),
