@@ -55,7 +55,8 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     };
     let mut started = state.requests.load(Ordering::Relaxed);
     let mut was_idle = true;
-    let drain_started = ctx.drain.started_polled_often();
+    // This connection's turn in the drain (at a handoff, turns come at a pace: see `pace`).
+    let drain_started = ctx.pacer.turn(&ctx.drain);
     tokio::pin!(drain_started);
     loop {
         tokio::select! {

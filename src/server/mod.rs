@@ -19,6 +19,7 @@ mod h1;
 mod h2;
 mod io;
 mod moves;
+mod pace;
 mod peer;
 mod request;
 mod routes;
@@ -114,6 +115,8 @@ struct ConnCtx {
     mover: OnceLock<Mover>,
     moved: AtomicU64,
     not_moved: AtomicU64,
+    /// Turns of the HTTP/1.1 connections in a drain (a handoff hands them out at a pace).
+    pacer: pace::Pacer,
     /// The accept loops, each owning a listener fd until it ends.
     accepting: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -136,7 +139,9 @@ impl Server {
             moved: AtomicU64::new(0),
             not_moved: AtomicU64::new(0),
             accepting: Mutex::new(Vec::new()),
+            pacer: pace::Pacer::new(),
         });
+        tokio::spawn(hand_out_turns(ctx.clone()));
         let mut accepting = Vec::new();
         let tls_for = tls::listener_settings(listeners, settings.tls.as_ref())?;
         for (l, tls) in listeners.iter().zip(tls_for) {
@@ -237,6 +242,25 @@ impl Server {
             self.ctx.moved.load(Ordering::SeqCst),
             self.ctx.not_moved.load(Ordering::SeqCst),
         )
+    }
+}
+
+/// Once the drain has started: moving to a successor, the HTTP/1.1 connections get their turns
+/// at a pace ([`pace`]), all of them well within the WebSocket boundary timeout (a second
+/// before the drain deadline); otherwise (a stop) all at once.
+async fn hand_out_turns(ctx: Arc<ConnCtx>) {
+    ctx.drain.started().await;
+    if matches!(ctx.mover.get(), Some(Mover::Successor(_))) {
+        let budget = ctx
+            .settings
+            .ws_boundary_timeout
+            .unwrap_or(Duration::from_secs(29))
+            / 4;
+        ctx.pacer
+            .release_paced(ctx.drain.open_connections(), budget)
+            .await;
+    } else {
+        ctx.pacer.release_all();
     }
 }
 
