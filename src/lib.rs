@@ -57,7 +57,9 @@
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
 //! - `channel`: the handoff channel (seqpacket, one message per datagram, fds attached).
 //! - `listeners`: listen addresses, validating and binding listening sockets.
-//! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets.
+//! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets
+//!   (parsing the `LISTEN_*` variables in `acquire/listen_env.rs`, reconciling with the fd
+//!   store in `acquire/store.rs`).
 //! - `inherit`: what a successor inherits from its predecessor (generation, channel, control).
 //! - `child`: a child process handle that kills and reaps on drop unless released.
 //! - `successor`: starting a successor and waiting until it is ready.
