@@ -80,7 +80,8 @@
 //! - `service`: [`Service::prepare`] (before the runtime), then [`Service::run`].
 //! - `entry`: [`main`] and [`start`]: the runtime and the exit code for a binary.
 //! - `logging`: journald or stderr.
-//! - `config`, `app`: heird's own binary (its config file and demo endpoints), not the library.
+//! - `config`, `app`: heird's own binary (its command line in `config/args.rs`, its config
+//!   file in `config/file.rs`, and demo endpoints), not the library.
 //! - `fault`: test-only fault injection at named handoff steps (feature `fault-injection`).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
