@@ -67,8 +67,9 @@
 //!   handlers' view of it.
 //! - `server`: accept loops, h1 (with upgrades) and h2c per connection through hyper,
 //!   `ConnectInfo`, moving connections; [`ws`], WebSockets that move with their state.
-//! - `tls`: the certificate and key (files or systemd credentials) → a checked rustls config,
-//!   and session-ticket keys that survive handoffs and restarts; serving TLS is in `server`.
+//! - `tls`: the certificate and key (files or systemd credentials) → a checked rustls config
+//!   (reading the PEM pair and the leaf in `tls/cert.rs`), and session-ticket keys that survive
+//!   handoffs and restarts; serving TLS is in `server`.
 //! - `control`: the control socket behind `reload` (server side).
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
