@@ -129,7 +129,7 @@ keys_listed() {
     grep -qE "^# $k = " "$toml" || { echo "  heird.toml does not list $k"; return 1; }
   done
 }
-check "heird.toml: lists every key (src/config.rs)" keys_listed
+check "heird.toml: lists every key (src/config/file.rs)" keys_listed
 
 c=$tmp/control
 check "deb postinst: unchanged units -> try-reload-or-restart, changed heird.service -> try-restart" \

@@ -57,7 +57,9 @@
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
 //! - `channel`: the handoff channel (seqpacket, one message per datagram, fds attached).
 //! - `listeners`: listen addresses, validating and binding listening sockets.
-//! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets.
+//! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets
+//!   (parsing the `LISTEN_*` variables in `acquire/listen_env.rs`, reconciling with the fd
+//!   store in `acquire/store.rs`).
 //! - `inherit`: what a successor inherits from its predecessor (generation, channel, control).
 //! - `child`: a child process handle that kills and reaps on drop unless released.
 //! - `successor`: starting a successor and waiting until it is ready.
@@ -65,8 +67,9 @@
 //!   handlers' view of it.
 //! - `server`: accept loops, h1 (with upgrades) and h2c per connection through hyper,
 //!   `ConnectInfo`, moving connections; [`ws`], WebSockets that move with their state.
-//! - `tls`: the certificate and key (files or systemd credentials) → a checked rustls config,
-//!   and session-ticket keys that survive handoffs and restarts; serving TLS is in `server`.
+//! - `tls`: the certificate and key (files or systemd credentials) → a checked rustls config
+//!   (reading the PEM pair and the leaf in `tls/cert.rs`), and session-ticket keys that survive
+//!   handoffs and restarts; serving TLS is in `server`.
 //! - `control`: the control socket behind `reload` (server side).
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
@@ -78,7 +81,8 @@
 //! - `service`: [`Service::prepare`] (before the runtime), then [`Service::run`].
 //! - `entry`: [`main`] and [`start`]: the runtime and the exit code for a binary.
 //! - `logging`: journald or stderr.
-//! - `config`, `app`: heird's own binary (its config file and demo endpoints), not the library.
+//! - `config`, `app`: heird's own binary (its command line in `config/args.rs`, its config
+//!   file in `config/file.rs`, and demo endpoints), not the library.
 //! - `fault`: test-only fault injection at named handoff steps (feature `fault-injection`).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]

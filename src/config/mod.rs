@@ -1,0 +1,158 @@
+//! Command line and config file (TOML) → a validated [`Config`].
+//!
+//! The config file comes from `--config PATH`, else `$HEIRD_CONFIG`, else built-in defaults.
+//! Unknown keys are errors. Durations are humantime strings (`"250ms"`, `"30s"`).
+//!
+//! - `args`: the command line (clap).
+//! - `file`: the config file as written, parsed and validated ([`Config::parse`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::listeners::{ListenAddr, ListenError};
+use crate::tls::{self, TlsError, TlsSetup, TlsSpec};
+
+mod args;
+mod file;
+
+pub use args::{Cli, Command, ConfigArg, ServeArgs, VERSION};
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "HEIRD_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key} = {value:?}: {reason}")]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("--listen: {0}")]
+    Listen(ListenError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Parses a duration such as `250ms`, `2s` or `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s.trim())
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (`None`: built-in defaults).
+    pub path: Option<PathBuf>,
+    /// Body of `GET /`.
+    pub greeting: String,
+    /// Addresses bound when no socket is passed (`--listen` replaces them).
+    pub listen: Vec<ListenAddr>,
+    /// How long a drain (stop or handoff) may take before the rest is closed.
+    pub drain_timeout: Duration,
+    /// While draining, an idle keep-alive connection is closed after this long without a request.
+    pub idle_close_grace: Duration,
+    /// A request head must arrive within this long (one to two periods: see `ServeSettings`).
+    pub header_read_timeout: Duration,
+    /// Longest `GET /sleep?duration=` accepted.
+    pub max_sleep: Duration,
+    /// How long a successor may take to say it is ready.
+    pub handoff_timeout: Duration,
+    /// tracing filter (overridden by `RUST_LOG`).
+    pub log_level: String,
+    /// Test-only: never send watchdog pings, so that systemd's watchdog fires.
+    pub watchdog_stall: bool,
+    /// Move idle keep-alive connections to the successor at a handoff.
+    pub move_connections: bool,
+    /// `[tls]` as written in the file.
+    pub tls_spec: TlsSpec,
+    /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
+    /// `[tls]`, else systemd credentials `tls.crt` + `tls.key`. `None`: plain HTTP.
+    pub tls: Option<Arc<TlsSetup>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            greeting: "Hello World".into(),
+            listen: vec![ListenAddr::Tcp(([127, 0, 0, 1], 8080).into())],
+            drain_timeout: Duration::from_secs(30),
+            idle_close_grace: Duration::from_millis(500),
+            header_read_timeout: Duration::from_secs(30),
+            max_sleep: Duration::from_secs(10),
+            handoff_timeout: Duration::from_secs(30),
+            log_level: "info".into(),
+            watchdog_stall: false,
+            move_connections: true,
+            tls_spec: TlsSpec::default(),
+            tls: None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `--config`, else `$HEIRD_CONFIG`, else defaults.
+    pub fn load(arg: &ConfigArg) -> Result<Config, ConfigError> {
+        let path = arg.config.clone().or_else(|| {
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let mut c = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
+                    path: path.clone(),
+                    error,
+                })?;
+                Config::parse(&text, &path)?
+            }
+        };
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let cli = (arg.tls_cert.as_deref(), arg.tls_key.as_deref());
+        c.tls = tls::resolve(&c.tls_spec, cli, c.path.as_deref(), credentials.as_deref())?.map(Arc::new);
+        Ok(c)
+    }
+
+    /// Warnings for `heird check` and the start (a certificate that expires soon or did).
+    pub fn warnings(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map(|t| t.warnings(std::time::SystemTime::now()))
+            .unwrap_or_default()
+    }
+
+    /// Applies `--listen` (which replaces the config's addresses).
+    pub fn apply_listen_args(&mut self, listen: &[String]) -> Result<(), ConfigError> {
+        if !listen.is_empty() {
+            self.listen = listen
+                .iter()
+                .map(|a| ListenAddr::parse(a))
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError::Listen)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn durations_never_panic(s in ".{0,30}") {
+            let _ = parse_duration(&s);
+        }
+    }
+}
