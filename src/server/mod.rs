@@ -256,10 +256,15 @@ async fn hand_out_turns(ctx: Arc<ConnCtx>) {
             .ws_boundary_timeout
             .unwrap_or(Duration::from_secs(29))
             / 4;
-        ctx.pacer
-            .release_paced(ctx.drain.open_connections(), budget)
-            .await;
+        let n = ctx.drain.open_connections();
+        info!(
+            connections = n,
+            within_ms = budget.as_millis() as u64,
+            "connections get their drain turns at a pace (5 000 a second or more)"
+        );
+        ctx.pacer.release_paced(n, budget).await;
     } else {
+        debug!("every connection gets its drain turn now");
         ctx.pacer.release_all();
     }
 }

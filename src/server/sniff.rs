@@ -48,6 +48,9 @@ pub(super) async fn sniff<S: Movable>(
     let deadline = tokio::time::sleep(ctx.settings.header_read_timeout);
     tokio::pin!(deadline);
     let mut draining = false;
+    // Its turn in the drain (at a handoff, turns come at a pace: see `super::pace`).
+    let turn = ctx.pacer.turn(&ctx.drain);
+    tokio::pin!(turn);
     loop {
         if let Some(p) = classify(&seen[..len]) {
             io.unread(&seen[..len]);
@@ -63,7 +66,7 @@ pub(super) async fn sniff<S: Movable>(
                 debug!(bytes = len, "closed a connection that did not say which protocol in time");
                 return None;
             }
-            _ = ctx.drain.started(), if !draining => {
+            () = &mut turn, if !draining => {
                 draining = true;
                 if let Some(mover) = ctx.mover.get() {
                     io.unread(&seen[..len]);
