@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# HTTP/2 (h2c) benchmark: h2load throughput of heird against plain `axum::serve` (same router,
-# no handoffs), and, with the GOAWAY-aware client tests/clients/h2retry (Go's x/net/http2
+# HTTP/2 (h2c) benchmark: h2load throughput and server CPU per request of heird (`bench-heird-hello`)
+# against plain `axum::serve` with the same router (no handoffs), and, with the GOAWAY-aware
+# client tests/clients/h2retry (Go's x/net/http2
 # Transport: retries streams a GOAWAY says were not processed), failed requests and new
 # connections per restart for heird's handoff, a naive stop-then-start of heird, and an nginx
 # reload. Prints markdown tables. See bench/README.md ("HTTP/2").
@@ -34,8 +35,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-echo "h2 bench: cargo build --release (heird, bench-plain-axum); go build h2retry" >&2
-cargo build --release --bin heird --example bench-plain-axum >&2
+echo "h2 bench: cargo build --release (heird, bench-plain-axum, bench-heird-hello); go build h2retry" >&2
+cargo build --release --bin heird --example bench-plain-axum --example bench-heird-hello >&2
 work=$(mktemp -d /tmp/heird-h2-bench.XXXXXX)
 # Every heird of this run, successors included, has its RUNTIME_DIRECTORY under $work.
 kill_heirds() {
@@ -59,24 +60,41 @@ echo "$(date -u +%FT%TZ), $(nproc) cores, $(uname -r), heird $(git rev-parse --s
 echo
 echo "### Throughput: h2load -t1 -c32 -m10 -D5, server on core 0, client on core 1"
 echo
-echo "| round | heird req/s | axum::serve req/s ($nodelay_text) | ratio |"
-echo "|---|---|---|---|"
-ratios=()
-h2rps() { taskset -c 1 h2load -t1 -c32 -m10 -D5 "http://$1/" 2>&1 | awk '/^finished in/ {gsub(",","",$4); print $4}'; }
+echo "heird hello is \`examples/bench-heird-hello\` (heird serving exactly the router of"
+echo "\`bench-plain-axum\`); CPU per request is the server's utime + stime over the run ÷ requests."
+echo
+echo "| round | heird hello req/s | axum::serve req/s ($nodelay_text) | ratio | heird hello CPU/request | axum CPU/request | CPU ratio |"
+echo "|---|---|---|---|---|---|---|"
+ratios=(); cratios=()
+ticks=$(getconf CLK_TCK)
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# h2rps PID ADDR: prints "REQ_PER_S CPU_US_PER_REQUEST" for one h2load run against ADDR.
+h2rps() {
+  local c0 c1 out rps n
+  c0=$(cpu_of "$1")
+  out=$(taskset -c 1 h2load -t1 -c32 -m10 -D5 "http://$2/" 2>&1)
+  c1=$(cpu_of "$1")
+  rps=$(awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out")
+  n=$(awk '/^requests:/ {print $8}' <<<"$out")
+  python3 -c "print($rps, f'{($c1-$c0)/$ticks*1e6/max($n,1):.2f}')"
+}
 for r in $(seq "$rounds"); do
   a=127.0.0.1:$(port); b=127.0.0.1:$(port)
-  RUNTIME_DIRECTORY="$work" taskset -c 0 "$work/heird" serve --listen "$a" 2>/dev/null & hp=$!
+  RUNTIME_DIRECTORY="$work" taskset -c 0 target/release/examples/bench-heird-hello "$a" 2>/dev/null & hp=$!
   taskset -c 0 target/release/examples/bench-plain-axum "$b" "${nodelay[@]}" >/dev/null & ap=$!
   echo "$hp $ap" >> "$work/pids"
   wait_up "$a"; wait_up "$b"
-  if [ $((r % 2)) = 1 ]; then h=$(h2rps "$a"); p=$(h2rps "$b"); else p=$(h2rps "$b"); h=$(h2rps "$a"); fi
+  if [ $((r % 2)) = 1 ]; then read -r h hc < <(h2rps "$hp" "$a"); read -r p pc < <(h2rps "$ap" "$b");
+  else read -r p pc < <(h2rps "$ap" "$b"); read -r h hc < <(h2rps "$hp" "$a"); fi
   kill "$hp" "$ap"; wait "$hp" "$ap" 2>/dev/null || true
   ratio=$(python3 -c "print(f'{$h/$p:.2f}')")
-  ratios+=("$ratio")
-  echo "| $r | $h | $p | $ratio |"
+  cratio=$(python3 -c "print(f'{$hc/$pc:.2f}')")
+  ratios+=("$ratio"); cratios+=("$cratio")
+  echo "| $r | $h | $p | $ratio | $hc µs | $pc µs | $cratio |"
 done
 echo
-echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "median req/s ratio: $(median "${ratios[@]}"); median CPU per request ratio: $(median "${cratios[@]}")"
 echo
 echo "### Restarts under h2 load: h2retry, 64 concurrent streams over 8 connections, GET /sleep?duration=10ms (nginx: GET /), $restarts restarts 1 s apart"
 echo

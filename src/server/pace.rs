@@ -21,8 +21,10 @@ use tokio::sync::Semaphore;
 
 use crate::drain::Drain;
 
-/// Turns handed out per millisecond, at least: 5 000 connections a second, which costs the
-/// two processes together about a fifth of a core here. More when the drain's budget needs it.
+/// Turns handed out per millisecond, at least: 5 000 connections a second. The unpaced moves
+/// took 205–444 ms for 10 000 with both processes busy, so this rate costs the two together at
+/// most a fifth to two fifths of a core (bench/README.md, sections 4 and 6). More when the
+/// drain's budget needs it.
 const MIN_PER_MS: usize = 5;
 
 /// The queue of connections waiting for their turn in a drain.
