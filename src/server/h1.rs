@@ -60,8 +60,9 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     tokio::pin!(drain_started);
     loop {
         tokio::select! {
-            // Drain first: once it has started, hyper must not be polled (and start reading the
-            // next request) before the reads are held.
+            // The drain turn first: once it has come, hyper must not be polled (and start
+            // reading the next request) before the reads are held. Until then the connection
+            // is served as before, also while a handoff's drain hands out turns to others.
             biased;
             _ = &mut drain_started => break,
             res = &mut conn => {
