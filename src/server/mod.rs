@@ -10,6 +10,8 @@
 //! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
 //!   [`ConnectionMoves`]) and the in-flight accounting.
 //! - `moves`: connections out to the successor or the fd store, and back in.
+//! - `pace`: each connection's turn in a drain; a handoff hands turns out at a steady rate, so
+//!   thousands of idle connections do not all move at once.
 //! - `tls`: TLS listeners: the handshake (bounded, with bad input told apart), then h1 or h2 by
 //!   ALPN. TLS connections never move; a drain closes them as its protocol allows.
 //! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
