@@ -19,7 +19,6 @@ use std::os::fd::BorrowedFd;
 
 use tracing::{info, warn};
 
-use crate::listeners::MAX_LISTEN_FDS;
 use crate::notify::{self, NotifyState};
 use crate::wire::ConnKind;
 
@@ -109,10 +108,11 @@ pub fn parse_conn_buf_name(name: &str) -> Option<&str> {
 ///
 /// The room is also kept below what the next process can be started with, because systemd
 /// passes it every stored fd at exec: under the unit's `LimitNOFILE=` soft limit (the start
-/// fails with `202/FDS` otherwise, [`exec_room`]), and at most [`MAX_LISTEN_FDS`] in all (the
-/// next heird refuses more, exit 78). Without that cap a store raised to 5 000 or 10 000 took
-/// the service down: every start after the restart failed (bench/many-store.sh).
-pub fn connection_room(stored_listeners: u64, other_listeners: u64) -> Option<u64> {
+/// fails with `202/FDS` otherwise, [`exec_room`]), and at most `max_passed` in all (the most
+/// fds the next heird takes, `listeners::MAX_LISTEN_FDS`: it refuses more, exit 78). Without
+/// that cap a store raised to 5 000 or 10 000 took the service down: every start after the
+/// restart failed (bench/many-store.sh).
+pub fn connection_room(stored_listeners: u64, other_listeners: u64, max_passed: u32) -> Option<u64> {
     if !notify::enabled() {
         return None;
     }
@@ -126,7 +126,7 @@ pub fn connection_room(stored_listeners: u64, other_listeners: u64) -> Option<u6
     let soft = crate::sys::unit_nofile_soft();
     let by_exec = soft
         .map_or(u64::MAX, exec_room)
-        .min(u64::from(MAX_LISTEN_FDS))
+        .min(u64::from(max_passed))
         .saturating_sub(stored_listeners + other_listeners);
     if by_exec < by_store {
         warn!(
@@ -134,7 +134,7 @@ pub fn connection_room(stored_listeners: u64, other_listeners: u64) -> Option<u6
             limit_nofile_soft = soft,
             room = by_exec,
             "the next process could not be started with that many stored fds; storing fewer \
-             connections (at most {MAX_LISTEN_FDS} fds pass, and LimitNOFILE= must be at least \
+             connections (at most {max_passed} fds pass, and LimitNOFILE= must be at least \
              twice their number plus 64)"
         );
     }

@@ -88,7 +88,9 @@ impl Driver {
                     .filter(|l| crate::fdstore::is_bound_listener(&l.name))
                     .count() as u64;
                 let others = listeners.len() as u64 - stored;
-                if let Some(room) = crate::fdstore::connection_room(stored, others) {
+                if let Some(room) =
+                    crate::fdstore::connection_room(stored, others, crate::listeners::MAX_LISTEN_FDS)
+                {
                     self.server.store_on_stop(room);
                 }
                 if let Some(save) = &self.save_state
