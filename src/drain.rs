@@ -10,14 +10,14 @@
 //! deadline, whatever is left is dropped with the process.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
+
+use crate::polled::PolledOften;
 
 /// Why a process drains.
 ///
@@ -98,16 +98,15 @@ impl Drain {
     }
 
     /// [`started`](Self::started) for a select polled at every wake-up of a busy task (a
-    /// connection beside hyper): after its first poll, a poll is one atomic load, and the
-    /// notification is polled again only when the task's waker changed. Each poll of the plain
-    /// future takes the notification's lock.
-    pub fn started_polled_often(&self) -> Started {
-        let d = self.clone();
-        Started {
-            inner: self.inner.clone(),
-            wait: Box::pin(async move { d.started().await }),
-            waker: None,
-        }
+    /// connection beside hyper): after its first poll, a poll is one atomic load until the drain
+    /// has started ([`PolledOften`]); each poll of the plain future takes the notification's
+    /// lock.
+    pub fn started_polled_often(&self) -> impl Future<Output = DrainReason> + Send + use<> {
+        let (d, flag) = (self.clone(), self.clone());
+        // The flag is set before the notification wakes anyone.
+        PolledOften::new(Box::pin(async move { d.started().await }), move |_: &_| {
+            flag.is_draining()
+        })
     }
 
     /// The handlers' view of this drain.
@@ -226,32 +225,6 @@ impl Draining {
         // An error: the process's drain state is gone, which happens only at its very end.
         let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
         reason.unwrap_or(DrainReason::Stop)
-    }
-}
-
-/// See [`Drain::started_polled_often`].
-pub struct Started {
-    inner: Arc<Inner>,
-    wait: Pin<Box<dyn Future<Output = DrainReason> + Send>>,
-    /// The waker the notification holds (registered by the last poll of `wait`).
-    waker: Option<Waker>,
-}
-
-impl Future for Started {
-    type Output = DrainReason;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DrainReason> {
-        // The flag is set before the notification wakes anyone: once woken for it, we see it.
-        if self.inner.draining.load(Ordering::Acquire) {
-            return Poll::Ready((*self.inner.started.borrow()).unwrap_or(DrainReason::Stop));
-        }
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            if let Poll::Ready(r) = self.wait.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            self.waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
     }
 }
 

@@ -52,6 +52,8 @@
 //!
 //! # Layout (lowest first; imports point down this list, never up)
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
+//! - `polled`: a future whose costly inner future is polled only when a cheap check says it
+//!   may be ready (the drain signal, a drain turn, a timer beside hyper).
 //! - `wire`: the typed messages of the handoff channel and the control socket.
 //! - `notify`: sd_notify states, the barrier, the watchdog ticker.
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
@@ -110,6 +112,7 @@ mod listeners;
 mod logging;
 mod notify;
 mod options;
+mod polled;
 mod runloop;
 mod server;
 mod service;

@@ -13,11 +13,9 @@
 //! `into_parts()` then gives the socket back whole. An upgraded connection has left hyper (its
 //! IO lives in the WebSocket); it never moves, and stays counted in the drain until it closes.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, Waker};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -26,6 +24,7 @@ use tracing::debug;
 use super::io::{ConnState, ServedIo};
 use super::request::{self, ReqCtx};
 use super::{log_conn_end, moves};
+use crate::polled::PolledOften;
 
 /// Serves one HTTP/1.1 connection until it ends, upgrades, moves, or is closed by the drain.
 ///
@@ -49,10 +48,11 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     // first one), or the connection ends (slow-header clients, and keep-alive connections idle
     // that long, as with hyper's own timeout).
     let period = ctx.settings.header_read_timeout;
-    let mut check = Check {
-        sleep: Box::pin(tokio::time::sleep(period)),
-        waker: None,
-    };
+    // Polled only when it can have fired: a `Sleep` poll at every wake-up costs more than a look
+    // at its state.
+    let mut check = PolledOften::new(Box::pin(tokio::time::sleep(period)), |s: &tokio::time::Sleep| {
+        s.is_elapsed()
+    });
     let mut started = state.requests.load(Ordering::Relaxed);
     let mut was_idle = true;
     // This connection's turn in the drain (at a handoff, turns come at a pace: see `pace`).
@@ -77,7 +77,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
                     return;
                 }
                 (started, was_idle) = (now, idle);
-                check.reset(tokio::time::Instant::now() + period);
+                check.inner_mut().reset(tokio::time::Instant::now() + period);
             }
         }
     }
@@ -144,38 +144,6 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     }
     Pin::new(&mut conn).graceful_shutdown();
     log_conn_end(conn.await);
-}
-
-/// The header-read check's timer, polled only when it can have fired: the select beside hyper
-/// is polled at every wake-up of the connection, and a `Sleep` poll costs more than a look at
-/// its state. Once polled, the timer holds the task's waker and wakes it when it fires.
-struct Check {
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    /// The waker the timer holds (from its last poll).
-    waker: Option<Waker>,
-}
-
-impl Check {
-    fn reset(&mut self, deadline: tokio::time::Instant) {
-        self.sleep.as_mut().reset(deadline);
-        self.waker = None;
-    }
-}
-
-impl Future for Check {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let registered = self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if registered && !self.sleep.is_elapsed() {
-            return Poll::Pending;
-        }
-        let res = self.sleep.as_mut().poll(cx);
-        if res.is_pending() {
-            self.waker = Some(cx.waker().clone());
-        }
-        res
-    }
 }
 
 /// Clears the move-time switches of a connection's IO when dropped.

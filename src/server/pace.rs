@@ -12,14 +12,13 @@
 //! connection its turn at once.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use crate::drain::Drain;
+use crate::polled::PolledOften;
 
 /// Turns handed out per millisecond, at least: 5 000 connections a second. The unpaced moves
 /// took 205–444 ms for 10 000 with both processes busy, so this rate costs the two together at
@@ -40,19 +39,19 @@ impl Pacer {
     }
 
     /// Resolves once the drain has started and this connection's turn has come. Take it when
-    /// the connection starts: the queue is in that order.
-    pub fn turn(&self, drain: &Drain) -> Turn {
+    /// the connection starts: the queue is in that order. Polled at every wake-up of its
+    /// connection (beside hyper): until the drain has started, a poll is one atomic load, and
+    /// the queue (which takes a lock) is polled again only when the task's waker changed.
+    pub fn turn(&self, drain: &Drain) -> impl Future<Output = ()> + Send + use<> {
         let turns = self.turns.clone();
-        Turn {
-            drain: drain.clone(),
-            wait: Box::pin(async move {
-                // A closed queue: everyone's turn.
-                if let Ok(permit) = turns.acquire_owned().await {
-                    permit.forget();
-                }
-            }),
-            waker: None,
-        }
+        let drain = drain.clone();
+        let wait = Box::pin(async move {
+            // A closed queue: everyone's turn.
+            if let Ok(permit) = turns.acquire_owned().await {
+                permit.forget();
+            }
+        });
+        PolledOften::new(wait, move |_: &_| drain.is_draining())
     }
 
     /// Every connection's turn, now.
@@ -74,32 +73,6 @@ impl Pacer {
             released += per_tick;
         }
         self.release_all();
-    }
-}
-
-/// See [`Pacer::turn`]. Polled at every wake-up of its connection (beside hyper): until the
-/// drain has started, a poll is one atomic load, and the queue (which takes a lock) is polled
-/// again only when the task's waker changed.
-pub(super) struct Turn {
-    drain: Drain,
-    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// The waker the queue holds (from the last poll of `wait`).
-    waker: Option<Waker>,
-}
-
-impl Future for Turn {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let registered = self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if registered && !self.drain.is_draining() {
-            return Poll::Pending;
-        }
-        let res = self.wait.as_mut().poll(cx);
-        if res.is_pending() {
-            self.waker = Some(cx.waker().clone());
-        }
-        res
     }
 }
 
