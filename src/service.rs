@@ -193,6 +193,7 @@ impl Service {
 
     /// Like [`Service::run`], with a router per listener name (see [`Routes`]).
     pub async fn run_routes(mut self, routes: Routes, opts: Options) -> Result<Exit, RunError> {
+        let control_fd = self.inherited.control.take();
         let report = |e: RunError| {
             self.inherited.report_error(&e.to_string());
             e
@@ -211,6 +212,13 @@ impl Service {
             }
             info!("readiness gate passed");
         }
+        // The control socket before the first connection is served: a client that got an answer
+        // can `reload` at once (it raced the first request under load).
+        let control = crate::control::Control::open(
+            control_fd,
+            opts.control_socket.as_deref(),
+            self.handles.requests_tx.clone(),
+        );
         let drain = Drain::new();
         let serve = opts.serve.clone().with_drain_timeout(opts.drain_timeout);
         let server = Server::spawn(&self.listeners, routes.clone(), &drain, &serve)
@@ -253,7 +261,7 @@ impl Service {
         runloop::run(runloop::Start {
             generation: inherited.generation,
             channel,
-            control_fd: inherited.control,
+            control,
             opts,
             routes,
             listeners,

@@ -64,7 +64,8 @@ pub(crate) struct Start {
     pub generation: u64,
     /// The channel to our predecessor, when this process is a successor.
     pub channel: Option<Channel>,
-    pub control_fd: Option<std::os::fd::OwnedFd>,
+    /// The control socket, open before the first connection was served.
+    pub control: control::Control,
     pub opts: Options,
     pub routes: Routes,
     pub listeners: Arc<Vec<Listener>>,
@@ -82,7 +83,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
     let Start {
         generation,
         channel,
-        control_fd,
+        control,
         opts,
         routes,
         listeners,
@@ -95,13 +96,12 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         save_state,
     } = start;
     let Handles {
-        requests_tx,
+        requests_tx: _,
         requests: ctl_rx,
         stop,
         status: status_tx,
         state: state_slot,
     } = handles;
-    let control = control::Control::open(control_fd, opts.control_socket.as_deref(), requests_tx);
     let (events_tx, events) = mpsc::unbounded_channel();
     let status = format!("serving, generation {generation}, pid {}", std::process::id());
     let (state, first) = State::start(generation, channel.is_some(), status);
