@@ -3,6 +3,7 @@
 # runs, unlike req/s or CPU time). See bench/README.md, "Instructions per request".
 #
 #   bench/callgrind.sh [N] [OUT]  # default N=2000, OUT=target/prof/callgrind/results.txt
+#   ONLY="heird-h2 axum-nodelay-h2" NO_BUILD=1 bench/callgrind.sh   # some of the six, no build
 #
 # Builds `bench-heird-hello` (heird serving the router of `bench-plain-axum`) and
 # `bench-plain-axum` with line tables (separate target dir, target/prof), then for each server
@@ -54,6 +55,7 @@ last_total() { # the totals line of the newest dump file of PID
 
 measure() { # NAME PROTO CMD...
   local name=$1 proto=$2; shift 2
+  case " ${ONLY:-$name-$proto} " in *" $name-$proto "*) ;; *) return 0 ;; esac
   local p; p=$(port)
   local url="http://127.0.0.1:$p/"
   rm -f "$out/$name-$proto".*

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -19,6 +20,10 @@ pub const MAX_MSG: usize = 128 * 1024;
 #[derive(Debug)]
 pub struct Channel {
     fd: AsyncFd<OwnedFd>,
+    /// The receive buffer, [`MAX_MSG`] bytes once the first message came, kept for the next
+    /// (a moved connection is one message: a fresh zeroed buffer each was an mmap, a munmap and
+    /// page faults per connection). Locked only inside the synchronous receive.
+    rbuf: Mutex<Vec<u8>>,
 }
 
 impl Channel {
@@ -29,6 +34,7 @@ impl Channel {
         fcntl(fd.as_fd(), FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
         Ok(Channel {
             fd: sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)?,
+            rbuf: Mutex::new(Vec::new()),
         })
     }
 
@@ -39,15 +45,19 @@ impl Channel {
 
     /// Receives one message and the fd that came with it, if any; `None` at EOF.
     pub async fn recv_with_fd(&self) -> io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
-        let mut buf = vec![0u8; MAX_MSG];
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| sys::recv_with_fd(fd.get_ref().as_fd(), &mut buf)) {
-                Ok(Ok((0, _))) => return Ok(None),
-                Ok(Ok((n, fd))) => {
-                    buf.truncate(n);
-                    return Ok(Some((buf, fd)));
+            let got = guard.try_io(|fd| {
+                let mut buf = self.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+                if buf.len() < MAX_MSG {
+                    buf.resize(MAX_MSG, 0);
                 }
+                let (n, passed) = sys::recv_with_fd(fd.get_ref().as_fd(), &mut buf)?;
+                Ok((buf[..n].to_vec(), passed))
+            });
+            match got {
+                Ok(Ok((m, _))) if m.is_empty() => return Ok(None),
+                Ok(Ok((m, fd))) => return Ok(Some((m, fd))),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(None),
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
