@@ -88,3 +88,43 @@ impl Channel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_message_comes_whole_and_alone_through_the_kept_buffer() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (tx, rx) = (Channel::new(a).unwrap(), Channel::new(b).unwrap());
+        let long = vec![b'x'; 100_000];
+        tx.send(&ChannelMsg::State(&long)).await.unwrap();
+        tx.send(&ChannelMsg::State(b"short")).await.unwrap();
+        let (null_r, _null_w) = nix::unistd::pipe().unwrap();
+        tx.send_with_fd(&ChannelMsg::Primary, Some(null_r.as_fd()))
+            .await
+            .unwrap();
+        let (m, fd) = rx.recv_with_fd().await.unwrap().unwrap();
+        assert!(fd.is_none());
+        assert_eq!(ChannelMsg::parse(&m), Some(ChannelMsg::State(&long)));
+        // Shorter than the one before: nothing of it is left over.
+        let m = rx.recv().await.unwrap().unwrap();
+        assert_eq!(ChannelMsg::parse(&m), Some(ChannelMsg::State(b"short")));
+        let (m, fd) = rx.recv_with_fd().await.unwrap().unwrap();
+        assert_eq!(ChannelMsg::parse(&m), Some(ChannelMsg::Primary));
+        assert!(fd.is_some(), "the fd came with its message");
+        drop(tx);
+        assert!(
+            rx.recv().await.unwrap().is_none(),
+            "EOF once the other end is gone"
+        );
+    }
+}
