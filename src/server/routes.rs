@@ -46,6 +46,13 @@ impl From<Router> for Routes {
     }
 }
 
+/// `router` with every handler turned into a route once, as `axum::serve` does (through
+/// `into_make_service`). Without it, a router whose handlers were added without state clones
+/// and boxes its handler again for every request (one allocation each).
+fn prepared(router: Router) -> Router {
+    router.with_state(())
+}
+
 /// The routes resolved against this process's listeners.
 pub(super) struct Resolved {
     default: Router,
@@ -58,7 +65,7 @@ impl Resolved {
         let mut by_listener = Vec::new();
         for (name, router) in routes.named {
             match listeners.iter().find(|l| l.name == name) {
-                Some(l) => by_listener.push((l.address.clone(), l.family, router)),
+                Some(l) => by_listener.push((l.address.clone(), l.family, prepared(router))),
                 None => {
                     let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
                     warn!(listener = %name, ?names, "a router names a listener that was not passed; it serves nothing");
@@ -66,7 +73,7 @@ impl Resolved {
             }
         }
         Resolved {
-            default: routes.default,
+            default: prepared(routes.default),
             by_listener,
         }
     }
