@@ -25,12 +25,6 @@ impl<F: Future + ?Sized, G: Fn(&F) -> bool + Unpin> PolledOften<F, G> {
             waker: None,
         }
     }
-
-    /// The inner future, to change it (a timer's reset): it is polled again at the next poll.
-    pub fn inner_mut(&mut self) -> Pin<&mut F> {
-        self.waker = None;
-        self.inner.as_mut()
-    }
 }
 
 impl<F: Future + ?Sized, G: Fn(&F) -> bool + Unpin> Future for PolledOften<F, G> {

@@ -24,7 +24,6 @@ use tracing::debug;
 use super::io::{ConnState, ServedIo};
 use super::request::{self, ReqCtx};
 use super::{log_conn_end, moves};
-use crate::polled::PolledOften;
 
 /// Serves one HTTP/1.1 connection until it ends, upgrades, moves, or is closed by the drain.
 ///
@@ -38,23 +37,19 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let svc = hyper::service::service_fn(move |req| request::call(&rc, &template, req));
     let mut builder = http1::Builder::new();
     // No hyper timer: its header-read timeout arms and drops a timer for every request. The
-    // check below does the same job with one timer per connection.
+    // check below does the same job with the coarse clock of `tick`, and no timer at all.
     builder.header_read_timeout(None).keep_alive(true);
     let mut conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
 
-    // The header-read timeout: every `header_read_timeout`, a connection on which no request
-    // started since the previous check, with none in flight then or now, is closed. A request
-    // head thus arrives within one to two periods of the last response (of the start, for the
-    // first one), or the connection ends (slow-header clients, and keep-alive connections idle
-    // that long, as with hyper's own timeout).
-    let period = ctx.settings.header_read_timeout;
-    // Polled only when it can have fired: a `Sleep` poll at every wake-up costs more than a look
-    // at its state.
-    let mut check = PolledOften::new(Box::pin(tokio::time::sleep(period)), |s: &tokio::time::Sleep| {
-        s.is_elapsed()
-    });
+    // The header-read timeout: at each tick of the coarse clock (one per `header_read_timeout`,
+    // see `tick`), a connection on which no request started since the previous tick, with none
+    // in flight then or now, is closed. A request head thus arrives within one to two periods
+    // of the last response (of the start, for the first one: the first tick only looks), or the
+    // connection ends (slow-header clients, and keep-alive connections idle that long, as with
+    // hyper's own timeout).
+    let mut check = ctx.ticker.after(ctx.ticker.epoch());
     let mut started = state.requests.load(Ordering::Relaxed);
-    let mut was_idle = true;
+    let mut was_idle = false;
     // This connection's turn in the drain (at a handoff, turns come at a pace: see `pace`).
     let drain_started = ctx.pacer.turn(&ctx.drain);
     tokio::pin!(drain_started);
@@ -69,7 +64,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
                 log_conn_end(res);
                 return;
             }
-            () = &mut check => {
+            epoch = &mut check => {
                 let now = state.requests.load(Ordering::Relaxed);
                 let idle = state.in_flight.load(Ordering::SeqCst) == 0;
                 if idle && was_idle && now == started {
@@ -77,7 +72,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
                     return;
                 }
                 (started, was_idle) = (now, idle);
-                check.inner_mut().reset(tokio::time::Instant::now() + period);
+                check = ctx.ticker.after(epoch);
             }
         }
     }

@@ -15,6 +15,8 @@
 //! - `tls`: TLS listeners: the handshake (bounded, with bad input told apart), then h1 or h2 by
 //!   ALPN. TLS connections never move; a drain closes them as its protocol allows.
 //! - `peer`: `ConnectInfo` types ([`UnixPeer`]).
+//! - `tick`: the coarse clock of the HTTP/1.1 header-read check (one thread, no timer per
+//!   connection).
 //! - [`ws`]: WebSockets that move to the successor with their handler's state.
 
 mod h1;
@@ -26,6 +28,7 @@ mod peer;
 mod request;
 mod routes;
 mod sniff;
+mod tick;
 mod tls;
 pub mod ws;
 
@@ -119,6 +122,8 @@ struct ConnCtx {
     not_moved: AtomicU64,
     /// Turns of the HTTP/1.1 connections in a drain (a handoff hands them out at a pace).
     pacer: pace::Pacer,
+    /// Ticks once per `header_read_timeout`, for the HTTP/1.1 header-read check.
+    ticker: tick::Ticker,
     /// The accept loops, each owning a listener fd until it ends.
     accepting: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -142,6 +147,7 @@ impl Server {
             not_moved: AtomicU64::new(0),
             accepting: Mutex::new(Vec::new()),
             pacer: pace::Pacer::new(),
+            ticker: tick::Ticker::start(settings.header_read_timeout)?,
         });
         tokio::spawn(hand_out_turns(ctx.clone()));
         let mut accepting = Vec::new();
