@@ -47,7 +47,8 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     // of the last response (of the start, for the first one: the first tick only looks), or the
     // connection ends (slow-header clients, and keep-alive connections idle that long, as with
     // hyper's own timeout).
-    let mut check = ctx.ticker.after(ctx.ticker.epoch());
+    let hand = ctx.ticker.hand();
+    let mut check = hand.after(hand.epoch());
     let mut started = state.requests.load(Ordering::Relaxed);
     let mut was_idle = false;
     // This connection's turn in the drain (at a handoff, turns come at a pace: see `pace`).
@@ -72,7 +73,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
                     return;
                 }
                 (started, was_idle) = (now, idle);
-                check = ctx.ticker.after(epoch);
+                check = hand.after(epoch);
             }
         }
     }
