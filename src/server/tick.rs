@@ -160,16 +160,45 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn nothing_wakes_before_the_tick() {
-        let ticker = Ticker::start(Duration::from_secs(3600)).unwrap();
-        let hand = ticker.hand();
-        let early = tokio::time::timeout(Duration::from_millis(50), hand.after(hand.epoch())).await;
-        assert!(early.is_err(), "woke without a tick: {early:?}");
+    /// A waker that counts its wakes, so that a test can say "not woken" without waiting.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
-    #[tokio::test]
-    async fn connections_are_spread_over_the_slots_and_a_tick_wakes_only_its_own() {
+    fn counted() -> (Arc<Counted>, std::task::Waker) {
+        let c = Arc::new(Counted(AtomicUsize::new(0)));
+        (c.clone(), std::task::Waker::from(c))
+    }
+
+    fn poll<F: Future + Unpin>(f: &mut F, waker: &std::task::Waker) -> std::task::Poll<F::Output> {
+        std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(waker))
+    }
+
+    #[test]
+    fn nothing_wakes_before_the_tick_and_the_tick_wakes() {
+        // An hour's period: the thread's first tick is a minute away.
+        let ticker = Ticker::start(Duration::from_secs(3600)).unwrap();
+        let hand = ticker.hand();
+        let (count, waker) = counted();
+        let mut wait = hand.after(hand.epoch());
+        assert!(poll(&mut wait, &waker).is_pending());
+        assert!(poll(&mut wait, &waker).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        ticker.inner.slots[hand.slot].tick();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the tick did not wake the waiter"
+        );
+        assert_eq!(poll(&mut wait, &waker), std::task::Poll::Ready(1));
+    }
+
+    #[test]
+    fn connections_are_spread_over_the_slots_and_a_tick_wakes_only_its_own() {
         let ticker = Ticker::start(Duration::from_secs(3600)).unwrap();
         assert_eq!(ticker.inner.slots.len(), MAX_SLOTS);
         let hands: Vec<Hand> = (0..2 * MAX_SLOTS).map(|_| ticker.hand()).collect();
@@ -178,12 +207,21 @@ mod tests {
         }
         let (first, second) = (&hands[0], &hands[1]);
         assert_ne!(first.slot, second.slot);
-        let (wait_first, wait_second) = (first.after(first.epoch()), second.after(second.epoch()));
+        let (first_woken, first_waker) = counted();
+        let (second_woken, second_waker) = counted();
+        let mut wait_first = first.after(first.epoch());
+        let mut wait_second = second.after(second.epoch());
+        assert!(poll(&mut wait_first, &first_waker).is_pending());
+        assert!(poll(&mut wait_second, &second_waker).is_pending());
         ticker.inner.slots[first.slot].tick();
-        let woke = tokio::time::timeout(Duration::from_secs(5), wait_first).await;
-        assert_eq!(woke.ok(), Some(1));
-        let early = tokio::time::timeout(Duration::from_millis(50), wait_second).await;
-        assert!(early.is_err(), "another slot's tick woke it: {early:?}");
+        assert_eq!(first_woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll(&mut wait_first, &first_waker), std::task::Poll::Ready(1));
+        assert_eq!(
+            second_woken.0.load(Ordering::SeqCst),
+            0,
+            "another slot's tick woke it"
+        );
+        assert!(poll(&mut wait_second, &second_waker).is_pending());
     }
 
     #[test]
