@@ -56,7 +56,7 @@ wait_up() { for _ in $(seq 200); do curl -s -o /dev/null --http2-prior-knowledge
 
 echo "## HTTP/2 (h2c)"
 echo
-echo "$(date -u +%FT%TZ), $(nproc) cores, $(uname -r), heird $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock examples || echo -dirty); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(date -u +%FT%TZ), $(nproc) cores, $(uname -r), heird $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "### Throughput: h2load -t1 -c32 -m10 -D5, server on core 0, client on core 1"
 echo
