@@ -130,6 +130,9 @@ impl Hand {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Wake, Waker};
+
     use super::*;
 
     #[tokio::test]
@@ -161,21 +164,21 @@ mod tests {
     }
 
     /// A waker that counts its wakes, so that a test can say "not woken" without waiting.
-    struct Counted(std::sync::atomic::AtomicUsize);
+    struct Counted(AtomicUsize);
 
-    impl std::task::Wake for Counted {
+    impl Wake for Counted {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    fn counted() -> (Arc<Counted>, std::task::Waker) {
+    fn counted() -> (Arc<Counted>, Waker) {
         let c = Arc::new(Counted(AtomicUsize::new(0)));
-        (c.clone(), std::task::Waker::from(c))
+        (c.clone(), Waker::from(c))
     }
 
-    fn poll<F: Future + Unpin>(f: &mut F, waker: &std::task::Waker) -> std::task::Poll<F::Output> {
-        std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(waker))
+    fn poll<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(waker))
     }
 
     #[test]
@@ -194,7 +197,7 @@ mod tests {
             1,
             "the tick did not wake the waiter"
         );
-        assert_eq!(poll(&mut wait, &waker), std::task::Poll::Ready(1));
+        assert_eq!(poll(&mut wait, &waker), Poll::Ready(1));
     }
 
     #[test]
@@ -215,7 +218,7 @@ mod tests {
         assert!(poll(&mut wait_second, &second_waker).is_pending());
         ticker.inner.slots[first.slot].tick();
         assert_eq!(first_woken.0.load(Ordering::SeqCst), 1);
-        assert_eq!(poll(&mut wait_first, &first_waker), std::task::Poll::Ready(1));
+        assert_eq!(poll(&mut wait_first, &first_waker), Poll::Ready(1));
         assert_eq!(
             second_woken.0.load(Ordering::SeqCst),
             0,
