@@ -11,8 +11,12 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tower::ServiceExt;
 
 use super::io::ServedIo;
 use super::log_conn_end;
@@ -21,10 +25,18 @@ use super::request::{self, ReqCtx};
 /// Serves one HTTP/2 connection until it ends, or until its graceful shutdown completes.
 pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
-    // Boxed here (not on HTTP/1.1): hyper spawns each stream as a task and moves the future a
-    // few times on the way, and moving a box is cheaper than moving the whole future.
+    // What `axum::serve` runs for a request, plus the connection's extensions: no in-flight
+    // count (h2 connections never move, so nothing waits for them to be idle) and no
+    // `Connection` header (illegal in h2; GOAWAY does its job). Not wrapped in a future of
+    // heird's own: hyper moves each stream's future into a task, and a bigger future costs more
+    // to move (or a box to allocate).
     let template = request::template(&rc);
-    let svc = hyper::service::service_fn(move |req| Box::pin(request::call(&rc, &template, req)));
+    let router = rc.router.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // hyper's own extensions are usually none (then this takes the template's table whole).
+        req.extensions_mut().extend(template.clone());
+        router.clone().oneshot(req.map(Body::new))
+    });
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).enable_connect_protocol();
     let conn = builder.serve_connection(TokioIo::new(io), svc);

@@ -30,8 +30,8 @@ pub(super) struct ReqCtx {
     pub moves: u32,
     pub peer: Peer,
     pub draining: Draining,
-    /// HTTP/2: no `Connection` header (it is illegal there; GOAWAY does its job), and no
-    /// in-flight count (h2 connections do not move).
+    /// HTTP/2: its requests do not go through [`call`] (see `h2::serve`), and its WebSocket
+    /// streams never move.
     pub h2: bool,
     /// False over TLS: the connection never moves, so a drain always closes it.
     pub movable: bool,
@@ -63,8 +63,7 @@ impl Drop for InFlight {
 /// a long response (SSE, a streaming body) keeps its connection from being taken for idle.
 pub(super) struct GuardedBody {
     inner: Body,
-    /// `None` on HTTP/2: its connections never move, so nothing waits for them to be idle.
-    _in_flight: Option<InFlight>,
+    _in_flight: InFlight,
 }
 
 impl hyper::body::Body for GuardedBody {
@@ -148,15 +147,15 @@ pub(super) fn template(rc: &Arc<ReqCtx>) -> Extensions {
     ext
 }
 
-/// Answers one request with the router. The future is not boxed here: on HTTP/1.1 hyper keeps
-/// it in place, so a request costs no allocation of its own (h2 boxes it: see `h2::serve`).
-/// `template` is the connection's [`template`].
+/// Answers one HTTP/1.1 request with the router. The future is not boxed: hyper keeps it in
+/// place, so a request costs no allocation of its own. `template` is the connection's
+/// [`template`].
 pub(super) fn call(
     rc: &Arc<ReqCtx>,
     template: &Extensions,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<GuardedBody>, Infallible>> + Send + use<> {
-    let in_flight = (!rc.h2).then(|| InFlight::new(rc.state.clone()));
+    let in_flight = InFlight::new(rc.state.clone());
     // hyper's own extensions are usually none (then this takes the template's table whole).
     req.extensions_mut().extend(template.clone());
     let rc = rc.clone();
@@ -168,8 +167,7 @@ pub(super) fn call(
         // Draining without a successor to move to (or over TLS, which never moves): this is the
         // connection's last response (an upgrade keeps its `Connection: upgrade`; the handler
         // ends it).
-        if !rc.h2
-            && rc.ctx.drain.is_draining()
+        if rc.ctx.drain.is_draining()
             && (!rc.movable || rc.ctx.mover.get().is_none())
             && resp.status() != StatusCode::SWITCHING_PROTOCOLS
         {
