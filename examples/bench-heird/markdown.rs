@@ -7,7 +7,9 @@ use std::process::Command;
 use crate::report::Report;
 use crate::stats::ms_us;
 
-/// The git revision of the work tree (taken when the run starts).
+/// The git revision of the work tree (taken when the run starts), marked as changed by the same
+/// rule as `bench/callgrind.sh` and `bench/h2.sh`: uncommitted changes in src/, Cargo.toml or
+/// Cargo.lock.
 pub(crate) fn revision() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -25,10 +27,11 @@ pub(crate) fn revision() -> String {
         "--",
         "src",
         "Cargo.toml",
+        "Cargo.lock",
     ])
     .is_some_and(|s| !s.is_empty());
     if dirty {
-        format!("{head} + uncommitted changes in src/ or Cargo.toml")
+        format!("{head} + uncommitted changes in src/, Cargo.toml or Cargo.lock")
     } else {
         head
     }
