@@ -8,7 +8,7 @@
 //! - `sniff`: HTTP/1.1 or the HTTP/2 preface.
 //! - `h1` and `h2`: serving each protocol, and what each does at a drain.
 //! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
-//!   [`ConnectionMoves`]) and the in-flight accounting.
+//!   [`ConnectionMoves`]) and, on HTTP/1.1, the in-flight accounting.
 //! - `moves`: connections out to the successor or the fd store, and back in.
 //! - `pace`: each connection's turn in a drain; a handoff hands turns out at a steady rate, so
 //!   thousands of idle connections do not all move at once.

@@ -1,5 +1,5 @@
-//! The hyper service of one connection: what every request gets beside itself (extensions), and
-//! the accounting that tells the drain whether a connection is idle.
+//! What every request gets beside itself (extensions, on both protocols), and the hyper service
+//! of one HTTP/1.1 connection with the accounting that tells the drain whether it is idle.
 
 use std::convert::Infallible;
 use std::future::Future;
