@@ -266,7 +266,10 @@ pub struct BarGroup<'a> {
 /// Bars side by side: one group per measure, one bar per series (the median), each run as a dot
 /// on its bar, the value written above it.
 pub fn bars(title: &str, note: &str, unit: &str, series: &[&str], groups: &[BarGroup<'_>]) -> String {
-    let colors = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#7f7f7f"];
+    let colors = [
+        "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#7f7f7f", "#e377c2", "#bcbd22", "#17becf",
+        "#d62728",
+    ];
     let h = 360.0;
     let plot_h = 240.0;
     let y0 = TOP + 20.0;
@@ -288,7 +291,7 @@ pub fn bars(title: &str, note: &str, unit: &str, series: &[&str], groups: &[BarG
         })
         .fold(0.0, f64::max)
         .max(1e-9)
-        * 1.15;
+        * 1.25;
     let y = |v: f64| y0 + plot_h * (1.0 - v / vmax);
     let _ = writeln!(
         out,
@@ -310,16 +313,28 @@ pub fn bars(title: &str, note: &str, unit: &str, series: &[&str], groups: &[BarG
             let bx = gx + gw * 0.1 + bi as f64 * bw;
             let c = colors[bi % colors.len()];
             if *v > 0.0 {
+                let label = fmt_val(*v);
                 let _ = writeln!(
                     out,
-                    r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{c}" fill-opacity="0.8"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{c}" fill-opacity="0.8"/>"#,
                     y(*v),
                     bw * 0.9,
                     y0 + plot_h - y(*v),
-                    bx + bw * 0.45,
-                    y(*v) - 4.0,
-                    fmt_val(*v)
                 );
+                let (lx, ly) = (bx + bw * 0.45, y(*v) - 4.0);
+                // About 7 px a character at 12 px: a label wider than its bar would run into its
+                // neighbours' (many series), so it stands upright above the bar instead.
+                if label.chars().count() as f64 * 7.0 > bw {
+                    let _ = writeln!(
+                        out,
+                        r#"<text x="{lx:.1}" y="{ly:.1}" font-size="11" dominant-baseline="middle" transform="rotate(-90 {lx:.1} {ly:.1})">{label}</text>"#,
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{label}</text>"#,
+                    );
+                }
             }
             for r in runs {
                 let _ = writeln!(
