@@ -21,15 +21,17 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use super::io::{ConnState, ServedIo};
+use super::io::ConnState;
 use super::request::{self, ReqCtx};
+use super::served::{Plain, Served};
 use super::{log_conn_end, moves};
 
 /// Serves one HTTP/1.1 connection until it ends, upgrades, moves, or is closed by the drain.
 ///
-/// TLS connections ([`ServedIo::MOVABLE`] false) never move: at a drain they are treated as if
+/// TLS connections ([`Served::movable`] false) never move: at a drain they are treated as if
 /// there were nobody to move to.
-pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
+pub(super) async fn serve(io: Served, rc: Arc<ReqCtx>) {
+    let movable = io.movable();
     let ctx = rc.ctx.clone();
     let state = rc.state.clone();
     let moves = rc.moves;
@@ -78,7 +80,7 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
         }
     }
 
-    if let Some(mover) = ctx.mover.get().filter(|_| I::MOVABLE) {
+    if let Some(mover) = ctx.mover.get().filter(|_| movable) {
         state.hold_reads.store(true, Ordering::SeqCst);
         // Whatever happens next, an IO that lives on (upgraded just now: a WebSocket owns it)
         // reads and shuts down normally again.
@@ -112,8 +114,10 @@ pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
             // It upgraded just now (the 101 was the last response): the WebSocket owns it.
             return;
         };
-        if let Some(io) = parts.io.into_inner().into_movable() {
-            moves::move_out(&ctx, mover, io, parts.read_buf, moves).await;
+        match parts.io.into_inner().into_plain() {
+            Some(Plain::Tcp(io)) => moves::move_out(&ctx, mover, io, parts.read_buf, moves).await,
+            Some(Plain::Unix(io)) => moves::move_out(&ctx, mover, io, parts.read_buf, moves).await,
+            None => {}
         }
         return;
     }

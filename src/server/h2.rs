@@ -18,12 +18,12 @@ use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::ServiceExt;
 
-use super::io::ServedIo;
 use super::log_conn_end;
 use super::request::{self, ReqCtx};
+use super::served::Served;
 
 /// Serves one HTTP/2 connection until it ends, or until its graceful shutdown completes.
-pub(super) async fn serve<I: ServedIo>(io: I, rc: Arc<ReqCtx>) {
+pub(super) async fn serve(io: Served, rc: Arc<ReqCtx>) {
     let ctx = rc.ctx.clone();
     // What `axum::serve` runs for a request, plus the connection's extensions: no in-flight
     // count (h2 connections never move, so nothing waits for them to be idle) and no

@@ -80,32 +80,6 @@ impl Movable for UnixStream {
     }
 }
 
-/// What hyper serves: a plain connection, which can move to another process, or TLS over one,
-/// which cannot (its record state lives in this process; no kernel TLS here).
-pub(super) trait ServedIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    type Plain: Movable;
-    /// The plain connection, when this IO can move; `None` for TLS.
-    fn into_movable(self) -> Option<ConnIo<Self::Plain>>;
-    /// False for TLS: a drain never tries to move it, and its next response closes it.
-    const MOVABLE: bool;
-}
-
-impl<S: Movable> ServedIo for ConnIo<S> {
-    type Plain = S;
-    fn into_movable(self) -> Option<ConnIo<S>> {
-        Some(self)
-    }
-    const MOVABLE: bool = true;
-}
-
-impl<S: Movable> ServedIo for tokio_rustls::server::TlsStream<ConnIo<S>> {
-    type Plain = S;
-    fn into_movable(self) -> Option<ConnIo<S>> {
-        None
-    }
-    const MOVABLE: bool = false;
-}
-
 /// A connection's IO: yields `prefix` (bytes read before hyper got the connection: by a
 /// predecessor, or by the protocol sniffing) before reading from the socket, counts bytes read,
 /// so that a drain can tell an idle connection from one that is receiving a request, and keeps

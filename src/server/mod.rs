@@ -5,6 +5,7 @@
 //!
 //! - `io`: a connection's IO (replays bytes read early, counts bytes, holds a socket whole
 //!   while it moves, keeps the connection counted in the drain).
+//! - `served`: the one IO type hyper serves, whatever the connection (so hyper is compiled once).
 //! - `sniff`: HTTP/1.1 or the HTTP/2 preface.
 //! - `h1` and `h2`: serving each protocol, and what each does at a drain.
 //! - `request`: what every request carries (`ConnectInfo`, [`crate::Draining`],
@@ -27,6 +28,7 @@ mod pace;
 mod peer;
 mod request;
 mod routes;
+mod served;
 mod sniff;
 mod tick;
 mod tls;
@@ -47,12 +49,13 @@ use tracing::{debug, info, warn};
 use crate::channel::Channel;
 use crate::drain::Drain;
 use crate::listeners::{Family, Listener};
-use io::{ConnIo, ConnState, Movable, ServedIo};
+use io::{ConnIo, ConnState};
 use moves::Mover;
 use peer::Peer;
 pub use peer::UnixPeer;
 use request::ReqCtx;
 pub use routes::Routes;
+use served::{Servable, Served};
 use sniff::Proto;
 
 /// Settings of the connection layer.
@@ -287,7 +290,7 @@ async fn accept_loop<S, F>(
     tls: Option<Arc<crate::tls::TlsSetup>>,
     mut accept: F,
 ) where
-    S: Movable,
+    S: Servable,
     F: FnMut(&mut Context<'_>) -> Poll<stdio::Result<S>>,
 {
     let mut last_warn: Option<tokio::time::Instant> = None;
@@ -339,7 +342,7 @@ async fn accept_loop<S, F>(
 /// `open` counts the connection in the drain from the moment it was accepted or adopted, not
 /// from the task's first poll: a drain that ends in between would otherwise exit the process
 /// with the connection in a task that never ran (seen as a reconnect after chained handoffs).
-async fn serve_connection<S: Movable>(
+async fn serve_connection<S: Servable>(
     stream: S,
     prefix: Bytes,
     ctx: Arc<ConnCtx>,
@@ -353,13 +356,13 @@ async fn serve_connection<S: Movable>(
     let Some((proto, io)) = sniff::sniff(io, &ctx, moves).await else {
         return;
     };
-    serve_proto(proto, io, ctx, state, peer, moves, router).await;
+    serve_proto(proto, S::served(io), ctx, state, peer, moves, router).await;
 }
 
 /// Serves a connection whose protocol is known (sniffed, or negotiated by ALPN).
-async fn serve_proto<I: ServedIo>(
+async fn serve_proto(
     proto: Proto,
-    io: I,
+    io: Served,
     ctx: Arc<ConnCtx>,
     state: Arc<ConnState>,
     peer: Peer,
@@ -374,7 +377,7 @@ async fn serve_proto<I: ServedIo>(
         peer,
         draining: ctx.drain.signal(),
         h2: proto == Proto::Http2,
-        movable: I::MOVABLE,
+        movable: io.movable(),
     });
     match proto {
         Proto::Http1 => h1::serve(io, rc).await,

@@ -21,8 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::io::{ConnIo, ConnState, Movable};
+use super::io::{ConnIo, ConnState};
 use super::peer::Peer;
+use super::served::Servable;
 use super::sniff::Proto;
 use super::{ConnCtx, serve_proto};
 use crate::listeners::Listener;
@@ -131,7 +132,7 @@ Content-Length: 39\r\nConnection: close\r\n\r\nThis port speaks HTTPS, not plain
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one connection of a TLS listener.
-pub(super) async fn serve<S: Movable>(
+pub(super) async fn serve<S: Servable>(
     stream: S,
     ctx: Arc<ConnCtx>,
     tls: Arc<TlsSetup>,
@@ -254,7 +255,7 @@ pub(super) async fn serve<S: Movable>(
         alpn = ?proto,
         "tls: handshake done"
     );
-    serve_proto(proto, stream, ctx, state, peer, 0, router).await;
+    serve_proto(proto, S::served_tls(stream), ctx, state, peer, 0, router).await;
 }
 
 fn describe(peer: &Peer) -> String {

@@ -28,6 +28,8 @@ tests. Run it with Debian's /usr/bin/python3.
   ws_client.py idle URL N          N connections, one message each; print "ready"; on a line on
                                    stdin one more message each; print one JSON summary line
 
+URL may be wss://... for echo and until-close; $WS_CA names the certificate file to trust.
+
 Exit status 0 when it ran to the end (the caller checks the output), 2 on a usage error.
 """
 import asyncio
@@ -36,20 +38,21 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 
 import websockets
 
 
 async def echo(url):
-    async with websockets.connect(url) as ws:
+    async with connect(url) as ws:
         for m in ["hello", "wörld", '{"quoted": "json"}']:
             await ws.send(m)
             print(await ws.recv(), flush=True)
 
 
 async def until_close(url):
-    async with websockets.connect(url) as ws:
+    async with connect(url) as ws:
         await ws.send("hi")
         print("open", json.loads(await ws.recv())["pid"], flush=True)
         try:
@@ -114,9 +117,12 @@ async def handoffs(url, n, k):
 
 
 def connect(url, **kw):
-    """`ws://...`, or `unix:/path/to/socket` (the request goes to /ws)."""
+    """`ws://...`, `wss://...` (trusting the certificate file named by $WS_CA, if set), or
+    `unix:/path/to/socket` (the request goes to /ws)."""
     if url.startswith("unix:"):
         return websockets.unix_connect(url[len("unix:"):], "ws://localhost/ws", **kw)
+    if url.startswith("wss:") and os.environ.get("WS_CA"):
+        kw.setdefault("ssl", ssl.create_default_context(cafile=os.environ["WS_CA"]))
     return websockets.connect(url, **kw)
 
 

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use super::super::io::{ConnIo, ConnState, Movable};
 use super::super::moves::Mover;
 use super::super::routes::Local;
+use super::super::served::{Replay, Served};
 use super::super::{ConnectionMoves, Server};
 use super::{Resume, WebSocket, WsEnv};
 use crate::channel::MAX_MSG;
@@ -69,34 +70,36 @@ pub(in crate::server) fn decode_headers(b: &[u8]) -> HeaderMap {
     h
 }
 
-/// The connection under a resumable WebSocket: heird's own IO (movable), or whatever else an
-/// upgrade gave (HTTP/2's extended CONNECT, a router served outside heird): never moved.
+/// The connection under a resumable WebSocket: heird's own plain IO (movable), heird's TLS
+/// (never moved), or whatever else an upgrade gave (HTTP/2's extended CONNECT, a router served
+/// outside heird): never moved.
 pub(in crate::server) enum Conn {
     Tcp(ConnIo<TcpStream>),
     Unix(ConnIo<UnixStream>),
+    Tls(Replay<Served>),
     Other(TokioIo<Upgraded>),
 }
 
 impl Conn {
     /// Takes heird's IO back out of hyper's upgrade, with the bytes hyper read past the request.
     pub fn from_upgraded(up: Upgraded) -> Conn {
-        fn back<S: Movable>(p: hyper::upgrade::Parts<TokioIo<ConnIo<S>>>) -> ConnIo<S> {
-            let mut io = p.io.into_inner();
-            io.unread(&p.read_buf);
+        let p = match up.downcast::<TokioIo<Served>>() {
+            Ok(p) => p,
+            Err(up) => return Conn::Other(TokioIo::new(up)),
+        };
+        fn back<S: Movable>(mut io: ConnIo<S>, read_buf: &[u8]) -> ConnIo<S> {
+            io.unread(read_buf);
             io
         }
-        let up = match up.downcast::<TokioIo<ConnIo<TcpStream>>>() {
-            Ok(p) => return Conn::Tcp(back(p)),
-            Err(up) => up,
-        };
-        match up.downcast::<TokioIo<ConnIo<UnixStream>>>() {
-            Ok(p) => Conn::Unix(back(p)),
-            Err(up) => Conn::Other(TokioIo::new(up)),
+        match p.io.into_inner() {
+            Served::Tcp(io) => Conn::Tcp(back(io, &p.read_buf)),
+            Served::Unix(io) => Conn::Unix(back(io, &p.read_buf)),
+            tls => Conn::Tls(Replay::new(p.read_buf, tls)),
         }
     }
 
     pub fn movable(&self) -> bool {
-        !matches!(self, Conn::Other(_))
+        matches!(self, Conn::Tcp(_) | Conn::Unix(_))
     }
 
     /// Bytes the IO still has to replay.
@@ -104,6 +107,7 @@ impl Conn {
         match self {
             Conn::Tcp(io) => io.prefix_len(),
             Conn::Unix(io) => io.prefix_len(),
+            Conn::Tls(io) => io.prefix_len(),
             Conn::Other(_) => 0,
         }
     }
@@ -121,6 +125,7 @@ macro_rules! each {
         match $self.get_mut() {
             Conn::Tcp($io) => $e,
             Conn::Unix($io) => $e,
+            Conn::Tls($io) => $e,
             Conn::Other($io) => $e,
         }
     };
@@ -189,7 +194,7 @@ async fn send(
     let parts = match conn {
         Conn::Tcp(io) => io.into_fd().map(|p| (Kind::Tcp, p)),
         Conn::Unix(io) => io.into_fd().map(|p| (Kind::Unix, p)),
-        Conn::Other(_) => Err(io::Error::other("not a movable connection")),
+        Conn::Tls(_) | Conn::Other(_) => Err(io::Error::other("not a movable connection")),
     };
     let (kind, (fd, rest, open)) = match parts {
         Ok(p) => p,
