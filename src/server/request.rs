@@ -15,6 +15,7 @@ use axum::http::{Extensions, HeaderValue, Request, Response, StatusCode, header}
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tower::ServiceExt;
+use tower::util::Oneshot;
 
 use super::io::ConnState;
 use super::peer::Peer;
@@ -37,14 +38,15 @@ pub(super) struct ReqCtx {
     pub movable: bool,
 }
 
-/// Counts a request as in flight until its response body is done (or dropped).
-struct InFlight(Arc<ConnState>);
+/// Counts a request as in flight until its response body is done (or dropped). Holds the
+/// connection's context (the count is in its `state`), which the request's future reads too.
+struct InFlight(Arc<ReqCtx>);
 
 impl InFlight {
-    fn new(st: Arc<ConnState>) -> InFlight {
-        st.in_flight.fetch_add(1, Ordering::SeqCst);
-        st.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(st)
+    fn new(rc: Arc<ReqCtx>) -> InFlight {
+        rc.state.in_flight.fetch_add(1, Ordering::SeqCst);
+        rc.state.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(rc)
     }
 }
 
@@ -53,8 +55,9 @@ impl Drop for InFlight {
         // Only a mover waits for `idle`, and it holds the reads before it looks at the count
         // (both SeqCst): if it did not see this decrement, this sees its hold. Without one,
         // nobody is woken (a notify takes a lock: once per request otherwise).
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.hold_reads.load(Ordering::SeqCst) {
-            self.0.idle.notify_waiters();
+        let st = &self.0.state;
+        if st.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && st.hold_reads.load(Ordering::SeqCst) {
+            st.idle.notify_waiters();
         }
     }
 }
@@ -147,23 +150,46 @@ pub(super) fn template(rc: &Arc<ReqCtx>) -> Extensions {
     ext
 }
 
-/// Answers one HTTP/1.1 request with the router. The future is not boxed: hyper keeps it in
-/// place, so a request costs no allocation of its own. `template` is the connection's
-/// [`template`].
-pub(super) fn call(
-    rc: &Arc<ReqCtx>,
-    template: &Extensions,
-    mut req: Request<Incoming>,
-) -> impl Future<Output = Result<Response<GuardedBody>, Infallible>> + Send + use<> {
-    let in_flight = InFlight::new(rc.state.clone());
+/// Answers one HTTP/1.1 request with the router. `template` is the connection's [`template`].
+///
+/// The future is small and not boxed: hyper keeps it in place (no allocation of its own) but
+/// moves it once or twice on the way, so it holds only the router's `Oneshot` (the request is
+/// inside) and the in-flight count (which holds the connection's context); an `async` block
+/// would hold the request twice (as its capture and inside the `Oneshot`).
+pub(super) fn call(rc: &Arc<ReqCtx>, template: &Extensions, mut req: Request<Incoming>) -> Call {
+    let in_flight = InFlight::new(rc.clone());
     // hyper's own extensions are usually none (then this takes the template's table whole).
     req.extensions_mut().extend(template.clone());
-    let rc = rc.clone();
-    async move {
-        let mut resp: Response<Body> = match rc.router.clone().oneshot(req.map(Body::new)).await {
+    Call {
+        inner: rc.router.clone().oneshot(req.map(Body::new)),
+        in_flight: Some(in_flight),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`call`].
+    pub(super) struct Call {
+        #[pin]
+        inner: Oneshot<axum::Router, Request<Body>>,
+        // `None` once the response is out (it went into the body).
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl Future for Call {
+    type Output = Result<Response<GuardedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp: Response<Body> = match std::task::ready!(this.inner.poll(cx)) {
             Ok(r) => r,
             Err(never) => match never {},
         };
+        let Some(in_flight) = this.in_flight.take() else {
+            // hyper never polls a finished future; were it to, it would wait forever.
+            return Poll::Pending;
+        };
+        let rc = &in_flight.0;
         // Draining without a successor to move to (or over TLS, which never moves): this is the
         // connection's last response (an upgrade keeps its `Connection: upgrade`; the handler
         // ends it).
@@ -174,9 +200,9 @@ pub(super) fn call(
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Ok(resp.map(|inner| GuardedBody {
+        Poll::Ready(Ok(resp.map(|inner| GuardedBody {
             inner,
             _in_flight: in_flight,
-        }))
+        })))
     }
 }
