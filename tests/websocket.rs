@@ -7,17 +7,7 @@ use std::io::BufRead;
 use std::process::Command;
 
 use support::proc::*;
-
-const PYTHON: &str = "/usr/bin/python3";
-const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
-
-fn check_python() {
-    let probe = Command::new(PYTHON).args(["-c", "import websockets"]).output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "this test needs Debian's {PYTHON} with python3-websockets (apt-get install python3-websockets): {probe:?}"
-    );
-}
+use support::python::{CLIENT, PYTHON, check_python};
 
 /// Runs the client; panics (loudly naming what to install) when Python or the library is missing.
 fn ws_client(args: &[&str]) -> String {

@@ -13,18 +13,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::proc::*;
+use support::python::{CLIENT, PYTHON, check_python};
 use support::tls::*;
-
-const PYTHON: &str = "/usr/bin/python3";
-const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
-
-fn check_python() {
-    let probe = Command::new(PYTHON).args(["-c", "import websockets"]).output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "this test needs Debian's {PYTHON} with python3-websockets (apt-get install python3-websockets): {probe:?}"
-    );
-}
 
 fn client(args: &[&str], ca: &std::path::Path) -> Command {
     check_python();

@@ -185,8 +185,9 @@ impl Future for Call {
             Ok(r) => r,
             Err(never) => match never {},
         };
+        // Taken only here, when the response is ready, which happens once: the `Oneshot` above
+        // panics if polled after it completed (hyper never does that).
         let Some(in_flight) = this.in_flight.take() else {
-            // hyper never polls a finished future; were it to, it would wait forever.
             return Poll::Pending;
         };
         let rc = &in_flight.0;
