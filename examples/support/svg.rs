@@ -268,7 +268,7 @@ pub struct BarGroup<'a> {
 pub fn bars(title: &str, note: &str, unit: &str, series: &[&str], groups: &[BarGroup<'_>]) -> String {
     let colors = [
         "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#7f7f7f", "#e377c2", "#bcbd22", "#17becf",
-        "#d62728",
+        "#d62728", "#393b79", "#637939", "#843c39", "#7b4173",
     ];
     let h = 360.0;
     let plot_h = 240.0;
