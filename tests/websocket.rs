@@ -480,13 +480,20 @@ fn websockets_in_the_fd_store_count_against_its_size() {
 
 /// Opens a WebSocket on `path` by hand and returns the socket once the 101 has been read.
 fn raw_ws(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
+    raw_ws_then(addr, path, b"")
+}
+
+/// [`raw_ws`], with `then` sent in the same write as the upgrade request.
+fn raw_ws_then(addr: std::net::SocketAddr, path: &str, then: &[u8]) -> std::net::TcpStream {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let req = format!(
+    let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
+    )
+    .into_bytes();
+    req.extend_from_slice(then);
+    s.write_all(&req).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let mut head = Vec::new();
@@ -565,4 +572,15 @@ fn the_start_of_a_frame_read_before_the_move_travels_with_it() {
         (Some(3), Some(new as u64)),
         "{r3}"
     );
+}
+
+/// A frame sent in the same write as the upgrade request (hyper reads both) is answered: the
+/// bytes hyper read past the request go to the WebSocket first.
+#[test]
+fn a_frame_in_the_same_write_as_the_upgrade_request_is_answered() {
+    let s = start_heird("", false);
+    let mut ws = raw_ws_then(s.addr, "/ws", &text_frame("early"));
+    let r = read_text(&mut ws);
+    assert_eq!(r["echo"], "early", "{r}");
+    assert_eq!(r["n"].as_u64(), Some(1), "{r}");
 }

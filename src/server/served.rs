@@ -9,7 +9,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
@@ -108,74 +107,5 @@ impl AsyncWrite for Served {
     }
     fn is_write_vectored(&self) -> bool {
         each!(self, io => io.is_write_vectored())
-    }
-}
-
-/// A connection with bytes to replay before it: what hyper read past a TLS connection's
-/// upgrade request (a plain connection takes them back into its [`ConnIo`] instead).
-pub(super) struct Replay<T> {
-    prefix: Bytes,
-    inner: T,
-}
-
-impl<T> Replay<T> {
-    pub fn new(prefix: Bytes, inner: T) -> Replay<T> {
-        Replay { prefix, inner }
-    }
-
-    /// Bytes still to be replayed.
-    pub fn prefix_len(&self) -> usize {
-        self.prefix.len()
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Replay<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix[..n]);
-        self.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn replay_gives_the_prefix_then_the_stream_and_writes_through() {
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut r = Replay::new(Bytes::from_static(b"abc"), a);
-        assert_eq!(r.prefix_len(), 3);
-        b.write_all(b"de").await.unwrap();
-        let mut got = [0u8; 5];
-        r.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"abcde");
-        assert_eq!(r.prefix_len(), 0);
-        r.write_all(b"x").await.unwrap();
-        let mut x = [0u8; 1];
-        b.read_exact(&mut x).await.unwrap();
-        assert_eq!(&x, b"x");
     }
 }

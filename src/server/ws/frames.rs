@@ -74,10 +74,11 @@ pub(in crate::server) fn parse_header(b: &[u8]) -> Option<Header> {
 }
 
 impl<T> FrameIo<T> {
-    pub fn new(inner: T) -> FrameIo<T> {
+    /// `read`: bytes already read from `inner` (what hyper read past the upgrade request).
+    pub fn new(inner: T, read: &[u8]) -> FrameIo<T> {
         FrameIo {
             inner,
-            buf: BytesMut::new(),
+            buf: BytesMut::from(read),
             left: 0,
             fragmented: false,
             closing: false,
@@ -278,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn hands_on_one_frame_at_a_time_and_parks_with_the_rest_buffered() {
         let (a, mut peer) = tokio::io::duplex(1 << 20);
-        let mut io = FrameIo::new(a);
+        let mut io = FrameIo::new(a, b"");
         let (f1, f2) = (frame(true, 1, b"one"), frame(true, 1, b"two"));
         let mut both = f1.clone();
         both.extend_from_slice(&f2);
@@ -301,7 +302,7 @@ mod tests {
     #[tokio::test]
     async fn a_fragmented_message_and_a_close_finish_before_parking() {
         let (a, mut peer) = tokio::io::duplex(1 << 20);
-        let mut io = FrameIo::new(a);
+        let mut io = FrameIo::new(a, b"");
         io.set_hold(true);
         let first = frame(false, 1, b"par");
         peer.write_all(&first).await.unwrap();
@@ -333,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_split_across_reads_is_handed_on_as_it_arrives() {
         let (a, mut peer) = tokio::io::duplex(1 << 20);
-        let mut io = FrameIo::new(a);
+        let mut io = FrameIo::new(a, b"");
         let f = frame(true, 2, &[5; 1000]);
         peer.write_all(&f[..1]).await.unwrap();
         assert_eq!(read_some(&mut io).await, None, "half a header is not handed on");

@@ -156,8 +156,10 @@ async fn step(stream: &mut Ws) -> Step {
 }
 
 impl WebSocket {
+    /// `read`: bytes read from `conn` already, the first to go to the codec.
     async fn new(
         conn: Conn,
+        read: &[u8],
         env: Option<WsEnv>,
         draining: Draining,
         origin: Origin,
@@ -166,7 +168,8 @@ impl WebSocket {
         // The codec's read buffer is allocated whole per connection (128 KiB by default);
         // FrameIo hands it at most one frame at a time anyway, so a small one costs nothing.
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let stream = WebSocketStream::from_raw_socket(FrameIo::new(conn), Role::Server, Some(config)).await;
+        let stream =
+            WebSocketStream::from_raw_socket(FrameIo::new(conn, read), Role::Server, Some(config)).await;
         WebSocket {
             stream,
             env,

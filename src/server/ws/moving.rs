@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use super::super::io::{ConnIo, ConnState, Movable};
 use super::super::moves::Mover;
 use super::super::routes::Local;
-use super::super::served::{Replay, Served};
+use super::super::served::Served;
 use super::super::{ConnectionMoves, Server};
 use super::{Resume, WebSocket, WsEnv};
 use crate::channel::MAX_MSG;
@@ -76,26 +76,24 @@ pub(in crate::server) fn decode_headers(b: &[u8]) -> HeaderMap {
 pub(in crate::server) enum Conn {
     Tcp(ConnIo<TcpStream>),
     Unix(ConnIo<UnixStream>),
-    Tls(Replay<Served>),
+    Tls(Served),
     Other(TokioIo<Upgraded>),
 }
 
 impl Conn {
-    /// Takes heird's IO back out of hyper's upgrade, with the bytes hyper read past the request.
-    pub fn from_upgraded(up: Upgraded) -> Conn {
+    /// Takes heird's IO back out of hyper's upgrade, with the bytes hyper read past the request
+    /// (they go to the front of the WebSocket's [`super::frames::FrameIo`]).
+    pub fn from_upgraded(up: Upgraded) -> (Conn, Bytes) {
         let p = match up.downcast::<TokioIo<Served>>() {
             Ok(p) => p,
-            Err(up) => return Conn::Other(TokioIo::new(up)),
+            Err(up) => return (Conn::Other(TokioIo::new(up)), Bytes::new()),
         };
-        fn back<S: Movable>(mut io: ConnIo<S>, read_buf: &[u8]) -> ConnIo<S> {
-            io.unread(read_buf);
-            io
-        }
-        match p.io.into_inner() {
-            Served::Tcp(io) => Conn::Tcp(back(io, &p.read_buf)),
-            Served::Unix(io) => Conn::Unix(back(io, &p.read_buf)),
-            tls => Conn::Tls(Replay::new(p.read_buf, tls)),
-        }
+        let conn = match p.io.into_inner() {
+            Served::Tcp(io) => Conn::Tcp(io),
+            Served::Unix(io) => Conn::Unix(io),
+            tls => Conn::Tls(tls),
+        };
+        (conn, p.read_buf)
     }
 
     pub fn movable(&self) -> bool {
@@ -107,8 +105,7 @@ impl Conn {
         match self {
             Conn::Tcp(io) => io.prefix_len(),
             Conn::Unix(io) => io.prefix_len(),
-            Conn::Tls(io) => io.prefix_len(),
-            Conn::Other(_) => 0,
+            Conn::Tls(_) | Conn::Other(_) => 0,
         }
     }
 }
@@ -272,7 +269,15 @@ impl Server {
                 .body(Body::empty())
                 .unwrap_or_else(|_| Request::new(Body::empty()));
             *req.headers_mut() = origin.headers.clone();
-            let ws = WebSocket::new(conn, Some(env.clone()), draining.clone(), origin, Some(state)).await;
+            let ws = WebSocket::new(
+                conn,
+                b"",
+                Some(env.clone()),
+                draining.clone(),
+                origin,
+                Some(state),
+            )
+            .await;
             let slot = Resume(Arc::new(Mutex::new(Some(ws))));
             let ext = req.extensions_mut();
             ext.insert(slot.clone());

@@ -72,9 +72,9 @@ impl WsUpgrade {
                             return;
                         }
                     };
-                    let conn = Conn::from_upgraded(upgraded);
+                    let (conn, read) = Conn::from_upgraded(upgraded);
                     let env = env.filter(|_| conn.movable());
-                    handler(WebSocket::new(conn, env, draining, origin, None).await).await;
+                    handler(WebSocket::new(conn, &read, env, draining, origin, None).await).await;
                 });
                 let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
                 let h = r.headers_mut();
