@@ -11,12 +11,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::Request;
-use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tower::ServiceExt;
 
 use super::log_conn_end;
 use super::request::{self, ReqCtx};
@@ -32,11 +28,7 @@ pub(super) async fn serve(io: Served, rc: Arc<ReqCtx>) {
     // to move (or a box to allocate).
     let template = request::template(&rc);
     let router = rc.router.clone();
-    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        // hyper's own extensions are usually none (then this takes the template's table whole).
-        req.extensions_mut().extend(template.clone());
-        router.clone().oneshot(req.map(Body::new))
-    });
+    let svc = hyper::service::service_fn(move |req| request::route(&router, &template, req));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).enable_connect_protocol();
     let conn = builder.serve_connection(TokioIo::new(io), svc);

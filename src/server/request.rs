@@ -156,14 +156,23 @@ pub(super) fn template(rc: &Arc<ReqCtx>) -> Extensions {
 /// moves it once or twice on the way, so it holds only the router's `Oneshot` (the request is
 /// inside) and the in-flight count (which holds the connection's context); an `async` block
 /// would hold the request twice (as its capture and inside the `Oneshot`).
-pub(super) fn call(rc: &Arc<ReqCtx>, template: &Extensions, mut req: Request<Incoming>) -> Call {
-    let in_flight = InFlight::new(rc.clone());
+pub(super) fn call(rc: &Arc<ReqCtx>, template: &Extensions, req: Request<Incoming>) -> Call {
+    Call {
+        in_flight: Some(InFlight::new(rc.clone())),
+        inner: route(&rc.router, template, req),
+    }
+}
+
+/// The router's future for `req`, with the connection's extensions (`template`) on it: what
+/// every request runs, on either protocol.
+pub(super) fn route(
+    router: &axum::Router,
+    template: &Extensions,
+    mut req: Request<Incoming>,
+) -> Oneshot<axum::Router, Request<Body>> {
     // hyper's own extensions are usually none (then this takes the template's table whole).
     req.extensions_mut().extend(template.clone());
-    Call {
-        inner: rc.router.clone().oneshot(req.map(Body::new)),
-        in_flight: Some(in_flight),
-    }
+    router.clone().oneshot(req.map(Body::new))
 }
 
 pin_project_lite::pin_project! {
