@@ -1,6 +1,7 @@
 //! heird's own HTTP endpoints (the `heird serve` app): `/`, `/sleep`, `/healthz`, `/info`,
 //! and one of each long-lived kind, to show how they end at a drain: `/ws` (a WebSocket echo that
-//! moves to the successor with its counter), `/ws-close` (the same echo on axum's WebSocket,
+//! moves to the successor with its counter; `/ws-drain` also says when the process drains),
+//! `/ws-close` (the same echo on axum's WebSocket,
 //! closed with 1012 at a drain) and `/events` (Server-Sent Events). A library user brings their own `Router` instead.
 
 use std::convert::Infallible;
@@ -85,6 +86,7 @@ pub fn router(cfg: &Config, info: Info) -> Router {
         .route("/info", get(info_handler))
         // Resumable (heird::ws): HTTP/1.1 upgrades only.
         .route("/ws", get(ws))
+        .route("/ws-drain", get(ws_drain))
         // `any`: HTTP/1.1 upgrades with GET, HTTP/2 WebSockets (RFC 8441) with CONNECT.
         .route("/ws-close", any(ws_close))
         .route("/events", get(events))
@@ -197,17 +199,51 @@ async fn info_handler(
 /// with 1012.
 async fn ws(State(st): State<Arc<AppState>>, upgrade: crate::ws::WsUpgrade) -> Response {
     let pid = st.info.pid;
-    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid))
+    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, None))
 }
 
-async fn ws_resumable(mut socket: crate::ws::WebSocket, pid: u32) {
+/// `/ws-drain`: the `/ws` echo, whose handler also watches [`Draining`] (on a moved connection
+/// too: the successor's drain). When the drain starts it sends
+/// `{"pid": <pid>, "n": <count>, "draining": "handoff" | "stop"}` first; then the connection moves,
+/// or is closed with 1012, as on `/ws`.
+async fn ws_drain(
+    State(st): State<Arc<AppState>>,
+    draining: Draining,
+    upgrade: crate::ws::WsUpgrade,
+) -> Response {
+    let pid = st.info.pid;
+    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, Some(draining)))
+}
+
+async fn ws_resumable(mut socket: crate::ws::WebSocket, pid: u32, draining: Option<Draining>) {
+    use crate::drain::DrainReason;
     use crate::ws::{Event, Message};
     let mut n: u64 = socket
         .restored()
         .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
         .unwrap_or(0);
+    // Said once per process: `started` stays ready once the drain has begun.
+    let mut told = draining.is_none();
+    let draining = draining.unwrap_or_else(Draining::never);
     loop {
-        match socket.next().await {
+        // Biased: the note goes out before the library parks the connection for the move.
+        let event = tokio::select! {
+            biased;
+            reason = draining.started(), if !told => {
+                told = true;
+                let reason = match reason {
+                    DrainReason::Handoff => "handoff",
+                    _ => "stop",
+                };
+                let note = serde_json::json!({"pid": pid, "n": n, "draining": reason});
+                if socket.send(Message::text(note.to_string())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            event = socket.next() => event,
+        };
+        match event {
             Event::Message(Message::Text(t)) => {
                 n += 1;
                 let reply = serde_json::json!({"pid": pid, "n": n, "echo": t.as_str()});

@@ -584,3 +584,83 @@ fn a_frame_in_the_same_write_as_the_upgrade_request_is_answered() {
     assert_eq!(r["echo"], "early", "{r}");
     assert_eq!(r["n"].as_u64(), Some(1), "{r}");
 }
+
+/// Reads one server close frame and returns its code.
+fn read_close(s: &mut std::net::TcpStream) -> u16 {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x88, "not a close frame: {head:?}");
+    assert!((2..126).contains(&head[1]), "{head:?}");
+    let mut body = vec![0u8; head[1] as usize];
+    s.read_exact(&mut body).unwrap();
+    u16::from_be_bytes([body[0], body[1]])
+}
+
+/// The handler of a resumed WebSocket sees the drain of the process that serves it now, not
+/// only the first one: `/ws-drain` (the `/ws` echo whose handler also selects on `Draining`)
+/// says `"draining"` at the first handoff, at the second (from the successor, which resumed
+/// the connection), and at the stop of the third process, each time before the connection
+/// moves or closes.
+#[test]
+fn a_resumed_websockets_handler_sees_the_next_drain() {
+    use std::io::Write;
+    use std::time::Duration;
+    let s = start_heird("", false);
+    let mut pids = vec![s.h.pid()];
+    let mut ws = raw_ws(s.addr, "/ws-drain");
+    for (n, word) in ["one", "two"].into_iter().enumerate() {
+        let pid = *pids.last().unwrap() as u64;
+        ws.write_all(&text_frame(word)).unwrap();
+        let r = read_text(&mut ws);
+        assert_eq!(
+            (r["pid"].as_u64(), r["n"].as_u64()),
+            (Some(pid), Some(2 * n as u64 + 1)),
+            "{r}"
+        );
+        let (ok, text) = reload(s.dir.path());
+        assert!(ok, "{text}");
+        let new = wait_new_pid(s.addr, pid as u32, Duration::from_secs(10)).expect("a new pid");
+        pids.push(new);
+        // What comes first after the handoff: the old process's note, then the echo of the next
+        // message from the new one.
+        ws.write_all(&text_frame("after")).unwrap();
+        let note = read_text(&mut ws);
+        assert_eq!(
+            (note["pid"].as_u64(), note["draining"].as_str()),
+            (Some(pid), Some("handoff")),
+            "handoff {} ({pids:?}): the handler of pid {pid} did not see its drain; got {note}\n{}",
+            n + 1,
+            s.h.describe()
+        );
+        let r = read_text(&mut ws);
+        assert_eq!(
+            (r["pid"].as_u64(), r["echo"].as_str()),
+            (Some(new as u64), Some("after")),
+            "{r}"
+        );
+    }
+    // The third process stops (no fd store here): the note, then the library's 1012.
+    let last = *pids.last().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(last as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let note = read_text(&mut ws);
+    assert_eq!(
+        (
+            note["pid"].as_u64(),
+            note["draining"].as_str(),
+            note["n"].as_u64()
+        ),
+        (Some(last as u64), Some("stop"), Some(4)),
+        "{note}\n{}",
+        s.h.describe()
+    );
+    assert_eq!(read_close(&mut ws), 1012);
+    assert!(
+        wait_gone(last, Duration::from_secs(10)),
+        "pid {last} still running after SIGTERM"
+    );
+}

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tower::ServiceExt;
@@ -148,6 +148,19 @@ pub(super) fn template(rc: &Arc<ReqCtx>) -> Extensions {
         }
     }
     ext
+}
+
+/// The request a successor replays through its router for a WebSocket moved to it: the
+/// original path (with the query) and headers, and the connection's [`template`], as on any
+/// request, so that its handler's extractors ([`Draining`], the upgrade, `ConnectInfo`,
+/// [`ConnectionMoves`]) see this process. A path that is no valid URI any more becomes `/`.
+pub(super) fn replayed(rc: &Arc<ReqCtx>, path: &str, headers: HeaderMap) -> Request<Body> {
+    let mut req = Request::get(path)
+        .body(Body::empty())
+        .unwrap_or_else(|_| Request::new(Body::empty()));
+    *req.headers_mut() = headers;
+    *req.extensions_mut() = template(rc);
+    req
 }
 
 /// Answers one HTTP/1.1 request with the router. `template` is the connection's [`template`].

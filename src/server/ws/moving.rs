@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -21,11 +20,12 @@ use tokio::net::{TcpStream, UnixStream};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use super::super::Server;
 use super::super::io::{ConnIo, ConnState, Movable};
 use super::super::moves::Mover;
+use super::super::request::{self, Env, ReqCtx};
 use super::super::routes::Local;
 use super::super::served::Served;
-use super::super::{ConnectionMoves, Server};
 use super::{Resume, WebSocket, WsEnv};
 use crate::channel::MAX_MSG;
 use crate::drain::ConnGuard;
@@ -223,10 +223,12 @@ async fn send(
 impl Server {
     /// Resumes a WebSocket a predecessor moved to us (a `ws` message): the socket, with the
     /// unread bytes replayed first, goes to the handler of its path on its listener's router,
-    /// through a request with the original headers.
+    /// through a request with the original headers and the extensions of any request of this
+    /// process ([`request::replayed`]): the handler's `Draining` is this process's drain.
     pub fn adopt_ws(&self, w: &WsConn<'_>, fd: OwnedFd) -> io::Result<()> {
         let ctx = self.ctx.clone();
         let prefix = Bytes::copy_from_slice(w.unread);
+        let state = Arc::new(ConnState::default());
         let (conn, local, peer) = match w.kind {
             Kind::Tcp => {
                 let std = std::net::TcpStream::from(fd);
@@ -235,7 +237,7 @@ impl Server {
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().map(Local::Tcp).unwrap_or(Local::Unknown);
                 let peer = s.peer();
-                let io = ConnIo::new(s, prefix, Arc::new(ConnState::default()), ctx.drain.track());
+                let io = ConnIo::new(s, prefix, state.clone(), ctx.drain.track());
                 (Conn::Tcp(io), local, peer)
             }
             Kind::Unix => {
@@ -248,44 +250,41 @@ impl Server {
                     .and_then(|a| a.as_pathname().map(|p| Local::Unix(p.display().to_string())))
                     .unwrap_or(Local::Unknown);
                 let peer = s.peer();
-                let io = ConnIo::new(s, prefix, Arc::new(ConnState::default()), ctx.drain.track());
+                let io = ConnIo::new(s, prefix, state.clone(), ctx.drain.track());
                 (Conn::Unix(io), local, peer)
             }
         };
-        let router = ctx.routes.for_local(&local);
+        // The connection's context, as `serve_proto` builds it for any HTTP/1.1 connection.
+        let rc = Arc::new(ReqCtx {
+            ctx: ctx.clone(),
+            router: ctx.routes.for_local(&local),
+            state,
+            moves: w.moves,
+            peer,
+            draining: ctx.drain.signal(),
+            h2: false,
+            movable: conn.movable(),
+        });
         let origin = Origin {
             path: w.path.to_string(),
             headers: decode_headers(w.headers),
         };
-        let (moves, state) = (w.moves, w.state.to_vec());
+        let state = w.state.to_vec();
         tokio::spawn(async move {
-            let env = WsEnv {
-                ctx: ctx.clone(),
-                moves,
-            };
-            let draining = ctx.drain.signal();
             let path = origin.path.clone();
-            let mut req = Request::get(path.as_str())
-                .body(Body::empty())
-                .unwrap_or_else(|_| Request::new(Body::empty()));
-            *req.headers_mut() = origin.headers.clone();
+            let mut req = request::replayed(&rc, &path, origin.headers.clone());
             let ws = WebSocket::new(
                 conn,
                 b"",
-                Some(env.clone()),
-                draining.clone(),
+                Env(rc.clone()).ws(),
+                rc.draining.clone(),
                 origin,
                 Some(state),
             )
             .await;
             let slot = Resume(Arc::new(Mutex::new(Some(ws))));
-            let ext = req.extensions_mut();
-            ext.insert(slot.clone());
-            ext.insert(env);
-            ext.insert(draining);
-            ext.insert(ConnectionMoves(moves));
-            peer.insert_into(ext);
-            let status = match router.oneshot(req).await {
+            req.extensions_mut().insert(slot.clone());
+            let status = match rc.router.clone().oneshot(req).await {
                 Ok(r) => r.status(),
                 Err(never) => match never {},
             };
