@@ -57,7 +57,7 @@ fn runtime_dir_socket(value: &[u8]) -> Option<PathBuf> {
 
 /// `$XDG_RUNTIME_DIR/heird`, else `/tmp/heird-<uid>`: created 0700, or checked to be a
 /// directory of ours that nobody else can enter.
-fn private_dir() -> io::Result<PathBuf> {
+pub fn private_dir() -> io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let uid = nix::unistd::geteuid().as_raw();
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {

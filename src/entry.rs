@@ -11,8 +11,7 @@ use crate::inherit::Inherited;
 use crate::service::{RunError, Service};
 use crate::{Exit, logging};
 
-/// EX_CONFIG: bad configuration or environment.
-pub const EX_CONFIG: u8 = 78;
+pub use crate::options::EX_CONFIG;
 
 /// Takes the sockets that `acquire` describes, then runs `app` on a multi-threaded runtime.
 ///
@@ -52,6 +51,11 @@ where
     F: FnOnce(Service) -> Fut,
     Fut: Future<Output = Result<Exit, RunError>>,
 {
+    // As PID 1 (or when asked), this process stays for the service's whole life and runs the
+    // service as its worker: the same binary, started again.
+    if crate::supervise::wanted(acquire.supervise, &inherited) {
+        return crate::supervise::run(acquire, log_level);
+    }
     // The fds are taken before logging opens anything (the journald socket could otherwise
     // land on a number that a wrong LISTEN_FDS count claims); what prepare logs goes to stderr.
     // On an error, prepare_with has already told a waiting predecessor why.

@@ -117,13 +117,14 @@ mod runloop;
 mod server;
 mod service;
 mod successor;
+mod supervise;
 mod sys;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod tls;
 mod wire;
 
-pub use acquire::Acquire;
+pub use acquire::{Acquire, Supervise};
 pub use drain::{DrainReason, Draining};
 pub use entry::{EX_CONFIG, main, start};
 pub use handle::{Handle, ReloadError, Reloaded, Status};

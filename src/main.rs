@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use heird::{Acquire, Inherited, Options};
+use heird::{Acquire, Inherited, Options, Supervise};
 use heird::{app, config};
 
 use config::{Cli, Command, Config, ConfigArg, ServeArgs};
@@ -41,7 +41,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return inherited.fail(&e),
     };
     heird::__private::set_watchdog_stall(config.watchdog_stall);
-    let mut acquire = Acquire::default().fds(&args.fds);
+    let supervise = if args.supervise || config.supervise {
+        Supervise::Always
+    } else {
+        Supervise::Auto
+    };
+    let mut acquire = Acquire::default().fds(&args.fds).supervise(supervise);
     acquire.bind = config.listen.clone();
     let log_level = config.log_level.clone();
     heird::start(inherited, &acquire, &log_level, |service| async move {

@@ -58,3 +58,6 @@ pub enum RunError {
     #[error("cannot report readiness to the predecessor: {0}")]
     Ready(std::io::Error),
 }
+
+/// EX_CONFIG: bad configuration or environment.
+pub const EX_CONFIG: u8 = 78;

@@ -33,6 +33,9 @@ pub struct Acquire {
     pub inherited: Vec<RawFd>,
     /// Addresses to bind when neither systemd nor `--fd` gave sockets.
     pub bind: Vec<ListenAddr>,
+    /// Whether a supervisor holds the sockets and runs the service as its child (see
+    /// [`Supervise`]; by default only as PID 1).
+    pub supervise: Supervise,
     /// An address given to [`Acquire::bind`] that does not parse, reported when the sockets
     /// are taken.
     bad: Option<(String, String)>,
@@ -57,11 +60,33 @@ impl Acquire {
         a
     }
 
+    /// Runs a supervisor in front of the service (see [`Supervise`]): a stable PID 1 in a
+    /// container, or a stable pid under a supervisor that does not follow `MAINPID=`.
+    pub fn supervise(mut self, supervise: Supervise) -> Acquire {
+        self.supervise = supervise;
+        self
+    }
+
     /// Serves on these inherited descriptors (`--fd N`) when systemd passes no socket.
     pub fn fds(mut self, fds: &[RawFd]) -> Acquire {
         self.inherited.extend_from_slice(fds);
         self
     }
+}
+
+/// Whether a process runs a supervisor in front of its workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Supervise {
+    /// Only as PID 1 (in a container, or any pid namespace): PID 1 must outlive every
+    /// handoff, since the namespace ends with it.
+    #[default]
+    Auto,
+    /// Always: for `docker run --init`, runit, s6 and other supervisors that watch one pid and
+    /// do not follow `MAINPID=`.
+    Always,
+    /// Never, not even as PID 1.
+    Never,
 }
 
 /// The listeners and what happened on the way.

@@ -60,4 +60,8 @@ pub struct ServeArgs {
     /// Inherited listening fd to serve on (repeatable), e.g. --fd 3.
     #[arg(long = "fd", value_name = "N")]
     pub fds: Vec<i32>,
+    /// Stay as a supervisor with a stable pid and serve from a worker process (automatic as
+    /// PID 1, e.g. in a container): for supervisors that do not follow MAINPID=.
+    #[arg(long)]
+    pub supervise: bool,
 }

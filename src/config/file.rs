@@ -22,6 +22,7 @@ struct File {
     log_level: Option<String>,
     watchdog_stall: Option<bool>,
     move_connections: Option<bool>,
+    supervise: Option<bool>,
     tls: Option<TlsFile>,
 }
 
@@ -114,6 +115,9 @@ impl Config {
         }
         if let Some(m) = file.move_connections {
             c.move_connections = m;
+        }
+        if let Some(s) = file.supervise {
+            c.supervise = s;
         }
         if let Some(t) = &file.tls {
             // Relative paths are taken from the config file's directory.
@@ -244,7 +248,7 @@ mod proptests {
         #[test]
         fn config_values_never_panic(key in proptest::sample::select(vec![
             "greeting", "listen", "drain_timeout", "idle_close_grace", "header_read_timeout", "max_sleep",
-            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "tls",
+            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "supervise", "tls",
         ]), value in ".{0,30}") {
             let text = format!("{key} = {value:?}\n");
             if let Err(e) = Config::parse(&text, Path::new("p.toml")) {

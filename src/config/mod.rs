@@ -70,6 +70,8 @@ pub struct Config {
     pub watchdog_stall: bool,
     /// Move idle keep-alive connections to the successor at a handoff.
     pub move_connections: bool,
+    /// Run a supervisor with a stable pid even when not PID 1 (`--supervise`).
+    pub supervise: bool,
     /// `[tls]` as written in the file.
     pub tls_spec: TlsSpec,
     /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
@@ -91,6 +93,7 @@ impl Default for Config {
             log_level: "info".into(),
             watchdog_stall: false,
             move_connections: true,
+            supervise: false,
             tls_spec: TlsSpec::default(),
             tls: None,
         }
