@@ -48,18 +48,14 @@ impl Drop for Killed {
 /// `minimal reload --pid` and `minimal stop --pid` outside systemd.
 #[test]
 fn minimal_runs_as_its_doc_says() {
-    let Some(activate) = ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs systemd-socket-activate (package systemd)"
-        );
-        eprintln!("SKIP: systemd-socket-activate is not installed");
-        return;
+    let find = || {
+        ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
     };
+    support::deps::require("systemd-socket-activate", &["systemd"], || find().is_some());
+    let activate = find().expect("systemd-socket-activate, just found");
     let bin = example("minimal");
     let addr = free_addr();
     let dir = tempfile::tempdir().unwrap();
@@ -300,16 +296,7 @@ fn admin_serves_a_router_per_named_listener() {
 /// with 1012, and they can reconnect to the successor and chat on.
 #[test]
 fn websocket_chat_closes_with_1012_at_a_handoff() {
-    const PYTHON: &str = "/usr/bin/python3";
-    let probe = Command::new(PYTHON).args(["-c", "import websockets"]).status();
-    if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs {PYTHON} with python3-websockets"
-        );
-        eprintln!("SKIP: {PYTHON} with python3-websockets is not installed");
-        return;
-    }
+    support::python::check_python();
     let bin = example("websocket");
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
@@ -343,7 +330,10 @@ asyncio.run(main())
 "#,
         pid = h.pid()
     );
-    let out = Command::new(PYTHON).args(["-c", &script]).output().unwrap();
+    let out = Command::new(support::python::PYTHON)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +13,20 @@ use std::time::{Duration, Instant};
 
 use support::proc::*;
 
-/// Builds the client with Debian's Go and x/net (offline, GOPATH mode); panics loudly naming
-/// the packages when they are missing.
+/// Where Debian's golang-golang-x-net-dev puts golang.org/x/net (GOPATH mode).
+const GOPATH: &str = "/usr/share/gocode";
+
+/// Builds the client with Debian's Go and x/net (offline, GOPATH mode). As root, installs them
+/// when they are missing (tests/support/deps.rs); panics naming the packages otherwise.
 fn build_client() -> PathBuf {
+    support::deps::require(
+        "Go and golang.org/x/net",
+        &["golang-go", "golang-golang-x-net-dev"],
+        || {
+            support::deps::succeeds(Command::new("go").arg("version"))
+                && Path::new(GOPATH).join("src/golang.org/x/net/http2").is_dir()
+        },
+    );
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let bin = tmp.join("h2retry");
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/h2retry/main.go");
@@ -24,7 +35,7 @@ fn build_client() -> PathBuf {
         .arg(&bin)
         .arg(src)
         .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
+        .env("GOPATH", GOPATH)
         .env("GOCACHE", tmp.join("gocache"))
         .env("GOFLAGS", "")
         .output();

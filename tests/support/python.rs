@@ -5,14 +5,17 @@
 
 use std::process::Command;
 
+use super::deps;
+
 pub const PYTHON: &str = "/usr/bin/python3";
 pub const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
 
-/// Panics, naming what to install, when Python or the library is missing.
+/// Makes sure Debian's Python has the library: installs python3-websockets as root when it is
+/// missing (tests/support/deps.rs); panics naming the package otherwise.
 pub fn check_python() {
-    let probe = Command::new(PYTHON).args(["-c", "import websockets"]).output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "this test needs Debian's {PYTHON} with python3-websockets (apt-get install python3-websockets): {probe:?}"
+    deps::require(
+        &format!("Debian's {PYTHON} with python3-websockets"),
+        &["python3-websockets"],
+        || deps::succeeds(Command::new(PYTHON).args(["-c", "import websockets"])),
     );
 }
