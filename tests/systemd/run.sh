@@ -18,11 +18,19 @@
 # after the systemd version, the scenario and this script's pid. A scenario with the line
 # "# run.sh: background" (one that mostly waits) runs in its own boot beside the others.
 #
-# A scenario that does not apply to this systemd exits 77 after printing why (e.g. notify-reload
-# on 252); it is reported as SKIP, not as a failure.
+# A scenario that does not run says why and ends in one of two ways (scenarios/lib.sh):
+# - exit 76 (`not_applicable`): the case does not exist on this systemd (notify-reload on 252);
+#   reported as NOT APPLICABLE and named in the summary, never a failure;
+# - exit 77 (`cannot_run`): this machine or build lacks what it needs (a tool, a fault-injection
+#   build); reported as SKIP and named in the summary, and a FAIL when CI is set (not empty).
+# What a scenario needs from Debian is installed before the boots, as root, when missing
+# (tests/support/deps.sh): a line "# run.sh: needs-host PACKAGE..." names packages used on the
+# host (Go to build h2retry), "# run.sh: needs-root PACKAGE..." packages used inside the root
+# (installed on the host when the root is the host's; rootfs.sh's root has them).
 #
-# Exit status: 0 when every scenario passed or was skipped, or the suite was skipped (it says
-# SKIP loudly), 1 when a scenario failed, 2 when the build output is missing.
+# Exit status: 0 when every scenario passed or was skipped or not applicable, or the suite was
+# skipped (it says SKIP loudly), 1 when a scenario failed (or was skipped with CI set), 2 when
+# the build output is missing.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,6 +55,27 @@ load=$(readlink -m "${HEIRD_LOAD:-$(dirname "$bin")/examples/heird-load}")
 version=$(chroot "$root" /lib/systemd/systemd --version | awk 'NR == 1 { print $2 }')
 tag="[systemd $version]"
 
+scripts=()
+for script in "$here"/scenarios/[0-9][0-9]-*.sh; do
+  name=$(basename "$script" .sh)
+  if [ $# -gt 0 ]; then
+    wanted=0; for p in "$@"; do case $name in *"$p"*) wanted=1 ;; esac; done
+    [ "$wanted" = 1 ] || continue
+  fi
+  scripts+=("$script")
+done
+
+# The Debian packages the chosen scenarios need (see above), installed when missing.
+packages=()
+for script in "${scripts[@]}"; do
+  packages+=($(sed -n 's/^# run.sh: needs-host //p' "$script"))
+  [ "$root" != / ] || packages+=($(sed -n 's/^# run.sh: needs-root //p' "$script"))
+done
+if [ ${#packages[@]} -gt 0 ]; then
+  "$project/tests/support/deps.sh" $(printf '%s\n' "${packages[@]}" | sort -u) ||
+    echo "run.sh: the scenarios that need these packages will not run (SKIP; with CI set, FAIL)" >&2
+fi
+
 # What every boot gets copied over its root before systemd starts. The load client is copied
 # too, so that a concurrent build cannot swap it halfway through the suite.
 seed=/tmp/heird-sandbox/seed-$version-$$
@@ -58,12 +87,12 @@ for unit in heird.service heird.socket heird-unix.socket; do
 done
 install -D -m 0644 "$project/deploy/heird.toml" "$seed/etc/heird/heird.toml"
 # The GOAWAY-aware h2 load client (a static Go binary), when the host can build it offline
-# (golang-go, golang-golang-x-net-dev); scenario 22 is skipped otherwise.
+# (golang-go, golang-golang-x-net-dev, installed above); scenario 22 cannot run otherwise.
 if command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/net/http2 ]; then
   mkdir -p "$seed/usr/local/bin"
   GOCACHE=/tmp/heird-sandbox/gocache GOPATH=/usr/share/gocode GO111MODULE=off CGO_ENABLED=0 \
     go build -o "$seed/usr/local/bin/h2retry" "$project/tests/clients/h2retry/main.go" \
-    || echo "run.sh: cannot build tests/clients/h2retry; scenario 22 will be skipped" >&2
+    || echo "run.sh: cannot build tests/clients/h2retry; scenario 22 cannot run" >&2
 fi
 # The group of /run/heird.sock (SocketGroup= in heird-unix.socket); created after each boot with
 # systemd-sysusers, as the packages do.
@@ -76,8 +105,9 @@ export SANDBOX_ROOTFS=$root SANDBOX_SEED=$seed SANDBOX_BIND_RO=$project
 sbx() { SANDBOX_NAME=$box "$here/sandbox.sh" "$@"; }
 
 # run_one NAME SCRIPT: one scenario in a fresh boot named $version-NAME-$$; prints its output,
-# then "PASS", "SKIP" or "FAIL" (with the unit status and the journal); returns the scenario's
-# exit status (77: skipped).
+# then "PASS", "NOT APPLICABLE", "SKIP" or "FAIL" (with the unit status and the journal; a SKIP
+# with CI set is a FAIL too, without them); returns the scenario's exit status (76: not
+# applicable, 77: cannot run here).
 run_one() {
   local name=$1 script=$2 box=$version-$1-$$ t0 rc=0 secs state
   state=/tmp/heird-sandbox/$box
@@ -93,8 +123,12 @@ run_one() {
   secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.1f", ns / 1e9 }')
   if [ "$rc" = 0 ]; then
     echo "$tag $name: PASS ($secs s)"
+  elif [ "$rc" = 76 ]; then
+    echo "$tag $name: NOT APPLICABLE on systemd $version ($secs s; the reason is above)"
+  elif [ "$rc" = 77 ] && [ -n "${CI:-}" ]; then
+    echo "$tag $name: FAIL: it cannot run here, and CI is set ($secs s; the reason is above)"
   elif [ "$rc" = 77 ]; then
-    echo "$tag $name: SKIP on systemd $version ($secs s; the reason is above)"
+    echo "$tag $name: SKIP: it cannot run here ($secs s; the reason is above; with CI set this fails)"
   else
     echo "$tag $name: FAIL ($secs s, exit $rc)"
     if sbx status >/dev/null 2>&1; then
@@ -109,7 +143,7 @@ run_one() {
   fi
   sbx down 2>&1 | sed 's/^/    /'
   # Keep the state (console.log, journal.txt) of failed boots only.
-  [ "$rc" != 0 ] && [ "$rc" != 77 ] || rm -rf "$state"
+  case $rc in 0 | 76 | 77) rm -rf "$state" ;; esac
   return "$rc"
 }
 
@@ -125,25 +159,16 @@ cleanup() {
 }
 trap 'cleanup; exit 130' INT TERM HUP
 
-passed=0 skipped=() failed=() bg_pids=() bg_names=() t_suite=$(date +%s%N)
+passed=0 skipped=() not_applicable=() failed=() bg_pids=() bg_names=() t_suite=$(date +%s%N)
 outdir=$(mktemp -d /tmp/heird-sandbox/out-$version-$$.XXXX)
 tally() {
   case $2 in
     0) passed=$((passed + 1)) ;;
-    77) skipped+=("$1") ;;
+    76) not_applicable+=("$1") ;;
+    77) if [ -n "${CI:-}" ]; then failed+=("$1(cannot-run)"); else skipped+=("$1"); fi ;;
     *) failed+=("$1") ;;
   esac
 }
-
-scripts=()
-for script in "$here"/scenarios/[0-9][0-9]-*.sh; do
-  name=$(basename "$script" .sh)
-  if [ $# -gt 0 ]; then
-    wanted=0; for p in "$@"; do case $name in *"$p"*) wanted=1 ;; esac; done
-    [ "$wanted" = 1 ] || continue
-  fi
-  scripts+=("$script")
-done
 
 # Scenarios that mostly wait (a line "# run.sh: background" in the script, e.g. the watchdog's
 # 40 s of intervals) run in a boot of their own beside the others; their output is printed in
@@ -172,9 +197,10 @@ rm -rf "$outdir"
 
 rm -rf "$seed"
 total=$(awk -v ns=$(( $(date +%s%N) - t_suite )) 'BEGIN { printf "%.1f", ns / 1e9 }')
-skips=${skipped[*]:+, ${#skipped[@]} skipped: ${skipped[*]}}
+skips=${not_applicable[*]:+, ${#not_applicable[@]} not applicable on systemd $version: ${not_applicable[*]}}
+skips+=${skipped[*]:+, ${#skipped[@]} SKIPPED (cannot run here; with CI set they fail): ${skipped[*]}}
 if [ ${#failed[@]} = 0 ]; then
-  [ $((passed + ${#skipped[@]})) -gt 0 ] || { echo "$tag no scenario matched: $*"; exit 1; }
+  [ $((passed + ${#skipped[@]} + ${#not_applicable[@]})) -gt 0 ] || { echo "$tag no scenario matched: $*"; exit 1; }
   echo "$tag systemd suite: $passed passed$skips ($total s)"
 else
   echo "$tag systemd suite: $passed passed$skips, ${#failed[@]} FAILED: ${failed[*]} ($total s)"

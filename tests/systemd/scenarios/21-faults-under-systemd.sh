@@ -9,7 +9,8 @@
 # MainPID = the process that answers. Prints what systemd did (restarts, main pid).
 . "$(dirname "$0")/lib.sh"
 
-/usr/bin/heird --version | grep -q fault-injection || { echo "SKIP: not a fault-injection build"; exit 77; }
+/usr/bin/heird --version | grep -q fault-injection ||
+  cannot_run "not a fault-injection build (build with --features fault-injection, as .ci/run does)"
 
 for fault in ready-written:kill-old mainpid-sent:kill-old mainpid-sent:kill-new; do
   systemctl stop heird.service heird.socket heird-unix.socket 2>/dev/null || true

@@ -2,9 +2,11 @@
 # `systemctl reload` under HTTP/2 load from a GOAWAY-aware client (h2retry: Go's x/net/http2
 # Transport, which retries the streams a GOAWAY says were not processed, as browsers do):
 # 10 reloads, 0 failed requests; then a WebSocket and an SSE stream across a reload.
+# run.sh: needs-host golang-go golang-golang-x-net-dev
 . "$(dirname "$0")/lib.sh"
 
-[ -x /usr/local/bin/h2retry ] || { echo "SKIP: no h2retry (the host had no Go with golang.org/x/net to build it)"; exit 77; }
+[ -x /usr/local/bin/h2retry ] ||
+  cannot_run "no h2retry (the host had no Go with golang.org/x/net to build it: golang-go, golang-golang-x-net-dev)"
 
 start_heird
 pid0=$(mainpid)

@@ -4,13 +4,12 @@
 # wsmsg-…); the next process resumes it. 20 clients send and wait for each reply throughout 5
 # restarts, in standalone mode and with the socket units: no close, every message answered in
 # order, `n` continuous, every client served by all 6 processes.
+# run.sh: needs-root python3-websockets
 . "$(dirname "$0")/lib.sh"
 
 client=$HEIRD_PROJECT/tests/clients/ws_client.py
-/usr/bin/python3 -c 'import websockets' 2>/dev/null || {
-  echo "SKIP: this root has no /usr/bin/python3 with python3-websockets (the WebSocket client)"
-  exit 77
-}
+/usr/bin/python3 -c 'import websockets' 2>/dev/null ||
+  cannot_run "this root has no /usr/bin/python3 with python3-websockets (the WebSocket client)"
 
 restarts_with_websockets() {  # MODE
   /usr/bin/python3 "$client" steady ws://127.0.0.1:8080/ws 20 15 > /tmp/ws-$1.json 2> /tmp/ws-$1.err &

@@ -10,7 +10,7 @@
 # (handed over to the successor).
 . "$(dirname "$0")/lib.sh"
 
-command -v openssl >/dev/null || { echo "SKIP: no openssl command in this root"; exit 77; }
+command -v openssl >/dev/null || cannot_run "no openssl command in this root (package openssl)"
 
 mkdir -p /etc/ssl/heird
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \

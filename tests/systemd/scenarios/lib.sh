@@ -63,11 +63,19 @@ no_failures() {
   [ "$load_rc" = 0 ] || fail "load client exited $load_rc"
 }
 
-# needs_systemd MIN WHAT: exit 77 (run.sh reports SKIP) when this systemd is older than MIN.
+# A scenario that does not run ends in one of two ways, which run.sh tells apart by the exit
+# status (and reports in its summary):
+# not_applicable WHY: the case does not exist on this systemd (Type=notify-reload before 253):
+#   prints "NOT APPLICABLE: WHY", exits 76; never a failure.
+# cannot_run WHY: this machine or build lacks something the scenario needs (a tool, a
+#   fault-injection build): prints "SKIP: WHY", exits 77; a failure when CI is set.
+not_applicable() { echo "NOT APPLICABLE: $*"; exit 76; }
+cannot_run() { echo "SKIP: $*"; exit 77; }
+
+# needs_systemd MIN WHAT: not applicable when this systemd is older than MIN.
 needs_systemd() {
   [ "${SYSTEMD_VERSION:-0}" -ge "$1" ] && return 0
-  echo "SKIP: $2 needs systemd >= $1; this is systemd ${SYSTEMD_VERSION:-?}"
-  exit 77
+  not_applicable "$2 needs systemd >= $1; this is systemd ${SYSTEMD_VERSION:-?}"
 }
 
 # start_standalone: heird.service without its socket units (heird binds `listen` itself), up and
