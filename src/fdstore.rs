@@ -9,15 +9,18 @@
 //!   memfd beside it (`cbuf-<id>`).
 //! - At a stop, resumable WebSockets (`crate::ws`): the socket as `wsconn-<id>`, and its path,
 //!   handler state and unread bytes (the encoded `ws` channel message) in a memfd `wsmsg-<id>`.
-//! - At a stop, the app's state, in a memfd (`heird-state`).
+//! - At a stop, the app's state, in a memfd (`heird-state`). It goes in before any connection
+//!   and its slot is kept free for it ([`keep_state_at_stop`], [`connection_room`]); when the
+//!   store has no room for it, that is logged as an error and it is not sent.
 //!
 //! The store is used when `$NOTIFY_SOCKET` is set and `$FDSTORE` (systemd ≥ 254 sets it to
 //! `FileDescriptorStoreMax=`) is not 0. systemd 252 does not set `$FDSTORE`: there heird simply
 //! sends, and systemd drops what `FileDescriptorStoreMax=` does not allow.
 
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::notify::{self, NotifyState};
 use crate::wire::ConnKind;
@@ -100,6 +103,24 @@ pub fn parse_conn_buf_name(name: &str) -> Option<&str> {
     name.strip_prefix(CONN_BUF_PREFIX)
 }
 
+/// [`STATE_BESIDE`] while the app keeps no state.
+const NO_STATE: u64 = u64::MAX;
+/// How many fds heird keeps in the store beside the listeners when the app's state goes in at a
+/// stop (see [`keep_state_at_stop`]); [`NO_STATE`] when the app keeps none. Process-wide, as the
+/// store (`$NOTIFY_SOCKET`, `$FDSTORE`) is.
+static STATE_BESIDE: AtomicU64 = AtomicU64::new(NO_STATE);
+/// Set by [`connection_room`] when the state does not fit: [`store_bytes`] then refuses it
+/// (systemd would drop it without a word to us).
+static STATE_NO_ROOM: AtomicBool = AtomicBool::new(false);
+
+/// The app gives the next process state (`crate::Service::save_state`): at a stop it goes into
+/// the store as [`STATE_NAME`], before any connection, so it takes a slot that
+/// [`connection_room`] keeps free for it, after the listeners and `beside` other fds heird
+/// keeps there (the TLS session-ticket keys).
+pub fn keep_state_at_stop(beside: u64) {
+    STATE_BESIDE.store(beside.min(NO_STATE - 1), Ordering::SeqCst);
+}
+
 /// How many connections may be stored at a stop, or `None` when none may: only when `$FDSTORE`
 /// says the store has room (systemd ≥ 254 sets it; the shipped unit sets it for 252 with
 /// `Environment=FDSTORE=128`). A connection sent to a store that does not keep it would be
@@ -112,22 +133,43 @@ pub fn parse_conn_buf_name(name: &str) -> Option<&str> {
 /// fds the next heird takes, `listeners::MAX_LISTEN_FDS`: it refuses more, exit 78). Without
 /// that cap a store raised to 5 000 or 10 000 took the service down: every start after the
 /// restart failed (bench/many-store.sh).
+///
+/// The app's state, when it keeps one ([`keep_state_at_stop`]), takes precedence: its slot is
+/// not given to a connection, and when the store cannot hold it (`FileDescriptorStoreMax=` too
+/// small, or 0), that is logged as an error.
 pub fn connection_room(stored_listeners: u64, other_listeners: u64, max_passed: u32) -> Option<u64> {
     if !notify::enabled() {
         return None;
     }
-    let max = std::env::var("FDSTORE")
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|max| *max > 0)?;
-    let by_store = max.saturating_sub(stored_listeners);
+    let beside = Some(STATE_BESIDE.load(Ordering::SeqCst)).filter(|b| *b != NO_STATE);
+    let max = std::env::var("FDSTORE").ok()?.trim().parse::<u64>().ok()?;
+    if max == 0 {
+        if beside.is_some() {
+            error!("no fd store (FileDescriptorStoreMax=0): the app's state is not kept across this stop");
+        }
+        return None;
+    }
+    // The state's slot, in the store and among the fds passed to the next process.
+    let state = u64::from(beside.is_some());
+    if let Some(beside) = beside {
+        let need = stored_listeners + beside + 1;
+        STATE_NO_ROOM.store(max < need, Ordering::SeqCst);
+        if max < need {
+            error!(
+                fdstore = max,
+                listeners = stored_listeners,
+                beside,
+                "the fd store has no room for the app's state: it is not kept across this stop \
+                 (FileDescriptorStoreMax= must be at least {need})"
+            );
+        }
+    }
+    let by_store = max.saturating_sub(stored_listeners + state);
     let soft = crate::sys::unit_nofile_soft();
     let by_exec = soft
         .map_or(u64::MAX, exec_room)
         .min(u64::from(max_passed))
-        .saturating_sub(stored_listeners + other_listeners);
+        .saturating_sub(stored_listeners + other_listeners + state);
     if by_exec < by_store {
         warn!(
             fdstore = max,
@@ -174,8 +216,14 @@ pub fn store(name: &str, fd: BorrowedFd<'_>) -> std::io::Result<()> {
     sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(name)], &[fd])
 }
 
-/// Keeps `bytes` in the store under `name`, in a memfd (never on disk).
+/// Keeps `bytes` in the store under `name`, in a memfd (never on disk). The app's state
+/// ([`STATE_NAME`]) is refused when [`connection_room`] found no room for it.
 pub fn store_bytes(name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    if name == STATE_NAME && STATE_NO_ROOM.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other(
+            "the fd store is full (FileDescriptorStoreMax= leaves no slot for it)",
+        ));
+    }
     use nix::sys::memfd::{MFdFlags, memfd_create};
     use std::os::fd::AsFd;
     let fd = memfd_create(c"heird-bytes", MFdFlags::MFD_CLOEXEC).map_err(std::io::Error::from)?;

@@ -254,6 +254,16 @@ impl Service {
         // TLS session-ticket keys into the fd store (unless they came from there), so tickets
         // survive a restart or a crash.
         server.store_tls_tickets();
+        // The app's state takes a slot of the store at a stop, before connections (after the
+        // listeners and the ticket keys, which are there already).
+        if save_state.is_some() {
+            let keys = opts
+                .serve
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.tickets.is_in_fd_store());
+            crate::fdstore::keep_state_at_stop(u64::from(keys));
+        }
         let channel = match inherited.channel {
             Some(fd) => Some(Channel::new(fd).map_err(RunError::Ready)?),
             None => None,

@@ -47,8 +47,10 @@ pub(super) async fn move_out<S: Movable>(
     let sent = match mover {
         Mover::Successor(channel) => send_moved(channel, io, read_buf, moves + 1).await,
         Mover::Store { room } => {
+            // One slot for the socket, and one for the memfd of its unparsed bytes if any.
+            let slots = 1 + u64::from(io.prefix_len() > 0 || !read_buf.is_empty());
             if room
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(slots))
                 .is_ok()
             {
                 store_moved(io, read_buf, moves + 1)
