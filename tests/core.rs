@@ -131,8 +131,8 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let addr = free_addr();
     let mut h = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()]).start();
     wait_serving(addr, &h);
-    let req = std::thread::spawn(move || get(addr, "/sleep?duration=2s"));
-    std::thread::sleep(Duration::from_millis(300));
+    // Returns once the request is read, so in the handler: in flight when the signal comes.
+    let req = get_read_by(addr, "/sleep?duration=2s", h.pid());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(h.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -141,6 +141,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let (st, r) = req.join().unwrap().unwrap();
     assert_eq!(st, 200, "{r}\n{}", h.describe());
     assert_eq!(body(&r), "Hello World");
+    assert!(r.contains(&format!("x-heird-pid: {}", h.pid())), "{r}");
     let st = h.wait_timeout(Duration::from_secs(10)).expect("exit");
     assert!(st.success(), "{st:?}");
 }
@@ -155,7 +156,14 @@ fn half_sent_header_does_not_hold_the_exit_past_drain_timeout() {
     } = start_heird("drain_timeout = \"1s\"\n", false);
     let mut slow = std::net::TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The case: heird holds the connection and has read the half head when the stop comes (not
+    // a connection still in the backlog, which the stop would never see).
+    let local = slow.local_addr().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || read_by(h.pid(), addr, local)),
+        "heird never read the half-sent head\n{}",
+        h.describe()
+    );
     let t0 = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(h.pid() as i32),

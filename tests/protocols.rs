@@ -223,28 +223,17 @@ fn sse_ids_continue_across_a_handoff_after_one_reconnect_with_last_event_id() {
     assert_eq!(sse_events(&text).first().map(|e| e.0), Some(u64::MAX), "{text:?}");
 }
 
-/// Established client-side TCP connections to `addr` (from /proc/net/tcp).
-fn established_to(addr: SocketAddr) -> usize {
-    let want = format!(":{:04X}", addr.port());
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[2].ends_with(&want) && f[3] == "01"
-        })
-        .count()
-}
-
 #[test]
 fn an_h2_stream_open_at_the_handoff_finishes_on_the_old_process() {
     let s = start_heird("", false);
     let old = s.h.pid();
     let url = format!("http://{}/sleep?duration=1s", s.addr);
+    // curl's -v trace goes to a file, where the test sees the request leave.
+    let trace = s.dir.path().join("curl.trace");
     let child = Command::new("curl")
         .args([
             "-sS",
+            "-v",
             "--max-time",
             "15",
             "--http2-prior-knowledge",
@@ -253,17 +242,26 @@ fn an_h2_stream_open_at_the_handoff_finishes_on_the_old_process() {
             &url,
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&trace).unwrap())
         .spawn()
         .expect("curl");
-    // Wait until the request is in the handler: the connection is open on the old process
-    // (as long as curl's own limit: starting curl on a loaded machine takes a while).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while established_to(s.addr) == 0 {
-        assert!(Instant::now() < deadline, "curl never connected");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    // Wait until the request is in the old process's handler: curl has written the request
+    // (its trace ends the headers with "> " and curl sleeps, waiting for the answer), and the
+    // old process holds the connection and has read everything on it (within curl's own limit:
+    // starting curl on a loaded machine takes a while).
+    let sent = || {
+        let t = std::fs::read_to_string(&trace).unwrap_or_default();
+        t.contains("> GET /sleep") && t.lines().any(|l| l.trim_end() == ">")
+    };
+    let in_handler = || {
+        let clients = clients_of(s.addr);
+        sent() && state(child.id()) == Some('S') && clients.len() == 1 && read_by(old, s.addr, clients[0])
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), in_handler),
+        "the request never reached the old process's handler; curl's trace:\n{}",
+        std::fs::read_to_string(&trace).unwrap_or_default()
+    );
     let (ok, out) = reload(s.dir.path());
     assert!(ok, "{out}");
     let out = child.wait_with_output().unwrap();
@@ -271,7 +269,7 @@ fn an_h2_stream_open_at_the_handoff_finishes_on_the_old_process() {
     assert!(
         out.status.success(),
         "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&trace).unwrap_or_default()
     );
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(text.contains(&format!("x-heird-pid: {old}")), "{text}");

@@ -645,6 +645,85 @@ pub fn get_accepted_by(
     })
 }
 
+/// The receive queue of the server's end of `server` ↔ `client` (IPv4): bytes the client sent
+/// that the process holding that end has not read yet; `None` while there is no such
+/// connection (from `/proc/net/tcp`).
+pub fn server_side_unread(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (l, r) = (hex(server), hex(client));
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(1) != Some(&l.as_str()) || cols.get(2) != Some(&r.as_str()) {
+                return None;
+            }
+            let (_, rx) = cols.get(4)?.split_once(':')?;
+            u64::from_str_radix(rx, 16).ok()
+        })
+}
+
+/// True once process `pid` holds the server's end of the connection from `client` and has read
+/// everything sent on it so far.
+pub fn read_by(pid: u32, server: SocketAddr, client: SocketAddr) -> bool {
+    accepted_by(pid, server, client) && server_side_unread(server, client) == Some(0)
+}
+
+/// The client ends (IPv4) of the established TCP connections to `server` (from
+/// `/proc/net/tcp`), for a connection that another program (curl) opened.
+pub fn clients_of(server: SocketAddr) -> Vec<SocketAddr> {
+    let SocketAddr::V4(v4) = server else {
+        return Vec::new();
+    };
+    let want = format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port());
+    let parse = |s: &str| -> Option<SocketAddr> {
+        let (ip, port) = s.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.to_le_bytes();
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddr::from((ip, port)))
+    };
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(2) == Some(&want.as_str()) && cols.get(3) == Some(&"01")).then(|| parse(cols[1]))?
+        })
+        .collect()
+}
+
+/// Sends `GET path` (`Connection: close`) on a new connection and returns once process `pid`
+/// has accepted it and read the whole request, so that the request is in that process's
+/// handler (in flight), not waiting in a socket buffer; the thread returns what [`get`]
+/// returns.
+pub fn get_read_by(
+    addr: SocketAddr,
+    path: &str,
+    pid: u32,
+) -> std::thread::JoinHandle<std::io::Result<(u16, String)>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    let local = s.local_addr().unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || read_by(pid, addr, local)),
+        "pid {pid} did not accept and read the request for {path} (unread: {:?})",
+        server_side_unread(addr, local)
+    );
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((status, out))
+    })
+}
+
 /// Runs a client command of `bin` (`reload`, `stop`) as outside systemd (no
 /// `RUNTIME_DIRECTORY`, no `MAINPID`); returns its exit code and stdout + stderr.
 pub fn client_command(bin: &Path, args: &[&str]) -> (Option<i32>, String) {
