@@ -154,7 +154,22 @@ pub fn wait_serving_tls(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, h: &H
 }
 
 /// Runs `openssl s_client` against `addr` with `args`, stdin `input`; returns stdout+stderr.
+///
+/// s_client quits at the end of its stdin (unless `-quiet` or `-ign_eof`), so stdin stays open
+/// until its output shows what the caller reads: the handshake's summary when `input` is empty
+/// (see [`handshake_reported`]), else a whole HTTP response (see [`response_complete`]).
 pub fn s_client(addr: SocketAddr, args: &[&str], input: &[u8]) -> String {
+    let done = if input.is_empty() {
+        handshake_reported
+    } else {
+        response_complete
+    };
+    s_client_until(addr, args, input, done)
+}
+
+/// Like [`s_client`], closing stdin once `done` holds for the stdout so far, or when s_client
+/// has exited by itself; at most 20 s (then the output says so, for the caller's assertion).
+pub fn s_client_until(addr: SocketAddr, args: &[&str], input: &[u8], done: fn(&str) -> bool) -> String {
     let mut child = Command::new("openssl")
         .args(["s_client", "-connect", &addr.to_string()])
         .args(args)
@@ -163,20 +178,75 @@ pub fn s_client(addr: SocketAddr, args: &[&str], input: &[u8]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("openssl is needed (apt-get install openssl)");
+    let collect = |mut from: Box<dyn Read + Send>| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let to = buf.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut chunk) {
+                to.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buf, reader)
+    };
+    let (out, out_reader) = collect(Box::new(child.stdout.take().unwrap()));
+    let (err, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
     let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-        // Leave stdin open a moment so that s_client reads the answer before it quits at EOF.
-        std::thread::sleep(Duration::from_millis(500));
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
+    let _ = stdin.write_all(input);
+    let _ = stdin.flush();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut note = "";
+    loop {
+        if done(&String::from_utf8_lossy(&out.lock().unwrap())) || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            note = "\n(s_client_until: after 20 s the output still lacked what the test waits for)\n";
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            note = "\n(s_client_until: s_client did not quit within 10 s of its stdin's end: killed)\n";
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.wait();
+    let _ = (out_reader.join(), err_reader.join());
+    let (out, err) = (out.lock().unwrap(), err.lock().unwrap());
     format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "{}{}{note}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&err)
     )
+}
+
+/// s_client has printed the summary it prints once the handshake is done (the certificate,
+/// ALPN, the session); "Verify return code:" is its last line.
+pub fn handshake_reported(stdout: &str) -> bool {
+    stdout.contains("Verify return code:")
+}
+
+/// `stdout` holds a whole HTTP/1.1 response: its head and as many body bytes as its
+/// Content-Length says.
+pub fn response_complete(stdout: &str) -> bool {
+    let Some(start) = stdout.find("HTTP/1.1 ") else {
+        return false;
+    };
+    let Some((head, body)) = stdout[start..].split_once("\r\n\r\n") else {
+        return false;
+    };
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    len.is_some_and(|n| body.len() >= n)
 }
 
 /// The SHA-256 fingerprint of the certificate the server at `addr` presents, as seen by
