@@ -7,10 +7,16 @@
 //!
 //! Failed requests can only be those in flight on a killed or stopped process; each case prints
 //! its count.
+//!
+//! Each case first proves that its fault fired, since a handoff without it ends with the new
+//! process serving, as 20 of the 32 rows expect: the `fault injection` log line names the step,
+//! the action and the target (the old process, or the successor the old one started), a killed
+//! target ended by SIGKILL, and a stopped one was seen stopped (state `T`).
 
 mod support;
 
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -54,13 +60,45 @@ fn live(marker: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The targets of the fault's log lines, `fault injection step="<step>" action="<action>"
+/// target=<pid>` (src/fault.rs), in the stderr that every generation shares.
+fn fault_targets(stderr: &str, step: &str, action: &str) -> Vec<u32> {
+    let needle = format!("fault injection step=\"{step}\" action=\"{action}\" target=");
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(&needle)?.1.trim().parse().ok())
+        .collect()
+}
+
+/// The pid of the first successor, from the old process's `successor started pid=<pid>
+/// generation=2` line.
+fn first_successor(stderr: &str) -> Option<u32> {
+    stderr.lines().find_map(|l| {
+        let rest = l.split_once("successor started pid=")?.1;
+        let (pid, rest) = rest.split_once(' ')?;
+        rest.starts_with("generation=2").then(|| pid.parse().ok())?
+    })
+}
+
+/// True when a line other than the fault's own says that `pid` was killed by SIGKILL (what the
+/// old process logs when it reaps its successor: `... (killed by SIGKILL)` or
+/// `status=killed by SIGKILL`).
+fn reaped_killed(stderr: &str, pid: u32) -> bool {
+    let pid = pid.to_string();
+    stderr.lines().any(|l| {
+        !l.contains("fault injection")
+            && l.contains("killed by SIGKILL")
+            && l.split(|c: char| !c.is_ascii_digit()).any(|w| w == pid)
+    })
+}
+
 fn case(step: &str, action: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("heird.toml");
     std::fs::write(&cfg, "handoff_timeout = \"2s\"\ndrain_timeout = \"1s\"\n").unwrap();
     let marker = cfg.to_string_lossy().to_string();
     let addr = free_addr();
-    let h = Spawn::new(
+    let mut h = Spawn::new(
         dir.path(),
         &["serve", "--config", &marker, "--listen", &addr.to_string()],
     )
@@ -79,15 +117,43 @@ fn case(step: &str, action: &str) {
     let long = (step == "drain-deadline").then(|| get_accepted_by(addr, "/sleep?duration=3s", old));
     kill(Pid::from_raw(old as i32), Signal::SIGUSR2).unwrap();
 
+    // The fault fired, once, at the process it names. Waiting for it also keeps what follows
+    // from looking at the service before the handoff has even begun.
+    let fired = || !fault_targets(&h.stderr(), step, action).is_empty();
+    assert!(
+        wait_until(Duration::from_secs(10), fired),
+        "{step} {action}: the fault never fired (no `fault injection` line)\n{}",
+        h.describe()
+    );
+    let stderr = h.stderr();
+    let targets = fault_targets(&stderr, step, action);
+    assert_eq!(targets.len(), 1, "{step} {action}: fired {targets:?}\n{stderr}");
+    let target = targets[0];
+    if action.ends_with("-old") {
+        assert_eq!(
+            target, old,
+            "{step} {action}: the fault hit {target}, not the old process\n{stderr}"
+        );
+    } else {
+        let new = first_successor(&stderr);
+        assert_eq!(
+            Some(target),
+            new,
+            "{step} {action}: the fault hit {target}, not the successor\n{stderr}"
+        );
+    }
+
     // Resume whatever the fault stopped, once it has been stopped past handoff_timeout.
     if action.starts_with("stop") {
         let t0 = Instant::now();
         let mut stopped_at: Option<Instant> = None;
+        let mut seen_stopped = std::collections::BTreeSet::new();
         while t0.elapsed() < Duration::from_secs(8) {
             let stopped: Vec<u32> = live(&marker)
                 .into_iter()
                 .filter(|p| state(*p) == Some('T'))
                 .collect();
+            seen_stopped.extend(stopped.iter().copied());
             if !stopped.is_empty() {
                 let since = *stopped_at.get_or_insert_with(Instant::now);
                 if since.elapsed() >= STOP_FOR {
@@ -96,14 +162,40 @@ fn case(step: &str, action: &str) {
                     }
                     break;
                 }
+            } else if stopped_at.is_some() {
+                // The stopped process is gone (killed while stopped): nothing to resume.
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(
+            seen_stopped.contains(&target),
+            "{step} {action}: {target} was never seen stopped (seen: {seen_stopped:?})\n{}",
+            h.stderr()
+        );
     }
-    // Let the handoff, the drain (1 s) and any take-back settle.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && live(&marker).len() != 1 {
-        std::thread::sleep(Duration::from_millis(50));
+    // Let the handoff, the drain (1 s) and any take-back settle: one live process, and the one
+    // that answers.
+    wait_until(Duration::from_secs(10), || {
+        let alive = live(&marker);
+        alive.len() == 1 && pid_of(addr) == Some(alive[0])
+    });
+    // A killed target ended by SIGKILL, not on its own: the old process is our child; the
+    // successor is the old process's, which logs how it ended when it reaps it.
+    if action == "kill-old" {
+        let status = h.wait_timeout(Duration::from_secs(5));
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(Signal::SIGKILL as i32),
+            "{step} {action}: the old process ended with {status:?}\n{}",
+            h.stderr()
+        );
+    } else if action == "kill-new" {
+        assert!(
+            wait_until(Duration::from_secs(5), || reaped_killed(&h.stderr(), target)),
+            "{step} {action}: no line says that successor {target} was killed by SIGKILL\n{}",
+            h.stderr()
+        );
     }
     // The load goes on being served after the dust settled.
     let ok_now = load.snapshot().ok;
