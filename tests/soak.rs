@@ -11,15 +11,29 @@ use std::time::Duration;
 use support::load::{self, LoadConfig};
 use support::proc::*;
 
+/// A number from `/proc/PID/status` (`Threads:`, `VmRSS:` in kB). Panics when the file cannot be
+/// read or has no such number: a flatness check on zeros would pass on anything.
 fn status_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let value = text
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{path} has no {key}:\n{text}"));
+    let value = value.trim().trim_end_matches(" kB").trim();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {key} {value:?}: {e}"))
+}
+
+/// How many fds `pid` has open. Panics when `/proc/PID/fd` cannot be read.
+fn fd_count(pid: u32) -> usize {
+    let path = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    entries
+        .collect::<std::io::Result<Vec<_>>>()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .len()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,19 +71,19 @@ fn soak_handoffs_stay_flat() {
         assert!(ok, "handoff {i}: {out}\n{}", h.stderr());
         // Sample the serving process once its predecessor is gone.
         let pid = info(addr)["pid"].as_u64().unwrap() as u32;
-        let mut tries = 0;
-        while heird_pids_with(&marker)
-            .iter()
-            .filter(|p| !matches!(state(**p), None | Some('Z')))
-            .count()
-            > 1
-            && tries < 200
-        {
-            std::thread::sleep(Duration::from_millis(5));
-            tries += 1;
-        }
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                heird_pids_with(&marker)
+                    .iter()
+                    .filter(|p| !matches!(state(**p), None | Some('Z')))
+                    .count()
+                    == 1
+            }),
+            "handoff {i}: the predecessor of {pid} is still running after 10 s\n{}",
+            h.stderr()
+        );
         samples.push(Sample {
-            fds: fd_table(pid).len(),
+            fds: fd_count(pid),
             threads: status_field(pid, "Threads:"),
             rss_kib: status_field(pid, "VmRSS:"),
         });
