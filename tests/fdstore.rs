@@ -144,8 +144,17 @@ fn idle_connection_survives_a_restart_through_the_store() {
     let v1 = ask_with(&mut w, &mut r, b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(v1["pid"].as_u64().unwrap() as u32, h.pid());
     // Half a request is on its way when the stop comes: its bytes are stored too (a memfd).
-    w.write_all(b"GET /info HTTP/1.1\r\nHo").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Stop only once heird has read them: bytes still in the socket would travel with the
+    // socket itself, and no memfd would be needed.
+    let half = b"GET /info HTTP/1.1\r\nHo";
+    w.write_all(half).unwrap();
+    let local = w.local_addr().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || read_by(h.pid(), addr, local)),
+        "heird did not read the half request (unread: {:?})\n{}",
+        server_side_unread(addr, local),
+        h.describe()
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(h.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -156,7 +165,11 @@ fn idle_connection_survives_a_restart_through_the_store() {
         "{}",
         h.describe()
     );
-    n.drain_for(Duration::from_millis(200));
+    // The connection is stored after its bytes, so once it is in, both are.
+    n.wait_for(Duration::from_secs(5), |_, m| {
+        m.contains("FDSTORE=1") && m.contains("FDNAME=conn-tcp-1-")
+    })
+    .unwrap_or_else(|| panic!("connection never stored: {:?}\n{}", n.seen, h.describe()));
     // What systemd would pass to the next process: everything in the store, by name.
     let stored: Vec<(String, std::os::fd::OwnedFd)> = std::mem::take(&mut *n.store.lock().unwrap());
     let names: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
@@ -166,6 +179,27 @@ fn idle_connection_survives_a_restart_through_the_store() {
         .find(|k| k.starts_with("conn-tcp-1-"))
         .expect("connection stored")
         .to_string();
+    // Its half request, in a memfd named `cbuf-<the connection's id>`.
+    let buf_name = format!("cbuf-{}", &conn_name["conn-tcp-1-".len()..]);
+    let (_, buf) = stored
+        .iter()
+        .find(|(k, _)| *k == buf_name)
+        .unwrap_or_else(|| panic!("no {buf_name} beside {conn_name}: {names:?}"));
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", buf.as_raw_fd())).unwrap();
+    assert!(
+        link.to_string_lossy().starts_with("/memfd:"),
+        "{buf_name} is {link:?}"
+    );
+    let mut held = vec![0u8; 256];
+    // pread: the next process reads the same open file, so its offset stays put.
+    let n_read =
+        std::os::unix::fs::FileExt::read_at(&std::fs::File::from(buf.try_clone().unwrap()), &mut held, 0)
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&held[..n_read]),
+        String::from_utf8_lossy(half),
+        "{buf_name} holds something else"
+    );
     let mut sp = Spawn::new(dir.path(), &["serve", "--listen", &addr.to_string()]);
     sp.fds = stored.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     sp.listen_pid_self = true;
@@ -184,13 +218,14 @@ fn idle_connection_survives_a_restart_through_the_store() {
         h2.describe()
     );
     assert_eq!(v2["connection_moves"], 1, "{v2}");
-    n.drain_for(Duration::from_millis(200));
-    assert!(
-        has(&n, |m| m.contains("FDSTOREREMOVE=1")
-            && m.contains(&format!("FDNAME={conn_name}"))),
-        "{:?}",
-        n.seen
-    );
+    for name in [&conn_name, &buf_name] {
+        let removed = |m: &str| m.contains("FDSTOREREMOVE=1") && m.contains(&format!("FDNAME={name}"));
+        assert!(
+            has(&n, removed) || n.wait_for(Duration::from_secs(5), |_, m| removed(m)).is_some(),
+            "{name} not removed from the store: {:?}",
+            n.seen
+        );
+    }
 }
 
 /// A stored unix listener whose socket file is gone (systemd removed its RuntimeDirectory= at
