@@ -106,6 +106,13 @@ boot_inside() {
   pivot_root . .host
   umount -l /.host
   rmdir /.host
+  # Shared propagation, as systemd sets it up itself when the kernel starts it (mount-setup.c)
+  # but not in a container (`container=` below): systemd sets credentials up (LoadCredential=,
+  # SetCredential=) in a child with its own mount namespace, which moves the finished ramfs onto
+  # /run/credentials/UNIT; under a private "/" that mount stays in the child's namespace and
+  # the service finds $CREDENTIALS_DIRECTORY empty. The peer groups are new, and local to this
+  # namespace (every mount was made private above), so nothing propagates to the host.
+  mount --make-rshared /
   exec env -i container=heird-sandbox TERM=dumb PATH=$SAFE_PATH \
     setpriv --bounding-set "$DROP_CAPS" /lib/systemd/systemd --unit=heird-sandbox.target --show-status=no
 }
