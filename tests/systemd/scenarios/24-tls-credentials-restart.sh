@@ -51,9 +51,9 @@ end=$(( $(ms) + 10000 ))
 until https_up || [ "$(ms)" -ge "$end" ]; do sleep 0.1; done
 if ! https_up; then
   echo "  LoadCredential=$(prop LoadCredential); environment of MainPID: $(tr '\0' ' ' < "/proc/$(mainpid)/environ")"
-  ls -la "/run/credentials/heird.service" 2>&1 | sed 's/^/  /'
+  ls -la "/run/credentials/heird.service" 2>&1 | sed "s/^/  /" || true
   https /healthz || true
-  fail "no HTTPS answer within 10 s"
+  fail "no HTTPS answer within 10 s (heird serves TLS only with the credentials; they need \"/\" shared: see sandbox.sh)"
 fi
 pid0=$(mainpid)
 https /info | grep -q "\"pid\":$pid0" || fail "/info over HTTPS is not from MainPID $pid0"
@@ -65,7 +65,7 @@ credentials_loaded() {
   local dir
   dir=$(tr '\0' '\n' < "/proc/$1/environ" | sed -n 's/^CREDENTIALS_DIRECTORY=//p')
   [ "$dir" = /run/credentials/heird.service ] || fail "pid $1: CREDENTIALS_DIRECTORY='$dir'"
-  [ -s "$dir/tls.crt" ] && [ -s "$dir/tls.key" ] || { ls -la "$dir" 2>&1 | sed 's/^/  /'; fail "pid $1: no tls.crt/tls.key in $dir"; }
+  [ -s "$dir/tls.crt" ] && [ -s "$dir/tls.key" ] || { ls -la "$dir" 2>&1 | sed 's/^/  /' || true; fail "pid $1: no tls.crt/tls.key in $dir"; }
   cmp -s "$dir/tls.key" /etc/ssl/heird/privkey.pem || fail "$dir/tls.key is not the key in /etc/ssl/heird"
   setpriv --reuid "$(stat -c %u "/proc/$1")" --regid "$(stat -c %g "/proc/$1")" --clear-groups \
     cat /etc/ssl/heird/privkey.pem >/dev/null 2>&1 && fail "the service's user can read /etc/ssl/heird/privkey.pem itself"
