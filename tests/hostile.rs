@@ -13,17 +13,26 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::proc::*;
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+/// Whether any thread of `pid` is running or runnable (state `R`) right now.
+fn any_thread_running(pid: u32) -> bool {
+    let tasks = format!("/proc/{pid}/task");
+    std::fs::read_dir(&tasks)
+        .unwrap_or_else(|e| panic!("{tasks}: {e}"))
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('R')))
+                .unwrap_or(false)
+        })
 }
 
-fn ticks_per_sec() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64
+/// How many sockets `pid` holds.
+fn sockets_held(pid: u32) -> usize {
+    fd_table(pid)
+        .iter()
+        .filter(|(_, t)| t.starts_with("socket:"))
+        .count()
 }
 
 /// 200 connections that send one header byte a second.
@@ -48,15 +57,20 @@ fn slowloris_does_not_starve_others_and_the_drain_still_ends_by_its_deadline() {
     let Setup { dir, addr, mut h, .. } = start_heird("drain_timeout = \"2s\"\n", false);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow = slowloris(addr, stop.clone());
-    std::thread::sleep(Duration::from_secs(2));
-    // Steady state: others are served promptly.
-    for _ in 0..20 {
-        let t0 = Instant::now();
-        assert_eq!(get(addr, "/").unwrap().0, 200);
+    // Once heird holds the slow connections, others are still served (how fast:
+    // bench/hostile.sh).
+    assert!(
+        wait_until(Duration::from_secs(10), || sockets_held(h.pid()) >= 200),
+        "heird never held the 200 slow connections ({} sockets)\n{}",
+        sockets_held(h.pid()),
+        h.describe()
+    );
+    for i in 0..20 {
+        let r = get(addr, "/");
         assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "slow answer under slowloris: {:?}",
-            t0.elapsed()
+            matches!(r, Ok((200, _))),
+            "request {i} under slowloris: {r:?}\n{}",
+            h.describe()
         );
     }
     // A handoff under slowloris works, and its drain ends by the deadline.
@@ -69,13 +83,11 @@ fn slowloris_does_not_starve_others_and_the_drain_still_ends_by_its_deadline() {
     );
     // SIGTERM while slowloris continues: exits within the deadline (2 s) plus a margin.
     let new = info(addr)["pid"].as_u64().unwrap() as u32;
-    let t0 = Instant::now();
     kill(Pid::from_raw(new as i32), Signal::SIGTERM).unwrap();
     assert!(
         wait_gone(new, Duration::from_secs(5)),
         "did not exit under slowloris"
     );
-    eprintln!("stop under slowloris took {:?}", t0.elapsed());
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     slow.join().unwrap();
     let _ = h.wait_timeout(Duration::from_secs(1));
@@ -94,33 +106,47 @@ fn out_of_fds_neither_spins_nor_dies_and_recovers() {
     let h = sp.start();
     wait_serving(addr, &h);
     let pid = h.child.id();
-    let flood_for = Duration::from_secs(3);
-    let t0 = Instant::now();
-    let c0 = cpu_ticks(pid);
-    // 300 concurrent clients that hold their connection open.
+    // 300 concurrent clients that hold their connection open: far more than its 64 fds.
     let mut held = Vec::new();
-    while t0.elapsed() < flood_for {
-        if held.len() < 300 {
-            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                held.push(s);
-            }
-        } else {
-            std::thread::sleep(Duration::from_millis(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.len() < 300 && Instant::now() < deadline {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            held.push(s);
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(pid) - c0) as f64 / ticks_per_sec() as f64 / secs;
-    eprintln!(
-        "fd flood: {} connections held, server CPU {:.0}% of one core",
+    // It ran out of fds (the case under test), and says so.
+    assert!(
+        wait_until(Duration::from_secs(10), || h.stderr().contains("accept failed")
+            && h.stderr().contains("Too many open files")),
+        "no EMFILE from accept with {} connections held\n{}",
         held.len(),
-        cpu * 100.0
+        h.describe()
+    );
+    // It does not spin: while accepts keep failing, its threads are asleep nearly all the time,
+    // whereas a loop that retries at once keeps one of them running or runnable (state R) in
+    // every sample, however busy the machine is. How much CPU it uses: bench/hostile.sh.
+    let samples = 200;
+    let mut running = 0;
+    for _ in 0..samples {
+        if any_thread_running(pid) {
+            running += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "fd flood: {} connections held; a thread of heird runnable in {running} of {samples} samples",
+        held.len()
     );
     assert!(
         state(pid).is_some_and(|s| s != 'Z'),
         "server died\n{}",
         h.describe()
     );
-    assert!(cpu < 0.5, "accept loop spins: {:.0}% CPU", cpu * 100.0);
+    assert!(
+        running < samples / 2,
+        "the accept loop spins: a thread runnable in {running} of {samples} samples\n{}",
+        h.describe()
+    );
     drop(held);
     // Once the flood stops, it answers again.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -169,6 +195,7 @@ fn control_socket_refuses_other_users_and_survives_garbage() {
         "a reload happened"
     );
     // Garbage, a silent client, and a flood of bytes: the service stays up and answers.
+    let silent_since = Instant::now();
     let mut silent = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     for junk in [
         &b"\x00\xff\xfe garbage\n"[..],
@@ -183,13 +210,25 @@ fn control_socket_refuses_other_users_and_survives_garbage() {
         assert!(!answer.starts_with("ok"), "{answer}");
     }
     assert_eq!(get(addr, "/").unwrap().0, 200);
-    // The silent client is dropped after 2 s, and a real reload still works meanwhile.
+    // A real reload works while the silent client waits, and the silent client is answered
+    // `error timeout` and closed 2 s after it connected (not earlier; the deadline below only
+    // bounds the wait).
     let (ok, out) = reload(dir.path());
     assert!(ok, "{out}");
-    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = String::new();
-    let _ = silent.read_to_string(&mut buf);
-    assert!(!buf.starts_with("ok"), "{buf}");
+    let r = silent.read_to_string(&mut buf);
+    assert!(
+        r.is_ok(),
+        "the silent client was not closed within 10 s: {r:?}, got {buf:?}\n{}",
+        h.describe()
+    );
+    assert!(
+        silent_since.elapsed() >= Duration::from_secs(2),
+        "the silent client was dropped after {:?}",
+        silent_since.elapsed()
+    );
+    assert_eq!(buf, "error timeout\n", "{}", h.describe());
 }
 
 #[test]
