@@ -325,8 +325,17 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, msg: &[u8], fd: Option<BorrowedFd<'_>>
 
 /// `recvmsg` of one datagram; an fd that came with it becomes an `OwnedFd` (CLOEXEC).
 pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    recv_with_fd_from(sock, buf).map(|(n, _, fd)| (n, fd))
+}
+
+/// Like [`recv_with_fd`], also returning the sender's pid when the socket has `SO_PASSCRED`
+/// set (the kernel attaches the sender's credentials then).
+pub fn recv_with_fd_from(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<i32>, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, UnixCredentials, recvmsg};
+    let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 4]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<UnixAddr>(
         sock.as_raw_fd(),
@@ -337,19 +346,24 @@ pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, 
     .map_err(io::Error::from)?;
     let n = msg.bytes;
     let mut got = None;
+    let mut from = None;
     for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel installed these descriptors in our table for this message;
-                // nothing else refers to them.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                if got.is_none() {
-                    got = Some(owned);
+        match c {
+            ControlMessageOwned::ScmRights(fds) => {
+                for fd in fds {
+                    // SAFETY: the kernel installed these descriptors in our table for this
+                    // message; nothing else refers to them.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    if got.is_none() {
+                        got = Some(owned);
+                    }
                 }
             }
+            ControlMessageOwned::ScmCredentials(cred) => from = Some(cred.pid()),
+            _ => {}
         }
     }
-    Ok((n, got))
+    Ok((n, from, got))
 }
 
 /// Carries the unit's open-files soft limit to successors, which inherit a raised one.

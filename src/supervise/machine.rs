@@ -14,17 +14,24 @@
 //! The rules, each with a test below:
 //! - The main worker is the one we started, then whichever pid a worker names in `MAINPID=`
 //!   (the old worker names its successor at a handoff, or itself when it takes the service back).
-//! - `READY`, `RELOADING`, `STOPPING`, `STATUS` and `WATCHDOG` pass through to our own manager;
-//!   `MAINPID=`, `BARRIER=` and fd-store messages never do (our pid is the service's pid).
+//! - `READY`, `RELOADING`, `STOPPING`, `STATUS` and `WATCHDOG` pass through to our own manager
+//!   when the main worker sent them (or a worker that names itself the main one: a take-back);
+//!   from any other worker they stay here. `MAINPID=`, `BARRIER=` and fd-store messages never
+//!   pass (our pid is the service's pid).
 //! - A reload signal goes to the main worker once it is ready; before that it is dropped (the
 //!   worker may not have its handler yet, and the signal would kill it).
+//! - A reload signal during a handoff (after `RELOADING=1`, before the `READY=1` that ends it)
+//!   is held and passed on once the handoff is done, to the worker that serves then: each
+//!   signal gives one more handoff, and none reaches a worker that is handing over already.
 //! - A stop signal goes to the main worker; we exit once it has exited and every other child
 //!   (an old worker still draining) is gone, with the main worker's status.
 //! - A worker that exits before it was ever ready ends the supervisor with its status: a
 //!   configuration error must not become a restart loop.
 //! - A main worker that exits non-zero after it was ready is restarted after a backoff that
 //!   doubles per crash (from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]) and starts over once a worker
-//!   stayed up for [`STABLE_AFTER`]. The listening sockets stay open meanwhile.
+//!   stayed up for [`STABLE_AFTER`]. The listening sockets stay open meanwhile. Our other
+//!   children get SIGTERM first: a successor the crashed worker had started would otherwise
+//!   serve beside the new worker (a worker that was draining ignores it).
 //! - A main worker that exits 0 on its own (someone stopped it directly) ends the service.
 
 use std::time::Duration;
@@ -99,8 +106,8 @@ pub enum Event {
     Started(i32),
     /// A worker could not be started at all (fork or exec failed).
     SpawnFailed(String),
-    /// A notify datagram from one of our workers.
-    Notified(Vec<Line>),
+    /// A notify datagram from one of our workers (`from`: the sender's pid, when known).
+    Notified { from: Option<i32>, lines: Vec<Line> },
     /// A signal to us.
     Signal(Sig),
     /// A child of ours exited (reaped) with this shell-style status (code, or 128 + signal).
@@ -122,6 +129,8 @@ pub enum Action {
     Forward(i32, Sig),
     /// Send these lines to our own manager in one datagram.
     Relay(Vec<String>),
+    /// SIGTERM to every child of ours (the main worker has died).
+    StopOthers,
     /// Start the timer that ends with `BackoffDone`.
     Backoff(Duration),
     /// Start the timer that ends with `GraceDone`.
@@ -142,6 +151,10 @@ pub struct Machine {
     crashes: u32,
     /// The status to exit with once a stop is done.
     exit_status: u8,
+    /// A worker said `RELOADING=1` and has not said `READY=1` since.
+    reloading: bool,
+    /// A reload signal that came during a handoff, for the worker that serves after it.
+    held_reload: Option<Sig>,
 }
 
 fn status_byte(status: i32) -> u8 {
@@ -157,6 +170,8 @@ impl Machine {
             ready_at: None,
             crashes: 0,
             exit_status: 0,
+            reloading: false,
+            held_reload: None,
         };
         (m, vec![Action::Spawn])
     }
@@ -178,7 +193,7 @@ impl Machine {
                 vec![]
             }
             Event::SpawnFailed(reason) => self.worker_gone(None, 127, now, reason),
-            Event::Notified(lines) => self.notified(lines, now),
+            Event::Notified { from, lines } => self.notified(from, lines, now),
             Event::Signal(sig) => self.signal(sig),
             Event::Exited { pid, status } if self.main == Some(pid) => {
                 self.main = None;
@@ -201,8 +216,24 @@ impl Machine {
         vec![Action::Exit(self.exit_status)]
     }
 
-    fn notified(&mut self, lines: Vec<Line>, now: Duration) -> Vec<Action> {
+    fn notified(&mut self, from: Option<i32>, lines: Vec<Line>, now: Duration) -> Vec<Action> {
+        let speaks_for_the_service = match (from, self.main) {
+            // The main worker, or one that names itself the main one (a take-back).
+            (Some(from), Some(main)) => from == main || lines.contains(&Line::MainPid(from)),
+            _ => true,
+        };
+        if !speaks_for_the_service {
+            // A worker that does not serve: it may name the next main worker, nothing else.
+            if let Some(pid) = lines.iter().find_map(|l| match l {
+                Line::MainPid(p) if *p > 0 => Some(*p),
+                _ => None,
+            }) {
+                self.main = Some(pid);
+            }
+            return vec![];
+        }
         let mut relay = Vec::new();
+        let mut then = Vec::new();
         for line in lines {
             match line {
                 Line::MainPid(pid) if pid > 0 => self.main = Some(pid),
@@ -213,19 +244,31 @@ impl Machine {
                         self.ready_at = Some(now);
                     }
                     relay.push("READY=1".to_string());
+                    self.reloading = false;
+                    if let (Some(sig), Some(main)) = (self.held_reload.take(), self.main) {
+                        then.push(Action::Forward(main, sig));
+                    }
                 }
-                Line::Relay(l) => relay.push(l),
+                Line::Relay(l) => {
+                    self.reloading |= l == "RELOADING=1";
+                    relay.push(l);
+                }
             }
         }
-        if relay.is_empty() {
-            vec![]
-        } else {
-            vec![Action::Relay(relay)]
+        let mut actions = Vec::new();
+        if !relay.is_empty() {
+            actions.push(Action::Relay(relay));
         }
+        actions.extend(then);
+        actions
     }
 
     fn signal(&mut self, sig: Sig) -> Vec<Action> {
         match (sig, self.phase, self.main) {
+            (Sig::Hup | Sig::Usr2, Phase::Running, Some(_)) if self.reloading => {
+                self.held_reload = Some(sig);
+                vec![]
+            }
             (Sig::Hup | Sig::Usr2, Phase::Running, Some(main)) => vec![Action::Forward(main, sig)],
             (Sig::Hup | Sig::Usr2, _, _) => vec![],
             (Sig::Term | Sig::Int, Phase::Stopping, Some(main)) => vec![Action::Forward(main, sig)],
@@ -270,7 +313,13 @@ impl Machine {
                     "STATUS={who} failed (status {status}); restarting in {} ms",
                     delay.as_millis()
                 );
-                vec![Action::Relay(vec![status_line]), Action::Backoff(delay)]
+                self.reloading = false;
+                self.held_reload = None;
+                vec![
+                    Action::Relay(vec![status_line]),
+                    Action::StopOthers,
+                    Action::Backoff(delay),
+                ]
             }
             Phase::Exited => vec![],
         }

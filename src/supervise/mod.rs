@@ -167,8 +167,8 @@ async fn supervise(held: &Held) -> u8 {
         tokio::select! {
             biased;
             _ = held.notify.readable() => {
-                for (lines, fd) in held.notify.drain() {
-                    let actions = machine.step(Event::Notified(lines), t0.elapsed());
+                for (from, lines, fd) in held.notify.drain() {
+                    let actions = machine.step(Event::Notified { from, lines }, t0.elapsed());
                     // The barrier's pipe closes only now that everything before it is done.
                     drop(fd);
                     if let Some(code) = perform(held, actions, &mut queue, &mut timers) {
@@ -178,8 +178,8 @@ async fn supervise(held: &Held) -> u8 {
             }
             _ = chld.recv() => {
                 // Datagrams a worker sent before it exited are read first.
-                for (lines, fd) in held.notify.drain() {
-                    queue.push(Event::Notified(lines));
+                for (from, lines, fd) in held.notify.drain() {
+                    queue.push(Event::Notified { from, lines });
                     drop(fd);
                 }
                 if reap(&mut queue) {
@@ -214,6 +214,12 @@ fn perform(held: &Held, actions: Vec<Action>, queue: &mut Vec<Event>, timers: &m
                 let states: Vec<NotifyState<'_>> = lines.iter().map(|l| NotifyState::Custom(l)).collect();
                 notify::send(&states);
             }
+            Action::StopOthers => {
+                for pid in our_children() {
+                    info!(pid, "stopping a worker the crashed one had started");
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
             Action::Backoff(d) => timers.backoff = Some(Box::pin(tokio::time::sleep(d))),
             Action::Grace(d) => timers.grace = Some(Box::pin(tokio::time::sleep(d))),
             Action::Exit(code) => {
@@ -243,6 +249,24 @@ fn spawn(held: &Held) -> Event {
             Event::SpawnFailed(e.to_string())
         }
     }
+}
+
+/// Our children now (from /proc): after the main worker crashed, only workers it had
+/// started (a successor it had not handed over to) or was draining.
+fn our_children() -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// Reaps every child that has exited (orphans included); true when none is left at all.

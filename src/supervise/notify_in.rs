@@ -21,13 +21,19 @@ pub struct NotifyIn {
 }
 
 impl NotifyIn {
-    /// Binds `notify-<pid>.sock` in `dir`, replacing a stale file of that name.
+    /// Binds `notify-<pid>-<nonce>.sock` in `dir`. The nonce keeps apart two supervisors
+    /// that share a directory and a pid (PID 1 of two pid namespaces with one /tmp).
     pub fn bind(dir: &Path) -> io::Result<NotifyIn> {
-        let path = dir.join(format!("notify-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!("notify-{}-{nonce:08x}.sock", std::process::id()));
         let std = StdDatagram::bind(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         std.set_nonblocking(true)?;
+        // The sender's pid comes with each datagram: only the main worker speaks for the service.
+        nix::sys::socket::setsockopt(&std, nix::sys::socket::sockopt::PassCred, &true)
+            .map_err(io::Error::from)?;
         Ok(NotifyIn {
             socket: UnixDatagram::from_std(std)?,
             path,
@@ -44,18 +50,18 @@ impl NotifyIn {
         self.socket.readable().await
     }
 
-    /// Every datagram waiting now, each as its lines with the fd sent along, in order. The
-    /// caller drops the fd (the barrier's pipe) once it has acted on every datagram before
-    /// it, which is what `BARRIER=1` waits for.
-    pub fn drain(&self) -> Vec<(Vec<Line>, Option<OwnedFd>)> {
+    /// Every datagram waiting now, each as its sender's pid, its lines and the fd sent along,
+    /// in order. The caller drops the fd (the barrier's pipe) once it has acted on every
+    /// datagram before it, which is what `BARRIER=1` waits for.
+    pub fn drain(&self) -> Vec<(Option<i32>, Vec<Line>, Option<OwnedFd>)> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let got = self.socket.try_io(tokio::io::Interest::READABLE, || {
-                crate::sys::recv_with_fd(self.socket.as_fd(), &mut buf)
+                crate::sys::recv_with_fd_from(self.socket.as_fd(), &mut buf)
             });
             match got {
-                Ok((n, fd)) => out.push((parse(&buf[..n]), fd)),
+                Ok((n, from, fd)) => out.push((from, parse(&buf[..n]), fd)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
