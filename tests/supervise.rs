@@ -38,25 +38,21 @@ fn signal(pid: u32, sig: Signal) {
 
 /// Starts `unshare --pid --fork --mount-proc --kill-child heird serve …`.
 fn start_pid1(config: &str, extra: &[&str]) -> Pid1 {
-    require_root();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("heird.toml");
     std::fs::write(&cfg, config).unwrap();
     let addr = free_addr();
-    let mut args = vec![
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "--kill-child",
-        BIN,
-        "serve",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--listen",
-    ];
     let listen = addr.to_string();
-    args.push(&listen);
+    let mut args = vec!["serve", "--config", cfg.to_str().unwrap(), "--listen", &listen];
     args.extend_from_slice(extra);
+    in_pid_namespace(dir, addr, BIN, &args)
+}
+
+/// Starts `unshare --pid --fork --mount-proc --kill-child PROGRAM ARGS…` serving on `addr`.
+fn in_pid_namespace(dir: tempfile::TempDir, addr: SocketAddr, program: &str, program_args: &[&str]) -> Pid1 {
+    require_root();
+    let mut args = vec!["--pid", "--fork", "--mount-proc", "--kill-child", program];
+    args.extend_from_slice(program_args);
     let mut spawn = Spawn::new(dir.path(), &args);
     spawn.bin = "/usr/bin/unshare".into();
     let h = spawn.start();
@@ -144,6 +140,10 @@ fn twenty_reloads_as_pid_1_lose_nothing_and_pid_1_stays() {
         p.h.describe()
     );
     let ws = ws_steady(p.addr, 4, 12);
+    let h2 = support::h2client::build_client();
+    let h2 =
+        support::h2client::Client::start(&h2, &format!("http://{}/sleep?duration=5ms", p.addr), 4, 16, &[]);
+    h2.wait_progress(50, &p.h);
     let reloads = 20;
     for i in 0..reloads {
         let ok_before = load.snapshot().ok;
@@ -154,13 +154,15 @@ fn twenty_reloads_as_pid_1_lose_nothing_and_pid_1_stays() {
             "the load stalled after reload {i}\n{}",
             p.h.describe()
         );
+        h2.wait_progress(20, &p.h);
     }
     let stats = load.stop();
+    let h2 = h2.stop();
     let out = ws.wait_with_output().unwrap();
     let ws_summary: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("ws client: {e}: {:?}", String::from_utf8_lossy(&out.stdout)));
     eprintln!(
-        "as PID 1, {reloads} reloads: ok {} failed {} reconnects {}; websockets {ws_summary}",
+        "as PID 1, {reloads} reloads: ok {} failed {} reconnects {}; h2 {h2}; websockets {ws_summary}",
         stats.ok,
         stats.failed(),
         stats.reconnects
@@ -171,6 +173,11 @@ fn twenty_reloads_as_pid_1_lose_nothing_and_pid_1_stays() {
         stats.pids.len() as u64 > reloads / 2,
         "most generations served: {:?}",
         stats.pids
+    );
+    assert_eq!(h2["failed"], 0, "h2: {h2}\n{}", p.h.describe());
+    assert!(
+        h2["pids"].as_array().unwrap().len() as u64 > reloads / 2,
+        "h2 served by most generations: {h2}"
     );
     assert_eq!(ws_summary["closed"], 0, "{ws_summary}");
     assert_eq!(ws_summary["in_order"], true, "{ws_summary}");
@@ -334,4 +341,40 @@ fn supervise_keeps_the_pid_and_a_failed_reload_fails_visibly() {
         "only the supervisor speaks to our manager: {:?}",
         notify.seen
     );
+}
+
+/// The library: an app built on heird (examples/state.rs) that runs as PID 1 supervises itself,
+/// its own binary re-executed as the worker, and its state goes on counting across a reload.
+#[test]
+fn an_app_on_the_library_supervises_itself_as_pid_1() {
+    let state = support::examples::example("state");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let p = in_pid_namespace(dir, addr, state.to_str().unwrap(), &[&addr.to_string()]);
+    let count = || {
+        let (st, r) = get(addr, "/count").unwrap();
+        assert_eq!(st, 200, "{r}");
+        let b = body(&r).trim().to_string();
+        let n = b.rsplit_once("count=").unwrap().1.parse::<u64>().unwrap();
+        let pid = b
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("pid=")
+            .to_string();
+        (pid, n)
+    };
+    let (first, _) = count();
+    let (_, n) = count();
+    assert_eq!(n, 2);
+    assert_ne!(first, "1", "PID 1 is the supervisor; a worker serves");
+    signal(p.supervisor, Signal::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(10), || count().0 != first),
+        "no new worker after SIGUSR2 to PID 1\n{}",
+        p.h.describe()
+    );
+    let (_, n) = count();
+    assert!(n >= 4, "the count went on across the handoff: {n}");
+    assert_eq!(children(p.h.pid()), vec![p.supervisor], "PID 1 stayed");
 }
