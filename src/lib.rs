@@ -50,6 +50,12 @@
 //! The phases and every rule about them are one pure state machine (`lifecycle`); the run
 //! loop (`runloop`) only turns the world into its events and performs its actions.
 //!
+//! As PID 1 (a container) or with [`Supervise::Always`], a process does not serve itself: it
+//! becomes a supervisor (`supervise`) that holds the sockets for its whole life and runs the
+//! service as a worker, the same binary started again. The handoff above then happens between
+//! workers, the supervisor playing systemd's part (their `NOTIFY_SOCKET`, following `MAINPID=`),
+//! and its pid never changes.
+//!
 //! # Layout (lowest first; imports point down this list, never up)
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
 //! - `polled`: a future whose costly inner future is polled only when a cheap check says it
@@ -81,6 +87,9 @@
 //! - `runloop`: turns signals, requests, channel messages, exits and timers into lifecycle
 //!   events, and performs the actions (the bigger ones in `runloop/actions.rs`).
 //! - `service`: [`Service::prepare`] (before the runtime), then [`Service::run`].
+//! - `supervise`: the supervisor, a stable PID 1 in front of the workers (its own pure `step`
+//!   in `supervise/machine.rs`, beside `lifecycle`; starting a worker in `supervise/worker.rs`,
+//!   the workers' notify socket in `supervise/notify_in.rs`).
 //! - `entry`: [`main`] and [`start`]: the runtime and the exit code for a binary.
 //! - `logging`: journald or stderr.
 //! - `config`, `app`: heird's own binary (its command line in `config/args.rs`, its config
