@@ -151,11 +151,25 @@ impl Service {
     /// starts accepting only once `gate` returns `Ok`. An `Err` (or no answer within
     /// `handoff_timeout`) ends the run with [`RunError::NotReady`]; in a successor that fails the
     /// handoff visibly (`reload` exits 1 with the reason) and the old process keeps serving.
-    pub fn ready_when<F>(&mut self, gate: F)
+    /// The error is any type that displays (`String`, `std::io::Error`, `anyhow::Error`, …); its
+    /// text is the reason.
+    ///
+    /// ```no_run
+    /// # fn f(service: &mut heird::Service) {
+    /// service.ready_when(async {
+    ///     // e.g. the database answers; any error that displays fails the gate with its text.
+    ///     std::fs::metadata("/run/myapp/db.ready").map(drop)
+    /// });
+    /// # }
+    /// ```
+    pub fn ready_when<F, E>(&mut self, gate: F)
     where
-        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
     {
-        self.gate = Some(Gate(Box::pin(gate)));
+        self.gate = Some(Gate(Box::pin(
+            async move { gate.await.map_err(|e| e.to_string()) },
+        )));
     }
 
     /// Gives the next process a few bytes of state (a counter, a cache snapshot): `save` runs

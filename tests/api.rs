@@ -55,6 +55,25 @@ async fn a_service_driven_by_its_handle() {
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
 
+/// A readiness gate may fail with any error that displays (here `std::io::Error`, not a
+/// `String`): the run ends with `NotReady` and that error's text.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gate_failing_with_any_displayable_error() {
+    let mut service = Service::prepare(&Acquire::bind(&["127.0.0.1:0"])).expect("bind");
+    service.ready_when(async { Err(std::io::Error::other("the database is down")) });
+    let mut opts = Options::default();
+    opts.handle_signals = false;
+    opts.control_socket = None;
+    let app = Router::new().route("/", get(|| async { "never served" }));
+    let result = tokio::time::timeout(Duration::from_secs(10), service.run(app, opts))
+        .await
+        .expect("the run ended");
+    match result {
+        Err(heird::RunError::NotReady(reason)) => assert_eq!(reason, "the database is down"),
+        other => panic!("expected NotReady with the io error's text, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_bad_address_is_a_clear_start_error() {
     let err = Service::prepare(&Acquire::bind(&["localhost"])).unwrap_err();
