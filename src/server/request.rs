@@ -93,17 +93,6 @@ impl hyper::body::Body for GuardedBody {
 #[derive(Clone)]
 pub(in crate::server) struct Env(pub Arc<ReqCtx>);
 
-impl Env {
-    /// What a WebSocket upgrade needs to move the connection later (`None` on HTTP/2, whose
-    /// streams never move).
-    pub fn ws(&self) -> Option<super::ws::WsEnv> {
-        (!self.0.h2).then(|| super::ws::WsEnv {
-            ctx: self.0.ctx.clone(),
-            moves: self.0.moves,
-        })
-    }
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for Draining {
     type Rejection = Infallible;
 

@@ -276,7 +276,7 @@ impl Server {
             let ws = WebSocket::new(
                 conn,
                 b"",
-                Env(rc.clone()).ws(),
+                WsEnv::of(&Env(rc.clone())),
                 rc.draining.clone(),
                 origin,
                 Some(state),

@@ -87,6 +87,17 @@ impl WsUpgrade {
     }
 }
 
+impl WsEnv {
+    /// What an upgrade on this request needs to move the connection later (`None` on HTTP/2,
+    /// whose streams never move).
+    pub(super) fn of(env: &Env) -> Option<WsEnv> {
+        (!env.0.h2).then(|| WsEnv {
+            ctx: env.0.ctx.clone(),
+            moves: env.0.moves,
+        })
+    }
+}
+
 fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     h.get_all(name)
         .iter()
@@ -152,7 +163,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
                 on_upgrade,
                 accept: HeaderValue::from_str(&accept)
                     .map_err(|_| WsRejection(StatusCode::BAD_REQUEST, "bad key\n"))?,
-                env: parts.extensions.get::<Env>().and_then(Env::ws),
+                env: parts.extensions.get::<Env>().and_then(WsEnv::of),
                 draining: parts
                     .extensions
                     .get::<Env>()
