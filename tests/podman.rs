@@ -338,8 +338,13 @@ fn podman_stop_drains_and_the_container_exits_0() {
         "podman stop took {took:?}: SIGKILLed?\n{}",
         c.describe()
     );
+    // The worker drained and PID 1 ended the ordinary way, with the worker's status.
     let logs = c.describe();
-    assert!(logs.contains("drain"), "no drain in the logs\n{logs}");
+    assert!(logs.contains("drained"), "no drain in the logs\n{logs}");
+    assert!(
+        logs.contains("supervisor exiting code=0"),
+        "PID 1 did not exit with the worker's 0\n{logs}"
+    );
 }
 
 /// The container's rootfs holds only the binary and what it links.
