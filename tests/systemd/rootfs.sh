@@ -27,9 +27,10 @@ extra=${HEIRD_ROOTFS_EXTRA:-}
 case $extra in *[!a-z0-9.+,-]*) echo "rootfs.sh: HEIRD_ROOTFS_EXTRA='$extra' is not a package list" >&2; exit 1 ;; esac
 dir=$cache/$suite${extra:++${extra//,/+}}
 # What the scenarios use inside: systemctl/journalctl/systemd-analyze (systemd), curl, kill/ps
-# (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher).
+# (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher),
+# podman/crun/catatonit (scenarios 25 and 26: heird in a container under systemd, Quadlet).
 # The list is recorded in the root; a root built with another list is rebuilt.
-packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,python3-websockets,openssl${extra:+,$extra}
+packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,python3-websockets,openssl,podman,crun,catatonit${extra:+,$extra}
 stamp=.heird-rootfs
 
 log() { echo "rootfs.sh: $*" >&2; }
