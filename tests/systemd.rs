@@ -8,10 +8,13 @@
 //!   `tests/systemd/rootfs.sh` builds with mmdebstrap on first use (it downloads Debian 13's
 //!   packages from the mirror in apt's sources; the root is about 140 MB) and caches in
 //!   /var/cache/heird-sandbox/trixie. When it cannot be built (no mirror reachable, no
-//!   mmdebstrap), the test prints `SKIP: systemd 257 suite: <reason>` and passes.
+//!   mmdebstrap), the test prints `SKIP: systemd 257 suite: <reason>` and passes (with CI set,
+//!   it fails).
 //!
 //! Both need root. Without it (or without unshare, nsenter, curl, a systemd), `run.sh` prints
-//! `SKIP: systemd suite: <reason>` and the test passes: read the output.
+//! `SKIP: systemd suite: <reason>` and the test passes outside CI: read the output. A scenario
+//! that does not apply to a version is NOT APPLICABLE (never a failure); one that cannot run
+//! here (a missing tool or build) is a SKIP outside CI.
 //!
 //! In CI (the environment variable `CI` set and not empty) a suite that cannot run is a
 //! failure, not a SKIP: CI runs as root on a machine that has everything. Every output line is
