@@ -273,15 +273,22 @@ fn our_children() -> Vec<i32> {
 fn reap(queue: &mut Vec<Event>) -> bool {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, 0)) => {
+                info!(pid = pid.as_raw(), "child exited");
+                queue.push(Event::Exited {
+                    pid: pid.as_raw(),
+                    status: 0,
+                });
+            }
             Ok(WaitStatus::Exited(pid, code)) => {
-                info!(pid = pid.as_raw(), code, "child exited");
+                warn!(pid = pid.as_raw(), code, "child failed");
                 queue.push(Event::Exited {
                     pid: pid.as_raw(),
                     status: code,
                 });
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                info!(pid = pid.as_raw(), signal = %sig, "child killed");
+                warn!(pid = pid.as_raw(), signal = %sig, "child killed");
                 queue.push(Event::Exited {
                     pid: pid.as_raw(),
                     status: 128 + sig as i32,
