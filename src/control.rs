@@ -58,18 +58,30 @@ fn runtime_dir_socket(value: &[u8]) -> Option<PathBuf> {
 /// `$XDG_RUNTIME_DIR/heird`, else `/tmp/heird-<uid>`: created 0700, or checked to be a
 /// directory of ours that nobody else can enter.
 pub fn private_dir() -> io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let uid = nix::unistd::geteuid().as_raw();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => Path::new(&d).join("heird"),
-        None => std::env::temp_dir().join(format!("heird-{uid}")),
-    };
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = private_dir_path();
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => return Ok(dir),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
     }
-    let m = std::fs::symlink_metadata(&dir)?;
+    check_private(&dir)?;
+    Ok(dir)
+}
+
+/// `$XDG_RUNTIME_DIR/heird`, else `/tmp/heird-<uid>` (not created).
+fn private_dir_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => Path::new(&d).join("heird"),
+        None => std::env::temp_dir().join(format!("heird-{}", nix::unistd::geteuid().as_raw())),
+    }
+}
+
+/// Refuses `dir` unless it is a directory of ours that nobody else can enter.
+fn check_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid().as_raw();
+    let m = std::fs::symlink_metadata(dir)?;
     if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -81,7 +93,7 @@ pub fn private_dir() -> io::Result<PathBuf> {
             ),
         ));
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Finds the control socket of process `pid` (one of ours): the listening Unix socket among
@@ -146,7 +158,9 @@ pub fn bind(path: &Path) -> Result<OwnedFd, ControlError> {
 #[derive(Debug)]
 pub struct Control {
     fd: Option<Arc<OwnedFd>>,
-    /// The file we bound (a successor that inherited the fd has none); removed at a stop.
+    /// The socket's file, removed at a stop: the one we bound, or the one the inherited fd is
+    /// bound to (a successor's stop is the service's last as much as the first process's).
+    /// `None` when the file is not ours to remove (a supervisor holds it).
     path: Option<PathBuf>,
     tx: mpsc::Sender<Request>,
     /// Client connections not answered yet.
@@ -157,9 +171,19 @@ pub struct Control {
 impl Control {
     /// Serves the inherited control fd, or binds `path`. Without either (or when binding
     /// fails, which is logged), `heird reload` cannot reach this process; signals still work.
-    pub fn open(inherited: Option<OwnedFd>, path: Option<&Path>, tx: mpsc::Sender<Request>) -> Control {
+    /// `owns_inherited`: an inherited socket's file is ours to remove at a stop (false when a
+    /// supervisor passed it, and removes it at its own exit).
+    pub fn open(
+        inherited: Option<OwnedFd>,
+        path: Option<&Path>,
+        owns_inherited: bool,
+        tx: mpsc::Sender<Request>,
+    ) -> Control {
         let (fd, path) = match (inherited, path) {
-            (Some(fd), _) => (Some(Arc::new(fd)), None),
+            (Some(fd), _) => {
+                let path = if owns_inherited { bound_path(&fd) } else { None };
+                (Some(Arc::new(fd)), path)
+            }
             (None, Some(path)) => match bind(path) {
                 Ok(fd) => {
                     info!(path = %path.display(), "control socket");
@@ -216,6 +240,13 @@ impl Control {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// The path a listening Unix socket is bound to (`None` for an abstract or unnamed one).
+fn bound_path(fd: &OwnedFd) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let addr: nix::sys::socket::UnixAddr = nix::sys::socket::getsockname(fd.as_raw_fd()).ok()?;
+    addr.path().map(Path::to_path_buf)
 }
 
 /// Serves the control socket `fd` until the returned task is aborted; requests arrive on `tx`.

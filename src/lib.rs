@@ -79,6 +79,7 @@
 //!   (reading the PEM pair and the leaf in `tls/cert.rs`), and session-ticket keys that survive
 //!   handoffs and restarts; serving TLS is in `server`.
 //! - `control`: the control socket behind `reload` (server side).
+//! - `pidfile`: the pid file that names the primary (or the supervisor) across handoffs.
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
 //! - `handle`: what an app holds: [`Status`], [`Handle`].
@@ -121,6 +122,7 @@ mod listeners;
 mod logging;
 mod notify;
 mod options;
+mod pidfile;
 mod polled;
 mod runloop;
 mod server;

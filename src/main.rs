@@ -48,6 +48,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let mut acquire = Acquire::default().fds(&args.fds).supervise(supervise);
     acquire.bind = config.listen.clone();
+    if let Some(path) = args.pid_file.as_ref().or(config.pid_file.as_ref()) {
+        acquire = acquire.pid_file(path);
+    }
     let log_level = config.log_level.clone();
     heird::start(inherited, &acquire, &log_level, |service| async move {
         let router = app::router(&config, app::Info::new(service.generation(), service.listeners()));

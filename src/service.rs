@@ -56,6 +56,10 @@ pub struct Service {
     save_state: Option<StateProvider>,
     /// The app's state came from the fd store: remove it there once running.
     stored_state: bool,
+    /// The pid file to keep naming the primary (`None` under a supervisor, which keeps it).
+    pid_file: Option<PathBuf>,
+    /// A supervisor runs this process: the control socket's file is the supervisor's.
+    supervised: bool,
 }
 
 impl std::fmt::Debug for Service {
@@ -128,6 +132,7 @@ impl Service {
         }
         // Whatever else we inherited stays out of our successors.
         crate::sys::cloexec_all_above_stderr();
+        let supervised = crate::supervise::is_worker();
         Ok(Service {
             listeners: Arc::new(acquired.listeners),
             inherited,
@@ -139,6 +144,8 @@ impl Service {
             handles,
             gate: None,
             save_state: None,
+            pid_file: acquire.pid_file.clone().filter(|_| !supervised),
+            supervised,
         })
     }
 
@@ -231,6 +238,7 @@ impl Service {
         let control = crate::control::Control::open(
             control_fd,
             opts.control_socket.as_deref(),
+            !self.supervised,
             self.handles.requests_tx.clone(),
         );
         let drain = Drain::new();
@@ -251,6 +259,7 @@ impl Service {
             handles,
             save_state,
             stored_state,
+            pid_file,
             ..
         } = self;
         if stored_state {
@@ -296,6 +305,7 @@ impl Service {
             signals,
             handles,
             save_state,
+            pid_file,
         })
         .await
     }

@@ -6,6 +6,7 @@
 //! - `store`: systemd's fds without a predecessor, reconciled with the configured addresses.
 
 use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use crate::fdstore;
 use crate::listeners::{
@@ -36,6 +37,8 @@ pub struct Acquire {
     /// Whether a supervisor holds the sockets and runs the service as its child (see
     /// [`Supervise`]; by default only as PID 1).
     pub supervise: Supervise,
+    /// A file that always names the process to address (see [`Acquire::pid_file`]).
+    pub pid_file: Option<PathBuf>,
     /// An address given to [`Acquire::bind`] that does not parse, reported when the sockets
     /// are taken.
     bad: Option<(String, String)>,
@@ -64,6 +67,15 @@ impl Acquire {
     /// container, or a stable pid under a supervisor that does not follow `MAINPID=`.
     pub fn supervise(mut self, supervise: Supervise) -> Acquire {
         self.supervise = supervise;
+        self
+    }
+
+    /// Keeps `path` naming the process to address, as nginx's and HAProxy's `-p` do: the
+    /// primary (written by each process that becomes primary, so it follows every handoff), or
+    /// the supervisor when there is one (its pid never moves). The last stop removes it. Give
+    /// it to `reload --pid-file` and `stop --pid-file`, or read it with `cat`.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Acquire {
+        self.pid_file = Some(path.into());
         self
     }
 

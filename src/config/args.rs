@@ -64,4 +64,8 @@ pub struct ServeArgs {
     /// PID 1, e.g. in a container): for supervisors that do not follow MAINPID=.
     #[arg(long)]
     pub supervise: bool,
+    /// File that always names the process to address (the primary, or the supervisor), as
+    /// nginx's -p; removed at the last stop. Overrides the config's pid_file.
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
 }

@@ -23,6 +23,7 @@ struct File {
     watchdog_stall: Option<bool>,
     move_connections: Option<bool>,
     supervise: Option<bool>,
+    pid_file: Option<String>,
     tls: Option<TlsFile>,
 }
 
@@ -119,6 +120,12 @@ impl Config {
         if let Some(s) = file.supervise {
             c.supervise = s;
         }
+        match file.pid_file.as_deref() {
+            None => {}
+            Some("") => return Err(value_err("pid_file", "", "must not be empty".into())),
+            // Relative to the config file's directory, as the TLS paths.
+            Some(p) => c.pid_file = Some(path.parent().unwrap_or(Path::new("")).join(p)),
+        }
         if let Some(t) = &file.tls {
             // Relative paths are taken from the config file's directory.
             let dir = path.parent().unwrap_or(Path::new(""));
@@ -184,6 +191,17 @@ mod tests {
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.max_sleep, Duration::from_secs(60));
         assert!(c.watchdog_stall);
+    }
+
+    #[test]
+    fn pid_file_is_taken_from_the_config_files_directory() {
+        let c = Config::parse("pid_file = \"run/app.pid\"", Path::new("/etc/app/heird.toml")).unwrap();
+        assert_eq!(c.pid_file, Some(PathBuf::from("/etc/app/run/app.pid")));
+        let c = parse("pid_file = \"/run/app.pid\"").unwrap();
+        assert_eq!(c.pid_file, Some(PathBuf::from("/run/app.pid")));
+        assert_eq!(parse("").unwrap().pid_file, None);
+        let e = parse("pid_file = \"\"").unwrap_err().to_string();
+        assert!(e.contains("pid_file") && e.contains("empty"), "{e}");
     }
 
     #[test]

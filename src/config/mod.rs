@@ -72,6 +72,9 @@ pub struct Config {
     pub move_connections: bool,
     /// Run a supervisor with a stable pid even when not PID 1 (`--supervise`).
     pub supervise: bool,
+    /// A file that always names the process to address: the primary, or the supervisor
+    /// (`--pid-file` wins).
+    pub pid_file: Option<PathBuf>,
     /// `[tls]` as written in the file.
     pub tls_spec: TlsSpec,
     /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
@@ -94,6 +97,7 @@ impl Default for Config {
             watchdog_stall: false,
             move_connections: true,
             supervise: false,
+            pid_file: None,
             tls_spec: TlsSpec::default(),
             tls: None,
         }

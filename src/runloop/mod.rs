@@ -26,6 +26,7 @@ use crate::lifecycle::{self, Action, Event, Exit, State, WaiterId};
 use crate::listeners::Listener;
 use crate::notify;
 use crate::options::{Options, RunError};
+use crate::pidfile;
 use crate::server::{self, Routes, Server};
 use crate::successor::{self, HandoffError, Successor};
 use crate::wire::{ChannelMsg, ControlAnswer};
@@ -76,6 +77,8 @@ pub(crate) struct Start {
     pub signals: Option<Signals>,
     pub handles: Handles,
     pub save_state: Option<StateProvider>,
+    /// Kept naming the primary (see `pidfile`).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Runs the lifecycle until it says exit.
@@ -94,6 +97,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         signals,
         handles,
         save_state,
+        pid_file,
     } = start;
     let Handles {
         requests_tx: _,
@@ -132,6 +136,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         stop_asked: false,
         status: status_tx,
         save_state,
+        pid_file,
     };
     if let Some(ch) = channel {
         fault::point(Step::Serving);
@@ -199,6 +204,8 @@ pub(crate) struct Driver {
     status: watch::Sender<Status>,
     /// The app's state for the next process.
     save_state: Option<StateProvider>,
+    /// Kept naming the primary (see `pidfile`).
+    pid_file: Option<PathBuf>,
 }
 
 impl Driver {
@@ -314,6 +321,12 @@ impl Driver {
             let _ = w.send(ControlAnswer::Failed(lifecycle::STOPPING.into()).to_string());
         }
         self.control.finish(exit == Exit::Stopped).await;
+        // Any exit but a handover is the service's last: the file would name nobody.
+        if !matches!(exit, Exit::HandedOver { .. })
+            && let Some(path) = &self.pid_file
+        {
+            pidfile::remove_if_names(path, std::process::id());
+        }
         if let Some(t) = self.channel_task.take() {
             t.abort();
         }
@@ -330,7 +343,19 @@ impl Driver {
             P::Stopping => Status::Stopping,
             P::Exited(_) => Status::Exited,
         };
-        self.status.send_if_modified(|old| std::mem::replace(old, s) != s);
+        let mut was = s;
+        self.status.send_if_modified(|old| {
+            was = std::mem::replace(old, s);
+            was != s
+        });
+        // Whoever becomes the service (first start, handed over, or taken back) says so in the
+        // pid file; a failed handoff (HandingOver → Primary) changes nothing there.
+        if s == Status::Primary
+            && !was.is_primary()
+            && let Some(path) = &self.pid_file
+        {
+            pidfile::write(path, std::process::id());
+        }
     }
 
     async fn perform(&mut self, action: Action) -> Result<(), RunError> {
@@ -360,6 +385,10 @@ impl Driver {
                 if let Some(s) = self.handed.as_mut() {
                     let state = self.save_state.as_ref().map(|f| f());
                     handover::hand_over(s, self.generation, self.opts.handoff_timeout, state).await;
+                    // Beside MAINPID=: the file names the successor before `reload` is answered.
+                    if let Some(path) = &self.pid_file {
+                        pidfile::write(path, s.pid() as u32);
+                    }
                     self.awaiting_ack = true;
                 }
             }

@@ -53,6 +53,12 @@ pub(crate) fn wanted(mode: Supervise, inherited: &Inherited) -> bool {
     }
 }
 
+/// True in a worker (or a worker's successor): a supervisor holds the control socket's file
+/// and the pid file, and the worker leaves both alone.
+pub(crate) fn is_worker() -> bool {
+    std::env::var_os(SUPERVISED_VAR).is_some()
+}
+
 /// What the supervisor holds for its whole life.
 struct Held {
     listeners: Vec<Listener>,
@@ -60,6 +66,8 @@ struct Held {
     notify: NotifyIn,
     exe: PathBuf,
     args: Vec<std::ffi::OsString>,
+    /// Names the supervisor (whose pid never moves) until it exits.
+    pid_file: Option<PathBuf>,
 }
 
 /// Runs the supervisor until the service stops; the exit code is the last worker's. Call
@@ -87,6 +95,9 @@ pub(crate) fn run(acquire: &Acquire, log_level: &str) -> ExitCode {
     let code = runtime.block_on(supervise(&held));
     if let Some((_, path)) = &held.control {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &held.pid_file {
+        crate::pidfile::remove_if_names(path, std::process::id());
     }
     ExitCode::from(code)
 }
@@ -121,12 +132,16 @@ fn hold(acquire: &Acquire) -> Result<Held, String> {
         control::private_dir().map_err(|e| format!("no private directory for the notify socket: {e}"))?;
     let notify = NotifyIn::bind(&dir).map_err(|e| format!("cannot bind the workers' notify socket: {e}"))?;
     crate::sys::cloexec_all_above_stderr();
+    if let Some(path) = &acquire.pid_file {
+        crate::pidfile::write(path, std::process::id());
+    }
     Ok(Held {
         listeners: acquired.listeners,
         control,
         notify,
         exe,
         args: std::env::args_os().skip(1).collect(),
+        pid_file: acquire.pid_file.clone(),
     })
 }
 
