@@ -127,6 +127,32 @@ impl Drain {
         self.inner.open.load(Ordering::SeqCst)
     }
 
+    /// Resolves once no connection has been open for `idle` (the timer of
+    /// `Options::idle_exit`): it waits while connections are open and starts again whenever
+    /// the last one closes, so that it runs only while there are none.
+    pub async fn idle_for(&self, idle: Duration) {
+        loop {
+            loop {
+                let notified = self.inner.idle.notified();
+                if self.open_connections() == 0 {
+                    break;
+                }
+                notified.await;
+            }
+            // Registered before the timer starts: a connection that opens and closes while it
+            // runs wakes this and starts the timer again.
+            let closed_again = self.inner.idle.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {
+                    if self.open_connections() == 0 {
+                        return;
+                    }
+                }
+                _ = closed_again => {}
+            }
+        }
+    }
+
     /// Waits until no connection is open or `deadline` passes; returns how many were left.
     pub async fn wait(&self, deadline: Duration) -> usize {
         let all_closed = async {
@@ -256,6 +282,30 @@ mod tests {
         assert_eq!(sig.reason(), Some(DrainReason::Handoff));
         assert_eq!(sig.started().await, DrainReason::Handoff);
         assert_eq!(d.started().await, DrainReason::Handoff);
+    }
+
+    #[tokio::test]
+    async fn idle_for_runs_only_while_no_connection_is_open() {
+        let d = Drain::new();
+        let idle = Duration::from_millis(1000);
+        let guard = d.track();
+        let waiter = tokio::spawn({
+            let d = d.clone();
+            async move { d.idle_for(idle).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!waiter.is_finished(), "a connection is open");
+        drop(guard);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A connection that opens and closes within the idle time starts it again: it fires
+        // about 1000 ms after this, not 500 ms.
+        drop(d.track());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!waiter.is_finished(), "the timer started again at the last close");
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("idle in the end")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -15,8 +15,9 @@ pub use crate::options::EX_CONFIG;
 
 /// Takes the sockets that `acquire` describes, then runs `app` on a multi-threaded runtime.
 ///
-/// Exit codes: 0 after a stop or a handoff, 1 when the run failed, 78 (EX_CONFIG) when the
-/// sockets cannot be taken (the message names the fd or address).
+/// Exit codes: 0 after a stop, a handoff or an idle exit, 1 when the run failed, 78 (EX_CONFIG)
+/// when the sockets cannot be taken (the message names the fd or address) or the options cannot
+/// work with them ([`RunError::exit_code`]).
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
@@ -87,7 +88,7 @@ where
         Err(e) => {
             tracing::error!(error = %e, "exiting");
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -7,10 +7,16 @@
 //!  Waiting ──primary──▶ Serving ──reload──▶ HandingOver ──ready──▶ HandedOver ──drained+ack──▶ exit
 //!  (a successor)          ▲  │                 │    │                   │
 //!                         │  │                 │  failed               successor died
-//!                         │  stop             stop  └──▶ Serving        └──▶ Serving (take back)
+//!                         │  stop, idle       stop  └──▶ Serving        └──▶ Serving (take back)
 //!                         │  ▼                 ▼
 //!                         └─ Stopping ◀────────┘ (successor stopped first) ──drained──▶ exit
 //! ```
+//!
+//! Exit when idle (`Options::idle_exit`): the run loop's idle timer runs only while
+//! [`State::idle_timer_armed`] (the primary, serving, nothing more to come from a predecessor)
+//! and no connection is open; when it fires ([`Event::Idle`]) the process first stops
+//! accepting, so that a connection arriving from then on waits in the socket's backlog for the
+//! next process, then says `STOPPING=1`, closes what raced in, and exits.
 
 use crate::wire::ControlAnswer;
 
@@ -28,6 +34,9 @@ pub enum Exit {
         /// The successor's pid.
         successor: i32,
     },
+    /// No connection was open for `Options::idle_exit`: stopped (the socket unit starts the
+    /// next process on the next connection).
+    Idle,
 }
 
 /// Where this process is in its life.
@@ -91,6 +100,9 @@ pub enum Event {
     SuccessorExited { clean: bool, status: String },
     /// The drain ended with `left` connections still open (closed with the process).
     DrainDone { left: usize },
+    /// No connection was open for `idle_exit` (the timer runs only while
+    /// [`State::idle_timer_armed`]).
+    Idle,
 }
 
 /// Something to do, in order.
@@ -112,6 +124,9 @@ pub enum Action {
     CancelSuccessor,
     /// `MAINPID=` + `READY=1`, the barrier, then `primary` to the successor.
     HandOver,
+    /// Stop accepting now and wait until every accept loop has ended (a connection accepted
+    /// before is counted in the drain); later connections wait in the socket's backlog.
+    StopAccepting,
     /// Stop accepting and drain, connections going to `DrainTo`.
     StartDrain(DrainTo),
     /// Wait for the drain (bounded by the drain timeout); ends with `DrainDone`.
@@ -140,6 +155,8 @@ pub struct State {
     waiters: Vec<WaiterId>,
     /// Our predecessor (if any) has finished passing connections to us.
     predecessor_done: bool,
+    /// How a drain in `Stopping` ends: a stop, or an idle exit.
+    stop_exit: Exit,
 }
 
 impl State {
@@ -152,6 +169,7 @@ impl State {
             deferred: false,
             waiters: Vec::new(),
             predecessor_done: !waiting,
+            stop_exit: Exit::Stopped,
         };
         let actions = if waiting {
             Vec::new()
@@ -159,6 +177,15 @@ impl State {
             vec![Action::NotifyReady(status), Action::StartWatchdog]
         };
         (state, actions)
+    }
+
+    /// Whether the idle timer of `Options::idle_exit` may run: only in the primary while it
+    /// serves (never during a handoff or a drain, nor in a successor that is not primary yet),
+    /// and once the predecessor, if any, has finished passing connections: until then more may
+    /// arrive, and it may still be finishing requests in the service's cgroup, which a stop of
+    /// the service would kill.
+    pub fn idle_timer_armed(&self) -> bool {
+        self.phase == Phase::Serving && self.predecessor_done
     }
 
     fn reply_all(&mut self, answer: ControlAnswer) -> impl Iterator<Item = Action> {
@@ -242,6 +269,24 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
         // nothing (it is already draining; see docs/FAULTS.md).
         (_, E::Stop) => {}
 
+        // Idle exit. Accepting stops before anything else: from the decision on, a new
+        // connection waits in the socket unit's backlog and starts the next process. One that
+        // raced in before is served and closed (not stored: nothing would start a process for
+        // it). A timer that fired as the phase changed is ignored.
+        (Phase::Serving, E::Idle) if state.idle_timer_armed() => {
+            state.phase = Phase::Stopping;
+            state.stop_exit = Exit::Idle;
+            out.extend([
+                A::StopAccepting,
+                A::NotifyStopping,
+                A::StopControl,
+                A::StopWatchdog,
+                A::StartDrain(DrainTo::Close),
+                A::WaitDrain,
+            ]);
+        }
+        (_, E::Idle) => {}
+
         // The successor's outcome.
         (Phase::HandingOver, E::SuccessorFailed { reason }) => {
             state.phase = Phase::Serving;
@@ -294,8 +339,8 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
             finish_handover(state, h, &mut out);
         }
         (Phase::Stopping, E::DrainDone { .. }) => {
-            state.phase = Phase::Exited(Exit::Stopped);
-            out.push(A::Exit(Exit::Stopped));
+            state.phase = Phase::Exited(state.stop_exit);
+            out.push(A::Exit(state.stop_exit));
         }
         (_, E::SuccessorAcked | E::AckTimedOut | E::SuccessorExited { .. } | E::DrainDone { .. }) => {}
     }

@@ -239,3 +239,88 @@ fn requests_while_stopping_fail_and_nothing_happens_after_exit() {
         assert!(step(&mut s, e).is_empty());
     }
 }
+
+#[test]
+fn idle_exit_stops_accepting_before_anything_else_and_exits_idle() {
+    let mut s = primary();
+    assert!(s.idle_timer_armed());
+    let a = step(&mut s, E::Idle);
+    assert_eq!(
+        a[0],
+        A::StopAccepting,
+        "accepting stops first, so later connections wait in the backlog: {a:?}"
+    );
+    assert!(a.contains(&A::NotifyStopping));
+    // What raced in is closed, not stored: nothing would start a process for it.
+    assert!(a.contains(&A::StartDrain(DrainTo::Close)), "{a:?}");
+    assert!(!a.contains(&A::StartDrain(DrainTo::Store)), "{a:?}");
+    assert!(a.contains(&A::WaitDrain));
+    assert_eq!(s.phase, Phase::Stopping);
+    assert!(!s.idle_timer_armed());
+    assert_eq!(step(&mut s, E::DrainDone { left: 0 }), vec![A::Exit(Exit::Idle)]);
+    assert_eq!(s.phase, Phase::Exited(Exit::Idle));
+}
+
+#[test]
+fn after_the_idle_decision_nothing_accepts_or_hands_over_again() {
+    let mut s = primary();
+    run(&mut s, [E::Idle]);
+    let a = run(&mut s, [E::Reload(None), E::Reload(Some(3)), E::Stop, E::Idle]);
+    assert_eq!(replies(&a), vec![(3, ControlAnswer::Failed(STOPPING.into()))]);
+    assert_eq!(
+        a.len(),
+        1,
+        "no successor, no second drain, no second STOPPING: {a:?}"
+    );
+}
+
+#[test]
+fn idle_exit_never_fires_during_a_handoff() {
+    let mut s = primary();
+    run(&mut s, [E::Reload(None)]);
+    assert!(!s.idle_timer_armed());
+    assert!(step(&mut s, E::Idle).is_empty());
+    assert_eq!(s.phase, Phase::HandingOver);
+    run(&mut s, [E::SuccessorReady { pid: 5 }]);
+    assert!(!s.idle_timer_armed());
+    assert!(
+        step(&mut s, E::Idle).is_empty(),
+        "a handed-over process never says STOPPING"
+    );
+    assert!(matches!(s.phase, Phase::HandedOver(_)));
+    // A failed handoff serves again, and the timer may run again.
+    let mut s = primary();
+    run(
+        &mut s,
+        [E::Reload(None), E::SuccessorFailed { reason: "x".into() }],
+    );
+    assert!(s.idle_timer_armed());
+}
+
+#[test]
+fn idle_exit_waits_in_a_successor_until_it_is_primary_and_the_predecessor_is_done() {
+    let (mut s, _) = State::start(2, true, "serving".into());
+    assert!(!s.idle_timer_armed());
+    assert!(step(&mut s, E::Idle).is_empty());
+    assert_eq!(s.phase, Phase::Waiting);
+    run(&mut s, [E::BecamePrimary { handed_over: true }]);
+    assert_eq!(s.phase, Phase::Serving);
+    assert!(
+        !s.idle_timer_armed(),
+        "the predecessor may still pass connections"
+    );
+    assert!(step(&mut s, E::Idle).is_empty());
+    run(&mut s, [E::PredecessorDone]);
+    assert!(s.idle_timer_armed());
+    assert_eq!(step(&mut s, E::Idle)[0], A::StopAccepting);
+}
+
+#[test]
+fn a_stop_still_exits_stopped() {
+    let mut s = primary();
+    run(&mut s, [E::Stop]);
+    assert_eq!(
+        step(&mut s, E::DrainDone { left: 0 }),
+        vec![A::Exit(Exit::Stopped)]
+    );
+}

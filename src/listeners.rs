@@ -173,6 +173,13 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Bound by heird (in this process, a predecessor, or one whose socket the fd store kept),
+    /// not passed by a socket unit or a parent.
+    pub(crate) fn bound_by_heird(&self) -> bool {
+        self.source == Source::Bound
+            || (self.source == Source::Systemd && crate::fdstore::is_bound_listener(&self.name))
+    }
+
     /// Its name: the `LISTEN_FDNAMES` entry (`FileDescriptorName=` of the socket unit), `fdN`
     /// for an unnamed or `--fd` socket, `bound-…` for a socket heird bound.
     pub fn name(&self) -> &str {

@@ -35,7 +35,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(i) => i,
         Err(e) => return fail(EX_CONFIG, &e.into()),
     };
-    let config = Config::load(&args.config).and_then(|mut c| c.apply_listen_args(&args.listen).map(|_| c));
+    let config = Config::load(&args.config).and_then(|mut c| {
+        c.apply_listen_args(&args.listen)?;
+        c.apply_idle_exit_arg(args.idle_exit.as_deref())?;
+        Ok(c)
+    });
     let config = match config {
         Ok(c) => c,
         Err(e) => return inherited.fail(&e),
@@ -61,6 +65,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         options.serve.header_read_timeout = config.header_read_timeout;
         options.serve.move_connections = config.move_connections;
         options.serve.tls = config.tls.clone();
+        options.idle_exit = config.idle_exit;
         service.run(router, options).await
     })
 }

@@ -29,6 +29,12 @@ pub struct Options {
     /// Handle SIGTERM/SIGINT (stop) and SIGUSR2/SIGHUP (handoff) (default true). Without, the
     /// app drives the lifecycle through [`crate::Handle`].
     pub handle_signals: bool,
+    /// Exit when idle (`None`, the default: never): once no connection has been open for this
+    /// long, stop accepting, send `STOPPING=1` and exit 0. Only for a service whose listening
+    /// sockets someone else holds (a socket unit), which starts it again on the next connection;
+    /// [`crate::Service::run`] refuses it when heird bound its own sockets
+    /// ([`RunError::IdleExitStandalone`]). A keep-alive connection counts as open.
+    pub idle_exit: Option<Duration>,
 }
 
 impl Default for Options {
@@ -39,6 +45,7 @@ impl Default for Options {
             serve: ServeSettings::default(),
             control_socket: control::default_path(),
             handle_signals: true,
+            idle_exit: None,
         }
     }
 }
@@ -57,6 +64,21 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("cannot report readiness to the predecessor: {0}")]
     Ready(std::io::Error),
+    #[error(
+        "idle_exit needs a listening socket that someone else holds (a socket unit): {0} was bound by heird, and nothing would start it again after an idle exit"
+    )]
+    IdleExitStandalone(String),
+}
+
+impl RunError {
+    /// The exit status for this error: 78 (EX_CONFIG) for a configuration that cannot work,
+    /// else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::IdleExitStandalone(_) => EX_CONFIG,
+            _ => 1,
+        }
+    }
 }
 
 /// EX_CONFIG: bad configuration or environment.

@@ -219,6 +219,17 @@ impl Service {
             self.inherited.report_error(&e.to_string());
             e
         };
+        // Exit when idle only where someone else holds the sockets and starts us again: a
+        // socket heird bound (kept in the fd store or not) would go with the process, and the
+        // next client would be refused.
+        if opts.idle_exit.is_some()
+            && let Some(l) = self.listeners.iter().find(|l| l.bound_by_heird())
+        {
+            return Err(report(RunError::IdleExitStandalone(format!(
+                "{} ({})",
+                l.address, l.name
+            ))));
+        }
         if let Some(gate) = self.gate.take() {
             let reason = match tokio::time::timeout(opts.handoff_timeout, gate.0).await {
                 Ok(Ok(())) => None,

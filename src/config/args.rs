@@ -68,4 +68,8 @@ pub struct ServeArgs {
     /// nginx's -p; removed at the last stop. Overrides the config's pid_file.
     #[arg(long = "pid-file", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// Exit 0 after this long with no connection open (e.g. 30s); the socket unit starts heird
+    /// again on the next connection. Refused when heird binds its own socket.
+    #[arg(long = "idle-exit", value_name = "DURATION")]
+    pub idle_exit: Option<String>,
 }

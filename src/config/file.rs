@@ -24,6 +24,7 @@ struct File {
     move_connections: Option<bool>,
     supervise: Option<bool>,
     pid_file: Option<String>,
+    idle_exit: Option<String>,
     tls: Option<TlsFile>,
 }
 
@@ -126,6 +127,7 @@ impl Config {
             // Relative to the config file's directory, as the TLS paths.
             Some(p) => c.pid_file = Some(path.parent().unwrap_or(Path::new("")).join(p)),
         }
+        c.idle_exit = dur("idle_exit", &file.idle_exit, Duration::from_millis(1))?;
         if let Some(t) = &file.tls {
             // Relative paths are taken from the config file's directory.
             let dir = path.parent().unwrap_or(Path::new(""));
@@ -205,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn idle_exit() {
+        assert_eq!(parse("").unwrap().idle_exit, None);
+        assert_eq!(
+            parse("idle_exit = \"30s\"").unwrap().idle_exit,
+            Some(Duration::from_secs(30))
+        );
+        let e = parse("idle_exit = \"0s\"").unwrap_err().to_string();
+        assert!(e.contains("idle_exit") && e.contains("at least"), "{e}");
+        let mut c = parse("idle_exit = \"30s\"").unwrap();
+        c.apply_idle_exit_arg(Some("50ms")).unwrap();
+        assert_eq!(c.idle_exit, Some(Duration::from_millis(50)));
+        let e = c.apply_idle_exit_arg(Some("0")).unwrap_err().to_string();
+        assert!(e.contains("--idle-exit"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = parse("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
@@ -266,7 +284,7 @@ mod proptests {
         #[test]
         fn config_values_never_panic(key in proptest::sample::select(vec![
             "greeting", "listen", "drain_timeout", "idle_close_grace", "header_read_timeout", "max_sleep",
-            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "supervise", "tls",
+            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "supervise", "idle_exit", "tls",
         ]), value in ".{0,30}") {
             let text = format!("{key} = {value:?}\n");
             if let Err(e) = Config::parse(&text, Path::new("p.toml")) {

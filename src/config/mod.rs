@@ -36,6 +36,8 @@ pub enum ConfigError {
     },
     #[error("--listen: {0}")]
     Listen(ListenError),
+    #[error("--idle-exit {0}")]
+    IdleExit(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -75,6 +77,9 @@ pub struct Config {
     /// A file that always names the process to address: the primary, or the supervisor
     /// (`--pid-file` wins).
     pub pid_file: Option<PathBuf>,
+    /// Exit after this long without any open connection (`--idle-exit` wins); only under a
+    /// socket unit.
+    pub idle_exit: Option<Duration>,
     /// `[tls]` as written in the file.
     pub tls_spec: TlsSpec,
     /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
@@ -98,6 +103,7 @@ impl Default for Config {
             move_connections: true,
             supervise: false,
             pid_file: None,
+            idle_exit: None,
             tls_spec: TlsSpec::default(),
             tls: None,
         }
@@ -136,6 +142,18 @@ impl Config {
             .as_ref()
             .map(|t| t.warnings(std::time::SystemTime::now()))
             .unwrap_or_default()
+    }
+
+    /// Applies `--idle-exit` (which replaces the config's `idle_exit`).
+    pub fn apply_idle_exit_arg(&mut self, idle_exit: Option<&str>) -> Result<(), ConfigError> {
+        if let Some(s) = idle_exit {
+            let d = parse_duration(s).map_err(|e| ConfigError::IdleExit(format!("{s:?}: {e}")))?;
+            if d.is_zero() {
+                return Err(ConfigError::IdleExit(format!("{s:?}: must be more than 0")));
+            }
+            self.idle_exit = Some(d);
+        }
+        Ok(())
     }
 
     /// Applies `--listen` (which replaces the config's addresses).

@@ -126,6 +126,8 @@ impl Driver {
         self.ack_timer = None;
         self.drain_wait = None;
         self.drain = Drain::new();
+        // The idle timer watched the old drain.
+        self.idle = None;
         let listeners = self.listeners.clone().unwrap_or_default();
         let serve = self
             .opts

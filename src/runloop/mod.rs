@@ -134,6 +134,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         channel_task: None,
         stop: stop.subscribe(),
         stop_asked: false,
+        idle: None,
         status: status_tx,
         save_state,
         pid_file,
@@ -200,6 +201,8 @@ pub(crate) struct Driver {
     /// [`crate::Handle::stop`] was called (once seen, it is an event once).
     stop: watch::Receiver<bool>,
     stop_asked: bool,
+    /// The idle timer of `Options::idle_exit`, while the lifecycle lets it run.
+    idle: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// What [`crate::Handle`]s see.
     status: watch::Sender<Status>,
     /// The app's state for the next process.
@@ -217,6 +220,7 @@ impl Driver {
         let mut exit = None;
         self.publish_status();
         while exit.is_none() {
+            self.arm_idle_timer();
             let signals = sig.is_some();
             let event = tokio::select! {
                 ev = async { sig.as_mut().expect("guarded").next().await }, if signals => ev,
@@ -281,6 +285,14 @@ impl Driver {
                     self.drain_wait = None;
                     Event::DrainDone { left }
                 }
+                _ = async { self.idle.as_mut().expect("guarded").await }, if self.idle.is_some() => {
+                    self.idle = None;
+                    info!(
+                        idle_ms = self.opts.idle_exit.unwrap_or_default().as_millis() as u64,
+                        "no connection for the idle time; exiting"
+                    );
+                    Event::Idle
+                }
             };
             // A successor that died since the last look is noticed before anything else (its
             // exit may not have woken the loop yet), so that a handed-over process never exits
@@ -313,14 +325,16 @@ impl Driver {
                 Exit::HandedOver { successor } => {
                     ControlAnswer::Retry(format!("handed over to pid {successor}"))
                 }
-                Exit::Stopped => ControlAnswer::Failed(lifecycle::STOPPING.into()),
+                Exit::Stopped | Exit::Idle => ControlAnswer::Failed(lifecycle::STOPPING.into()),
             };
             let _ = req.reply.send(answer.to_string());
         }
         for (_, w) in self.waiters.drain() {
             let _ = w.send(ControlAnswer::Failed(lifecycle::STOPPING.into()).to_string());
         }
-        self.control.finish(exit == Exit::Stopped).await;
+        self.control
+            .finish(!matches!(exit, Exit::HandedOver { .. }))
+            .await;
         // Any exit but a handover is the service's last: the file would name nobody.
         if !matches!(exit, Exit::HandedOver { .. })
             && let Some(path) = &self.pid_file
@@ -331,6 +345,20 @@ impl Driver {
             t.abort();
         }
         Ok(exit)
+    }
+
+    /// Runs the idle timer while the lifecycle lets it (`Options::idle_exit` set); the timer
+    /// itself counts only while no connection is open ([`crate::drain::Drain::idle_for`]).
+    fn arm_idle_timer(&mut self) {
+        match self.opts.idle_exit {
+            Some(idle) if self.state.idle_timer_armed() => {
+                if self.idle.is_none() {
+                    let drain = self.drain.clone();
+                    self.idle = Some(Box::pin(async move { drain.idle_for(idle).await }));
+                }
+            }
+            _ => self.idle = None,
+        }
     }
 
     fn publish_status(&self) {
@@ -391,6 +419,12 @@ impl Driver {
                     }
                     self.awaiting_ack = true;
                 }
+            }
+            Action::StopAccepting => {
+                // An accept loop ends only at an await: a connection it accepted is counted in
+                // the drain before its loop is gone.
+                self.server.close_listeners().await;
+                info!("stopped accepting");
             }
             Action::StartDrain(to) => self.start_drain(to),
             Action::WaitDrain => {
