@@ -178,6 +178,30 @@ cmd_down() {
   echo "sandbox '$NAME' down after $(( $(ms) - t0 )) ms" >&2
 }
 
+# exec CMD inside. nsenter forks CMD into the sandbox's pid namespace and waits for it with
+# WUNTRACED: when CMD stops, nsenter stops itself (job control) and continues CMD only once it is
+# continued itself. Before a soft-reboot's final kill, PID 1 stops every process of its namespace
+# for a moment (kill(-1, SIGSTOP), then SIGCONT; systemd's killall.c), CMD included; CMD goes on,
+# but nothing outside would continue nsenter, which then never returned. So a watcher continues
+# it; TERM, INT and HUP (run.sh's timeout) are passed on to it.
+cmd_exec() {
+  local child watcher rc
+  nsenter -t "$(pid)" -m -u -i -n -p -C -r -w "${CLEAN_ENV[@]}" "$@" <&0 &
+  child=$!
+  ( while [ -e "/proc/$child" ]; do
+      [ "$(cut -d ' ' -f 3 "/proc/$child/stat" 2>/dev/null)" != T ] || kill -CONT "$child" 2>/dev/null
+      sleep 0.2
+    done ) </dev/null >/dev/null 2>&1 &
+  watcher=$!
+  trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
+  while :; do
+    rc=0; wait "$child" || rc=$?
+    [ -e "/proc/$child" ] || break   # wait returns early when a trapped signal arrives
+  done
+  kill "$watcher" 2>/dev/null || true
+  return "$rc"
+}
+
 cmd_run() {
   local script rc=0
   script=$(readlink -f "${1:-}") && [ -x "$script" ] || die "run: '${1:-}' is not an executable script"
@@ -194,7 +218,7 @@ case ${1:-} in
   __boot) boot_inside ;;
   up) cmd_up ;;
   down) cmd_down ;;
-  exec) shift; alive || die "sandbox '$NAME' is not up"; exec nsenter -t "$(pid)" -m -u -i -n -p -C -r -w "${CLEAN_ENV[@]}" "$@" ;;
+  exec) shift; alive || die "sandbox '$NAME' is not up"; cmd_exec "$@" ;;
   run) shift; cmd_run "$@" ;;
   status) if alive; then echo "up: systemd pid $(pid), $(inside systemctl is-system-running 2>&1)"; else echo "down"; exit 3; fi ;;
   logs) alive || die "sandbox '$NAME' is not up"; inside journalctl -b --no-pager; echo "--- console"; cat "$ST/console.log" ;;

@@ -210,3 +210,24 @@ timed_reload() {
 
 # median N...: the median of integers.
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)) }'; }
+
+# spare_from_final_kill "$@": for a scenario that runs `systemctl soft-reboot`. Before PID 1
+# re-executes, it sends SIGTERM and then SIGKILL to every process left in its pid namespace,
+# the scenario's own included, except root processes whose argv[0] starts with "@" (systemd's
+# killall.c, https://systemd.io/ROOT_STORAGE_DAEMONS). So the scenario re-executes itself once
+# as "@<name>", and starts its clients with `spared NAME CMD...`. Across the soft-reboot it
+# waits only with builtins (`wait`, `nap`): a `sleep` or `curl` running then would be killed.
+spare_from_final_kill() {
+  if [ "$(head -c 1 /proc/$$/cmdline)" != @ ]; then
+    exec -a "@$(basename "$0" .sh)" /bin/bash "$0" "$@"
+  fi
+  local fifo=/tmp/.nap-$$
+  mkfifo "$fifo"; exec {nap_fd}<>"$fifo"; rm -f "$fifo"
+}
+# spared NAME CMD [ARG...]: exec CMD with argv[0] "@NAME" (use in a background subshell).
+spared() { local name=$1; shift; exec -a "@$name" "$@"; }
+# nap SECS: sleep without a child process (a `read` that times out on a fifo nobody writes).
+nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
+
+# soft_reboots: how many soft-reboots PID 1 has gone through since the boot (systemd >= 256).
+soft_reboots() { systemctl show -P SoftRebootsCount 2>/dev/null || echo "?"; }
