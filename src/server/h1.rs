@@ -3,7 +3,7 @@
 //! Moving a connection: once the successor has taken over, each connection waits until no
 //! request of it is in the handler (a response in progress, an SSE stream included, finishes
 //! here first), then hyper is stopped without closing the socket, and the socket's fd and the
-//! bytes hyper read but did not parse go to the successor (see [`super::moves`]). The client
+//! bytes hyper read but did not parse go to the successor (see [`super::moving`]). The client
 //! sees nothing. Shutting hyper down while a request is in the handler would put
 //! `Connection: close` on that response, so we never do.
 //!
@@ -21,10 +21,11 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use super::context::log_conn_end;
 use super::io::ConnState;
+use super::moving::{self, Cargo};
 use super::request::{self, ReqCtx};
-use super::served::{Plain, Served};
-use super::{log_conn_end, moves};
+use super::served::Served;
 
 /// Serves one HTTP/1.1 connection until it ends, upgrades, moves, or is closed by the drain.
 ///
@@ -80,7 +81,7 @@ pub(super) async fn serve(io: Served, rc: Arc<ReqCtx>) {
         }
     }
 
-    if let Some(mover) = ctx.mover.get().filter(|_| movable) {
+    if movable && ctx.moves.to().is_some() {
         state.hold_reads.store(true, Ordering::SeqCst);
         // Whatever happens next, an IO that lives on (upgraded just now: a WebSocket owns it)
         // reads and shuts down normally again.
@@ -114,11 +115,8 @@ pub(super) async fn serve(io: Served, rc: Arc<ReqCtx>) {
             // It upgraded just now (the 101 was the last response): the WebSocket owns it.
             return;
         };
-        match parts.io.into_inner().into_plain() {
-            Some(Plain::Tcp(io)) => moves::move_out(&ctx, mover, io, parts.read_buf, moves).await,
-            Some(Plain::Unix(io)) => moves::move_out(&ctx, mover, io, parts.read_buf, moves).await,
-            None => {}
-        }
+        let io = parts.io.into_inner();
+        moving::move_out(&ctx.moves, &ctx.drain, io, &parts.read_buf, Cargo::Conn, moves).await;
         return;
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::log_conn_end;
+use super::context::log_conn_end;
 use super::request::{self, ReqCtx};
 use super::served::Served;
 

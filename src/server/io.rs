@@ -13,8 +13,8 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
 use super::peer::{Peer, UnixPeer};
+use super::routes::Local;
 use crate::drain::ConnGuard;
-use crate::wire::ConnKind as Kind;
 
 /// Per-connection counters that tell whether the connection is idle, and the switch that keeps
 /// hyper from half-closing a socket that is about to move.
@@ -40,14 +40,36 @@ pub(super) struct ConnState {
 
 /// A stream whose socket can be handed to another process.
 pub(super) trait Movable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    const KIND: Kind;
+    /// A connected socket's fd (one a predecessor handed over) as a stream of this runtime.
+    fn from_fd(fd: OwnedFd) -> io::Result<Self>
+    where
+        Self: Sized;
     fn into_owned_fd(self) -> io::Result<OwnedFd>;
     /// Who is on the other end (computed once per connection, for `ConnectInfo`).
     fn peer(&self) -> Peer;
+    /// The local end: the address of the listener that accepted the connection.
+    fn local(&self) -> Local;
+}
+
+/// An fd as a tokio socket of the current runtime (`Std::from`, nonblocking, `register`): the
+/// one way heird turns an fd into a listener or a stream.
+pub(super) fn from_fd<Std: From<OwnedFd>, T>(
+    fd: OwnedFd,
+    set_nonblocking: fn(&Std, bool) -> io::Result<()>,
+    register: fn(Std) -> io::Result<T>,
+) -> io::Result<T> {
+    let std = Std::from(fd);
+    set_nonblocking(&std, true)?;
+    register(std)
 }
 
 impl Movable for TcpStream {
-    const KIND: Kind = Kind::Tcp;
+    /// With `TCP_NODELAY`, as every accepted connection.
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        let s = from_fd(fd, std::net::TcpStream::set_nonblocking, TcpStream::from_std)?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
     fn into_owned_fd(self) -> io::Result<OwnedFd> {
         Ok(self.into_std()?.into())
     }
@@ -57,12 +79,27 @@ impl Movable for TcpStream {
             Err(_) => Peer::Unknown,
         }
     }
+    fn local(&self) -> Local {
+        self.local_addr().map(Local::Tcp).unwrap_or(Local::Unknown)
+    }
 }
 
 impl Movable for UnixStream {
-    const KIND: Kind = Kind::Unix;
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        from_fd(
+            fd,
+            std::os::unix::net::UnixStream::set_nonblocking,
+            UnixStream::from_std,
+        )
+    }
     fn into_owned_fd(self) -> io::Result<OwnedFd> {
         Ok(self.into_std()?.into())
+    }
+    fn local(&self) -> Local {
+        self.local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| Local::Unix(p.display().to_string())))
+            .unwrap_or(Local::Unknown)
     }
     fn peer(&self) -> Peer {
         match self.peer_cred() {

@@ -17,9 +17,9 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use tower::ServiceExt;
 use tower::util::Oneshot;
 
+use super::context::ConnCtx;
 use super::io::ConnState;
 use super::peer::Peer;
-use super::{ConnCtx, ConnectionMoves};
 use crate::drain::Draining;
 
 /// What every request of one connection carries.
@@ -37,6 +37,36 @@ pub(super) struct ReqCtx {
     /// False over TLS: the connection never moves, so a drain always closes it.
     pub movable: bool,
 }
+
+impl ReqCtx {
+    /// The context of a connection's requests, from the process's and the connection's.
+    pub fn new(
+        ctx: Arc<ConnCtx>,
+        router: axum::Router,
+        state: Arc<ConnState>,
+        peer: Peer,
+        moves: u32,
+        h2: bool,
+        movable: bool,
+    ) -> Arc<ReqCtx> {
+        Arc::new(ReqCtx {
+            draining: ctx.drain.signal(),
+            ctx,
+            router,
+            state,
+            moves,
+            peer,
+            h2,
+            movable,
+        })
+    }
+}
+
+/// How many times the connection a request arrived on has moved between processes; a request
+/// extension (only on connections that moved: none means 0), e.g. for `/info`'s
+/// `connection_moves`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionMoves(pub u32);
 
 /// Counts a request as in flight until its response body is done (or dropped). Holds the
 /// connection's context (the count is in its `state`), which the request's future reads too.
@@ -206,7 +236,7 @@ impl Future for Call {
         // connection's last response (an upgrade keeps its `Connection: upgrade`; the handler
         // ends it).
         if rc.ctx.drain.is_draining()
-            && (!rc.movable || rc.ctx.mover.get().is_none())
+            && (!rc.movable || rc.ctx.moves.to().is_none())
             && resp.status() != StatusCode::SWITCHING_PROTOCOLS
         {
             resp.headers_mut()

@@ -6,14 +6,21 @@
 //! and on h2 alike. With this one type there is one copy, and each IO call costs a `match`.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use bytes::Bytes;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
-use super::io::{ConnIo, Movable};
+use super::io::{ConnIo, ConnState, Movable};
+use super::peer::Peer;
+use crate::drain::ConnGuard;
+use crate::wire::ConnKind as Kind;
 
 /// A connection as hyper gets it.
 pub(super) enum Served {
@@ -24,26 +31,64 @@ pub(super) enum Served {
     TlsUnix(Box<TlsStream<ConnIo<UnixStream>>>),
 }
 
-/// A plain connection given back by hyper, to be moved.
-pub(super) enum Plain {
-    Tcp(ConnIo<TcpStream>),
-    Unix(ConnIo<UnixStream>),
-}
-
 impl Served {
     /// False for TLS: its record state lives in this process (no kernel TLS here), so a drain
-    /// never tries to move it, and its next response closes it.
+    /// never tries to move it, and its next response closes it. The one answer to "can this
+    /// connection move?", for HTTP/1.1 connections and WebSockets alike.
     pub fn movable(&self) -> bool {
         matches!(self, Served::Tcp(_) | Served::Unix(_))
     }
 
-    /// The plain connection, when this one can move; `None` for TLS.
-    pub fn into_plain(self) -> Option<Plain> {
+    /// Bytes the IO still has to replay before the socket (none under TLS, which never moves).
+    pub fn pending(&self) -> usize {
         match self {
-            Served::Tcp(io) => Some(Plain::Tcp(io)),
-            Served::Unix(io) => Some(Plain::Unix(io)),
-            Served::TlsTcp(_) | Served::TlsUnix(_) => None,
+            Served::Tcp(io) => io.prefix_len(),
+            Served::Unix(io) => io.prefix_len(),
+            Served::TlsTcp(_) | Served::TlsUnix(_) => 0,
         }
+    }
+
+    /// Puts `bytes` back in front of what a plain connection reads next (the bytes read to
+    /// tell its protocol). Only plain connections are sniffed: under TLS this does nothing.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        match self {
+            Served::Tcp(io) => io.unread(bytes),
+            Served::Unix(io) => io.unread(bytes),
+            Served::TlsTcp(_) | Served::TlsUnix(_) => {}
+        }
+    }
+
+    /// Takes a plain connection apart to move it: its kind, the socket, the bytes still to be
+    /// replayed, and the guard that keeps it counted in the drain (see [`ConnIo::into_fd`]).
+    /// An error for TLS, which never moves.
+    pub fn into_fd(self) -> io::Result<(Kind, OwnedFd, Bytes, ConnGuard)> {
+        let (kind, (fd, rest, open)) = match self {
+            Served::Tcp(io) => (Kind::Tcp, io.into_fd()?),
+            Served::Unix(io) => (Kind::Unix, io.into_fd()?),
+            Served::TlsTcp(_) | Served::TlsUnix(_) => {
+                return Err(io::Error::other("not a movable connection"));
+            }
+        };
+        Ok((kind, fd, rest, open))
+    }
+}
+
+/// A plain connection taken up (accepted, or handed over by a predecessor): hyper's IO, and
+/// what its requests carry beside it.
+pub(super) struct Taken {
+    pub io: Served,
+    pub state: Arc<ConnState>,
+    pub peer: Peer,
+}
+
+impl Taken {
+    /// `socket`, replaying `prefix` first, counted in the drain by `open` for as long as it
+    /// lives here.
+    pub fn new<S: Servable>(socket: S, prefix: Bytes, open: ConnGuard) -> Taken {
+        let state = Arc::new(ConnState::default());
+        let peer = socket.peer();
+        let io = S::served(ConnIo::new(socket, prefix, state.clone(), open));
+        Taken { io, state, peer }
     }
 }
 

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tracing::debug;
 
-use super::ConnCtx;
-use super::io::{ConnIo, Movable};
-use super::moves;
+use super::context::ConnCtx;
+use super::moving::{self, Cargo};
+use super::served::Served;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -38,11 +37,7 @@ pub(super) fn classify(seen: &[u8]) -> Option<Proto> {
 /// `P`), and gives the connection back with those bytes put back in front. `None` when the
 /// connection closed, said nothing within `header_read_timeout`, or moved (a drain started
 /// before it said enough; it goes on in the successor, where this runs again).
-pub(super) async fn sniff<S: Movable>(
-    mut io: ConnIo<S>,
-    ctx: &Arc<ConnCtx>,
-    moves: u32,
-) -> Option<(Proto, ConnIo<S>)> {
+pub(super) async fn sniff(mut io: Served, ctx: &Arc<ConnCtx>, moves: u32) -> Option<(Proto, Served)> {
     let mut seen = [0u8; 24];
     let mut len = 0;
     let deadline = tokio::time::sleep(ctx.settings.header_read_timeout);
@@ -68,9 +63,9 @@ pub(super) async fn sniff<S: Movable>(
             }
             () = &mut turn, if !draining => {
                 draining = true;
-                if let Some(mover) = ctx.mover.get() {
+                if ctx.moves.to().is_some() {
                     io.unread(&seen[..len]);
-                    moves::move_out(ctx, mover, io, Bytes::new(), moves).await;
+                    moving::move_out(&ctx.moves, &ctx.drain, io, &[], Cargo::Conn, moves).await;
                     return None;
                 }
                 // Nobody to move to: a client that stays silent for the grace period is closed,

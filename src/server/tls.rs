@@ -21,11 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::conn::serve_proto;
+use super::context::ConnCtx;
 use super::io::{ConnIo, ConnState};
 use super::peer::Peer;
 use super::served::Servable;
 use super::sniff::Proto;
-use super::{ConnCtx, serve_proto};
 use crate::listeners::Listener;
 use crate::tls::TlsSetup;
 
@@ -73,35 +74,22 @@ pub(super) fn listener_settings(
         .collect())
 }
 
-impl super::Server {
-    /// Takes the session-ticket keys a previous process kept in the fd store (a restart or a
-    /// crash), so that its clients' tickets still resume. False when this process has no TLS
-    /// or the keys are unreadable (the stored copy is then removed).
-    pub(super) fn adopt_stored_tickets(&self, fd: std::os::fd::OwnedFd) -> bool {
-        let Some(tls) = &self.ctx.settings.tls else {
-            info!("tls: session ticket keys in the fd store, but TLS is off; removed them");
-            return false;
-        };
-        match tls.tickets.adopt(fd) {
-            Ok(()) => {
-                info!("tls: session ticket keys taken from the fd store");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "tls: unreadable session ticket keys in the fd store; new ones are used");
-                false
-            }
+/// Takes the session-ticket keys a previous process kept in the fd store (a restart or a
+/// crash), so that its clients' tickets still resume. False when this process has no TLS or
+/// the keys are unreadable (the stored copy is then removed).
+pub(super) fn adopt_stored_tickets(tls: Option<&Arc<TlsSetup>>, fd: std::os::fd::OwnedFd) -> bool {
+    let Some(tls) = tls else {
+        info!("tls: session ticket keys in the fd store, but TLS is off; removed them");
+        return false;
+    };
+    match tls.tickets.adopt(fd) {
+        Ok(()) => {
+            info!("tls: session ticket keys taken from the fd store");
+            true
         }
-    }
-
-    /// Keeps the session-ticket keys in systemd's fd store, when there is one and the keys are
-    /// not already there (a successor's inherited keys are), and again at each rotation; so a
-    /// restart or a crash keeps the tickets good. Call after [`super::Server::adopt_stored`].
-    pub fn store_tls_tickets(&self) {
-        if let Some(tls) = &self.ctx.settings.tls
-            && crate::fdstore::available()
-        {
-            tls.tickets.keep_in_fd_store();
+        Err(e) => {
+            tracing::warn!(error = %e, "tls: unreadable session ticket keys in the fd store; new ones are used");
+            false
         }
     }
 }

@@ -33,8 +33,8 @@
 //! let app: Router = Router::new().route("/counter", get(counter));
 //! ```
 //!
-//! Files: `frames` (the IO under the codec), `moving` (the connection, out and in), `upgrade`
-//! ([`WsUpgrade`]).
+//! Files, lowest first: `frames` (the IO under the codec), `conn` (the connection, and what it
+//! carries when it moves), `resume` (a moved connection, in again), `upgrade` ([`WsUpgrade`]).
 //!
 //! How it works (see `frames`): under the codec sits an IO that hands it at most the rest of the
 //! current frame, so the codec holds nothing between frames. Once the successor is primary, the
@@ -52,8 +52,9 @@
 //! existing connection; tokio-tungstenite (which axum wraps) has `from_raw_socket` and
 //! `into_inner`.
 
+mod conn;
 mod frames;
-mod moving;
+mod resume;
 mod upgrade;
 
 use std::future::poll_fn;
@@ -73,11 +74,11 @@ pub use tokio_tungstenite::tungstenite::Error;
 pub use tokio_tungstenite::tungstenite::Message;
 pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::ConnCtx;
+use super::context::ConnCtx;
 use crate::drain::Draining;
+use conn::{Conn, Origin};
 use frames::FrameIo;
-use moving::{Conn, Origin};
-use upgrade::Resume;
+pub(super) use resume::resume;
 pub use upgrade::{WsRejection, WsUpgrade};
 
 type Ws = WebSocketStream<FrameIo<Conn>>;
@@ -248,7 +249,7 @@ impl WebSocket {
             }
         };
         let size = self.origin.path.len()
-            + moving::encode_headers(&self.origin.headers).len()
+            + conn::encode_headers(&self.origin.headers).len()
             + state.len()
             + self.stream.get_ref().pending()
             + 64;
@@ -257,7 +258,9 @@ impl WebSocket {
             self.count(false);
             return self.close_restart().await;
         }
-        if !moving::reserve(&env) {
+        // Room for two fds in the fd store (the socket and the memfd with its message), taken
+        // before the socket is taken apart.
+        if !env.ctx.moves.reserve(2) {
             debug!(path = %self.origin.path, "no room left in the fd store for a websocket; closing with 1012");
             self.count(false);
             return self.close_restart().await;
@@ -269,20 +272,19 @@ impl WebSocket {
             return;
         }
         let (conn, unread) = self.stream.into_inner().into_parts();
-        moving::move_out(&env, conn, unread, &self.origin, state).await;
+        conn::move_out(&env, conn, unread, &self.origin, state).await;
     }
 
     fn count(&self, moved: bool) {
         if let Some(env) = &self.env {
-            let c = if moved { &env.ctx.moved } else { &env.ctx.not_moved };
-            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            env.ctx.moves.count(moved);
         }
     }
 
     /// The drain started: park for a move if the connection can go somewhere, else close 1012.
     async fn on_drain(&mut self) {
         let movable = self.stream.get_ref().get_ref().movable()
-            && self.env.as_ref().is_some_and(|e| e.ctx.mover.get().is_some());
+            && self.env.as_ref().is_some_and(|e| e.ctx.moves.to().is_some());
         match &self.env {
             Some(env) if movable => {
                 self.stream.get_mut().set_hold(true);

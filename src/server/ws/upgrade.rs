@@ -2,7 +2,6 @@
 //! RFC 6455 handshake, or hands the handler a connection resumed from a predecessor.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -11,15 +10,11 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
-use super::moving::{Conn, Origin};
+use super::conn::{Conn, Origin};
+use super::resume::Resume;
 use super::{WebSocket, WsEnv};
 use crate::drain::Draining;
 use crate::server::request::Env;
-
-/// A resumed connection waiting for its route's handler (a request extension of the request
-/// the successor replays through its router).
-#[derive(Clone)]
-pub(in crate::server) struct Resume(pub Arc<Mutex<Option<WebSocket>>>);
 
 /// The extractor of a WebSocket handler that opts into moving: like axum's
 /// `WebSocketUpgrade`, for HTTP/1.1 (RFC 6455; no subprotocols, no extensions). On a connection

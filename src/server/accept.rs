@@ -1,0 +1,148 @@
+//! Accepting: one loop per listener (TCP or Unix), from the start until the drain starts, and
+//! the drain turns of the HTTP/1.1 connections.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::context::ConnCtx;
+use super::moving::Mover;
+use super::served::{Servable, Taken};
+use super::{conn, io as conn_io, tls};
+use crate::listeners::{Family, Listener};
+use crate::tls::TlsSetup;
+
+/// A listening socket of either family.
+trait Listen: Send + Sized + 'static {
+    type Stream: Servable;
+    fn from_fd(fd: OwnedFd) -> io::Result<Self>;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Stream>>;
+}
+
+impl Listen for TcpListener {
+    type Stream = TcpStream;
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        conn_io::from_fd(fd, std::net::TcpListener::set_nonblocking, TcpListener::from_std)
+    }
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
+        TcpListener::poll_accept(self, cx).map_ok(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        })
+    }
+}
+
+impl Listen for UnixListener {
+    type Stream = UnixStream;
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        conn_io::from_fd(
+            fd,
+            std::os::unix::net::UnixListener::set_nonblocking,
+            UnixListener::from_std,
+        )
+    }
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
+        UnixListener::poll_accept(self, cx).map_ok(|(s, _)| s)
+    }
+}
+
+/// Starts the drain turns' task and one accept loop per listener on the current runtime. Each
+/// loop owns a duplicate of the listener's fd and closes it when the drain starts; the caller
+/// keeps the originals (a successor needs them).
+pub(super) fn start(ctx: &Arc<ConnCtx>, listeners: &[Listener]) -> io::Result<Vec<JoinHandle<()>>> {
+    tokio::spawn(hand_out_turns(ctx.clone()));
+    let mut accepting = Vec::new();
+    let tls_for = tls::listener_settings(listeners, ctx.settings.tls.as_ref())?;
+    for (l, tls) in listeners.iter().zip(tls_for) {
+        let fd = l.fd.try_clone()?;
+        let (name, ctx) = (l.name.clone(), ctx.clone());
+        let router = ctx.routes.for_listener(&l.address);
+        accepting.push(match l.family {
+            Family::Inet => tokio::spawn(accept_loop(TcpListener::from_fd(fd)?, name, ctx, router, tls)),
+            Family::Unix => tokio::spawn(accept_loop(UnixListener::from_fd(fd)?, name, ctx, router, tls)),
+        });
+    }
+    Ok(accepting)
+}
+
+/// Once the drain has started: moving to a successor, the HTTP/1.1 connections get their turns
+/// at a pace ([`super::pace`]), all of them well within the WebSocket boundary timeout (a
+/// second before the drain deadline); otherwise (a stop) all at once.
+async fn hand_out_turns(ctx: Arc<ConnCtx>) {
+    ctx.drain.started().await;
+    if matches!(ctx.moves.to(), Some(Mover::Successor(_))) {
+        let budget = ctx
+            .settings
+            .ws_boundary_timeout
+            .unwrap_or(Duration::from_secs(29))
+            / 4;
+        let n = ctx.drain.open_connections();
+        info!(
+            connections = n,
+            within_ms = budget.as_millis() as u64,
+            "connections get their drain turns at a pace (5 000 a second or more)"
+        );
+        ctx.pacer.release_paced(n, budget).await;
+    } else {
+        debug!("every connection gets its drain turn now");
+        ctx.pacer.release_all();
+    }
+}
+
+/// Accepts until the drain starts. Errors never end the loop: running out of fds (EMFILE,
+/// ENFILE) or memory pauses accepting briefly instead of spinning.
+/// On a TLS listener (`tls`), each connection does the TLS handshake first.
+async fn accept_loop<L: Listen>(
+    listener: L,
+    name: String,
+    ctx: Arc<ConnCtx>,
+    router: Router,
+    tls: Option<Arc<TlsSetup>>,
+) {
+    let mut last_warn: Option<tokio::time::Instant> = None;
+    loop {
+        let res = tokio::select! {
+            biased;
+            _ = ctx.drain.started() => break,
+            r = std::future::poll_fn(|cx| listener.poll_accept(cx)) => r,
+        };
+        match res {
+            Ok(stream) => {
+                let open = ctx.drain.track();
+                let (ctx, router) = (ctx.clone(), router.clone());
+                match &tls {
+                    Some(tls) => {
+                        tokio::spawn(tls::serve(stream, ctx, tls.clone(), open, router));
+                    }
+                    None => {
+                        tokio::spawn(async move {
+                            conn::serve(Taken::new(stream, Bytes::new(), open), ctx, 0, router).await
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                let resource = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    warn!(listener = %name, error = %e, "accept failed");
+                    last_warn = Some(tokio::time::Instant::now());
+                }
+                if resource {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    debug!(listener = %name, "stopped accepting");
+}
