@@ -212,9 +212,9 @@ timed_reload() {
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)) }'; }
 
 # spare_from_final_kill "$@": for a scenario that runs `systemctl soft-reboot`. Before PID 1
-# re-executes, it sends SIGTERM and then SIGKILL to every process left in its pid namespace,
-# the scenario's own included, except root processes whose argv[0] starts with "@" (systemd's
-# killall.c, https://systemd.io/ROOT_STORAGE_DAEMONS). So the scenario re-executes itself once
+# re-executes, it kills every process left in its pid namespace, the scenario's own included
+# (a plain `sleep` there ended with status 137 on 257), except root processes whose argv[0]
+# starts with "@" (systemd's killall.c, https://systemd.io/ROOT_STORAGE_DAEMONS). So the scenario re-executes itself once
 # as "@<name>", and starts its clients with `spared NAME CMD...`. Across the soft-reboot it
 # waits only with builtins (`wait`, `nap`): a `sleep` or `curl` running then would be killed.
 spare_from_final_kill() {
