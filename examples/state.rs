@@ -3,13 +3,25 @@
 //! `GET /count` counts and answers `pid=<pid> count=<n>`. The count goes to the next process at
 //! a handoff (over the handoff channel) and, under systemd with an fd store, across a
 //! `systemctl restart` (in a memfd in the store): `n` keeps counting while `pid` changes.
+//! `Service::keep_state` does the work: the value starts as what the previous process saved
+//! (else its `Default`), and is saved for the next one.
 //!
 //! Try: `cargo build --example state && target/debug/examples/state 127.0.0.1:3002`, then
 //! `curl 127.0.0.1:3002/count` a few times, `kill -USR2 <pid>`, and `curl` again.
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use axum::{Router, extract::State, routing::get};
+
+/// Everything the app keeps, in one value that serde can write.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Counter {
+    count: u64,
+}
+
+async fn count(State(counter): State<heird::Kept<Counter>>) -> String {
+    // In a successor, `lock` waits for the handover, which brings the count.
+    let mut c = counter.lock().await;
+    c.count += 1;
+    format!("pid={} count={}\n", std::process::id(), c.count)
+}
 
 fn main() -> std::process::ExitCode {
     if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
@@ -17,29 +29,11 @@ fn main() -> std::process::ExitCode {
     }
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3002".into());
     heird::main(heird::Acquire::bind(&[&addr]), |mut service| async move {
-        let count = Arc::new(AtomicU64::new(0));
-        let c = count.clone();
-        // What the next process gets: the count at the moment of the handover (or the stop).
-        service.save_state(move || c.load(Ordering::SeqCst).to_string().into_bytes());
-        let handle = service.handle();
+        let counter = service.keep_state::<Counter>();
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/count",
-                get(
-                    |State((h, count)): State<(heird::Handle, Arc<AtomicU64>)>| async move {
-                        // The counter is the primary's: once primary, the handed-over state is there.
-                        h.primary().await;
-                        if let Some(prev) = h.take_state() {
-                            let prev = String::from_utf8_lossy(&prev).trim().parse().unwrap_or(0);
-                            count.fetch_add(prev, Ordering::SeqCst);
-                        }
-                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                        format!("pid={} count={n}\n", std::process::id())
-                    },
-                ),
-            )
-            .with_state((handle, count));
+            .route("/count", get(count))
+            .with_state(counter);
         service.run(app, heird::Options::default()).await
     })
 }

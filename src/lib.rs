@@ -19,7 +19,8 @@
 //! }
 //! ```
 //! [`Service`] adds a readiness gate ([`Service::ready_when`]), a router per listener name
-//! ([`Routes`]), state for the next process ([`Service::save_state`]), a [`Handle`] to follow the
+//! ([`Routes`]), state for the next process ([`Service::keep_state`], or bytes with
+//! [`Service::save_state`]), a [`Handle`] to follow the
 //! lifecycle ([`Status`]) and to start a handoff or a stop from code, and [`Options`] (drain
 //! and handoff timeouts, signal handling). [`ws`] gives WebSocket handlers that move to the next
 //! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
@@ -83,6 +84,7 @@
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
 //! - `lifecycle`: the state machine: phases, events, actions, the pure `step`.
 //! - `handle`: what an app holds: [`Status`], [`Handle`].
+//! - `kept`: [`Kept`], the app's state restored (or defaulted) and saved for the next process.
 //! - `handover`: both ends of the handover on the channel.
 //! - `options`: [`Options`] and [`RunError`], below the run loop and the service.
 //! - `runloop`: turns signals, requests, channel messages, exits and timers into lifecycle
@@ -117,6 +119,7 @@ mod fdstore;
 mod handle;
 mod handover;
 mod inherit;
+mod kept;
 mod lifecycle;
 mod listeners;
 mod logging;
@@ -140,6 +143,7 @@ pub use drain::{DrainReason, Draining};
 pub use entry::{EX_CONFIG, main, start};
 pub use handle::{Handle, ReloadError, Reloaded, Status};
 pub use inherit::{InheritError, Inherited};
+pub use kept::Kept;
 pub use lifecycle::Exit;
 pub use listeners::{ListenAddr, ListenError, Listener};
 pub use logging::init as init_logging;

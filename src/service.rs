@@ -17,6 +17,7 @@ use crate::drain::Drain;
 use crate::fault::{self, Step};
 use crate::handle::{Handle, Handles, StateProvider};
 use crate::inherit::{InheritError, Inherited};
+use crate::kept::Kept;
 use crate::listeners::{ListenError, Listener};
 use crate::runloop;
 use crate::server::{Routes, Server};
@@ -190,6 +191,21 @@ impl Service {
         F: Fn() -> Vec<u8> + Send + Sync + 'static,
     {
         self.save_state = Some(std::sync::Arc::new(save));
+    }
+
+    /// The common case of [`Service::save_state`]: one value that serde can write, for axum's
+    /// `State`. It starts as what the previous process saved (after a handoff, or a restart
+    /// through the fd store), else as `T::default()`, and is saved for the next process in JSON.
+    /// Read and change it with [`Kept::lock`]. It takes the place of a `save_state` (one per
+    /// service: put everything in one `T`). See [`Kept`] for an example.
+    pub fn keep_state<T>(&mut self) -> Kept<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default + Send + 'static,
+    {
+        let kept = Kept::new(self.handle());
+        let k = kept.clone();
+        self.save_state(move || k.save());
+        kept
     }
 
     /// The listening sockets taken.
