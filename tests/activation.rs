@@ -1,6 +1,7 @@
 //! The ways systemd runs a socket-activated service besides "always on", against the real
 //! binary with a fake `NOTIFY_SOCKET`: on demand (`idle_exit`), refused when heird holds its own
-//! socket.
+//! socket; and listenfd's dev loop (`systemfd --no-pid`: `LISTEN_FDS` without `LISTEN_PID`),
+//! taken only with `HEIRD_TRUST_LISTEN_FDS=1`.
 
 mod support;
 
@@ -147,4 +148,53 @@ fn idle_exit_is_refused_when_heird_binds_its_own_socket() {
         "{}",
         h.describe()
     );
+}
+
+/// `LISTEN_FDS=1` without `LISTEN_PID`, as `systemfd --no-pid` passes it to cargo watch's
+/// grandchild, and `--listen` another address. Returns heird and the address it serves on.
+fn systemfd_style(dir: &std::path::Path, trust: Option<&str>) -> (Heird, std::net::SocketAddr, String) {
+    let (listener, passed) = tcp_listener();
+    let fallback = free_addr();
+    let mut sp = Spawn::new(dir, &["serve", "--listen", &fallback.to_string()]).env("LISTEN_FDS", "1");
+    if let Some(v) = trust {
+        sp = sp.env("HEIRD_TRUST_LISTEN_FDS", v);
+    }
+    sp.fds = vec![listener.as_raw_fd()];
+    let h = sp.start();
+    drop(listener);
+    let serving = if trust == Some("1") { passed } else { fallback };
+    wait_serving(serving, &h);
+    let listeners = info(serving)["listeners"].clone();
+    (h, passed, listeners.to_string())
+}
+
+#[test]
+fn listen_fds_without_listen_pid_are_taken_with_heird_trust_listen_fds_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, passed, listeners) = systemfd_style(dir.path(), Some("1"));
+    assert!(
+        listeners.contains(&format!("\"{passed}\"")) && listeners.contains("\"fd3\""),
+        "serves on the passed fd only: {listeners}\n{}",
+        h.describe()
+    );
+    assert!(!listeners.contains("bound"), "{listeners}");
+}
+
+#[test]
+fn listen_fds_without_listen_pid_are_ignored_by_default() {
+    for trust in [None, Some("0")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, passed, listeners) = systemfd_style(dir.path(), trust);
+        assert!(
+            !listeners.contains(&passed.to_string()) && listeners.contains("bound"),
+            "{trust:?}: binds --listen, not the passed fd: {listeners}\n{}",
+            h.describe()
+        );
+        assert!(
+            h.stderr()
+                .contains("without LISTEN_PID: ignored (set HEIRD_TRUST_LISTEN_FDS=1"),
+            "{}",
+            h.describe()
+        );
+    }
 }

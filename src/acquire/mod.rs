@@ -136,6 +136,7 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
         env("LISTEN_FDNAMES").as_deref(),
         env(SOURCES_VAR).as_deref(),
         std::process::id(),
+        env(listen_env::TRUST_VAR).as_deref() == Some("1"),
     );
     sys::remove_env(&LISTEN_VARS).map_err(ListenError::Env)?;
     sys::remove_env(&[SOURCES_VAR]).map_err(ListenError::Env)?;
@@ -200,7 +201,10 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
                     "LISTEN_FDS={count} is for pid {p}, not for us (pid {}): ignored",
                     std::process::id()
                 ),
-                None => format!("LISTEN_FDS={count} without LISTEN_PID: ignored"),
+                None => format!(
+                    "LISTEN_FDS={count} without LISTEN_PID: ignored (set {}=1 to serve on them, e.g. under systemfd --no-pid)",
+                    listen_env::TRUST_VAR
+                ),
             });
         }
         _ => {}
