@@ -52,13 +52,18 @@ fi
 
 /usr/bin/python3 -c 'import websockets' 2>/dev/null ||
   cannot_run "this root has no /usr/bin/python3 with python3-websockets (the WebSocket client)"
+# A soft-reboot unmounts what it can: the sandbox's bind mount of the project went away when
+# nothing held it busy, and /tmp is a mount too. The clients and their files live on the root.
+w=/root/soft-reboot
+mkdir -p "$w"
+cp "$HEIRD_PROJECT/tests/clients/ws_client.py" "$w/"
 [ "$(prop FileDescriptorStorePreserve)" = yes ] || fail "FileDescriptorStorePreserve=$(prop FileDescriptorStorePreserve) with the drop-in"
 
 # The keep-alive client: N raw TCP connections, one thread each, GET /info every 50 ms; one
 # more thread opens a new connection for each GET /healthz every 50 ms. It ends 1 s after every
 # kept connection has been answered by a pid other than its first (or failed), at the latest
 # after 60 s, and prints one JSON line; T0 (wall clock, ns) is read from the file argv[3] then.
-cat > /tmp/keepalive.py <<'EOF'
+cat > "$w/keepalive.py" <<'EOF'
 import json, socket, sys, threading, time
 
 n, ready_file, t0_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -158,37 +163,41 @@ print(json.dumps({
 }), flush=True)
 EOF
 
-# wait_file SECS FILE: wait (with builtins only) until FILE is not empty.
-wait_file() {
+# wait_ready SECS WHAT FILE PID ERR: wait until the client PID has written FILE; fail with its
+# stderr (ERR) when it exits first or takes longer than SECS.
+wait_ready() {
   local i
-  for ((i = 0; i < $1 * 10; i++)); do [ -s "$2" ] && return 0; nap 0.1; done
-  fail "waited $1 s for $2"
+  for ((i = 0; i < $1 * 10; i++)); do
+    [ -s "$3" ] && return 0
+    [ -e "/proc/$4" ] || fail "the $2 exited before it was ready: $(cat "$5")"
+    nap 0.1
+  done
+  fail "waited $1 s for the $2 to be ready: $(cat "$5")"
 }
 
 soft_reboot_with_clients() {  # MODE
   local mode=$1 old ino before count ws_in ka_pid ws_pid rc new out ws
-  rm -f /tmp/ka-$mode.* /tmp/ws-$mode.*
-  ws_in=/tmp/ws-$mode.in; mkfifo "$ws_in"
-  ( spared ws-client /usr/bin/python3 "$HEIRD_PROJECT/tests/clients/ws_client.py" idle ws://127.0.0.1:8080/ws 10 \
-      < "$ws_in" > /tmp/ws-$mode.out 2> /tmp/ws-$mode.err ) &
+  ws_in=$w/ws-$mode.in; mkfifo "$ws_in"
+  ( spared ws-client /usr/bin/python3 "$w/ws_client.py" idle ws://127.0.0.1:8080/ws 10 \
+      < "$ws_in" > $w/ws-$mode.out 2> $w/ws-$mode.err ) &
   ws_pid=$!
   exec {ws_fd}> "$ws_in"
-  ( spared keepalive /usr/bin/python3 /tmp/keepalive.py 8 /tmp/ka-$mode.ready /tmp/ka-$mode.t0 \
-      > /tmp/ka-$mode.out 2> /tmp/ka-$mode.err ) &
+  ( spared keepalive /usr/bin/python3 "$w/keepalive.py" 8 $w/ka-$mode.ready $w/ka-$mode.t0 \
+      > $w/ka-$mode.out 2> $w/ka-$mode.err ) &
   ka_pid=$!
-  wait_file 20 /tmp/ka-$mode.ready
-  wait_file 20 /tmp/ws-$mode.out
+  wait_ready 20 "keep-alive client" $w/ka-$mode.ready "$ka_pid" $w/ka-$mode.err
+  wait_ready 20 "WebSocket client" $w/ws-$mode.out "$ws_pid" $w/ws-$mode.err
   old=$(mainpid); ino=$(listen_ino 8080); before=$(nstore); count=$(soft_reboots)
-  [ "$(cat /tmp/ka-$mode.ready)" = "$old" ] || fail "$mode: the keep-alive client was served by $(cat /tmp/ka-$mode.ready), not MainPID $old"
+  [ "$(cat $w/ka-$mode.ready)" = "$old" ] || fail "$mode: the keep-alive client was served by $(cat $w/ka-$mode.ready), not MainPID $old"
   echo "$mode: before: MainPID $old, listener inode $ino, NFileDescriptorStore=$before, SoftRebootsCount=$count; 8 keep-alive connections and 10 WebSockets open"
   nap 0.5
 
   # From here until heird answers again, only builtins and spared processes.
-  date +%s%N > /tmp/ka-$mode.t0
-  rc=0; ( spared systemctl systemctl soft-reboot ) 2> /tmp/soft-reboot-$mode.err || rc=$?
-  wait "$ka_pid" || fail "$mode: the keep-alive client exited $?: $(cat /tmp/ka-$mode.err)"
-  out=$(cat /tmp/ka-$mode.out)
-  [ "$rc" = 0 ] || echo "$mode: systemctl soft-reboot exited $rc: $(cat /tmp/soft-reboot-$mode.err)"
+  date +%s%N > $w/ka-$mode.t0
+  rc=0; ( spared systemctl systemctl soft-reboot ) 2> $w/soft-reboot-$mode.err || rc=$?
+  wait "$ka_pid" || fail "$mode: the keep-alive client exited $?: $(cat $w/ka-$mode.err)"
+  out=$(cat $w/ka-$mode.out)
+  [ "$rc" = 0 ] || echo "$mode: systemctl soft-reboot exited $rc: $(cat $w/soft-reboot-$mode.err)"
 
   wait_for 30 "heird.service active after the soft-reboot" is_state active
   [ "$(soft_reboots)" = $((count + 1)) ] || fail "$mode: SoftRebootsCount=$(soft_reboots), was $count: no soft-reboot happened"
@@ -196,11 +205,11 @@ soft_reboot_with_clients() {  # MODE
   echo "$mode: after: MainPID $new, listener inode $(listen_ino 8080), LISTEN_FDNAMES=$(passed_names "$new")"
   journalctl -q --no-pager -o cat _PID=1 | grep 'Soft-reboot finished' | tail -n 1 | sed "s/^/$mode: systemd: /" || true
   echo "$mode: keep-alive client: $out"
-  [ -s /tmp/ka-$mode.err ] && sed "s/^/$mode: keep-alive stderr: /" /tmp/ka-$mode.err
+  [ -s $w/ka-$mode.err ] && sed "s/^/$mode: keep-alive stderr: /" $w/ka-$mode.err
 
   printf 'again\n' >&"$ws_fd"; exec {ws_fd}>&-
-  wait "$ws_pid" || fail "$mode: the WebSocket client exited $?: $(cat /tmp/ws-$mode.err)"
-  ws=$(tail -n 1 /tmp/ws-$mode.out)
+  wait "$ws_pid" || fail "$mode: the WebSocket client exited $?: $(cat $w/ws-$mode.err)"
+  ws=$(tail -n 1 $w/ws-$mode.out)
   echo "$mode: WebSocket client: $ws"
 
   [ "$new" != "$old" ] || fail "$mode: MainPID is still $old: heird did not go through the soft-reboot"
