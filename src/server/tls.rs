@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
 use super::conn::serve_proto;
@@ -119,7 +120,7 @@ Content-Length: 39\r\nConnection: close\r\n\r\nThis port speaks HTTPS, not plain
 /// How long a plain-HTTP client may keep sending after its 400, before the socket is closed.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves one connection of a TLS listener.
+/// Serves one connection of a TLS listener: its first byte, the handshake, then h1 or h2.
 pub(super) async fn serve<S: Servable>(
     stream: S,
     ctx: Arc<ConnCtx>,
@@ -132,15 +133,44 @@ pub(super) async fn serve<S: Servable>(
     let who = describe(&peer);
     let mut io = ConnIo::new(stream, Bytes::new(), state.clone(), open);
     let deadline = Instant::now() + tls.handshake_timeout;
-    let timeout = tls.handshake_timeout;
+    let Some(first) = read_first(&mut io, &ctx, &tls, deadline, &who).await else {
+        return;
+    };
+    match classify(first) {
+        FirstByte::Handshake => {}
+        FirstByte::PlainHttp => {
+            info!(peer = %who, "tls: plain HTTP sent to a TLS listener; answered 400");
+            return answer_plain_http(io, deadline).await;
+        }
+        FirstByte::Other(b) => {
+            info!(peer = %who, first_byte = format_args!("{b:#04x}"), "tls: not a TLS handshake; closed");
+            return;
+        }
+    }
+    io.unread(&[first]);
+    let Some((stream, proto)) = handshake(io, &tls, deadline, &who).await else {
+        return;
+    };
+    serve_proto(proto, S::served_tls(stream), ctx, state, peer, 0, router).await;
+}
 
-    // The first byte: a ClientHello, plain HTTP, or something else.
+/// The connection's first byte (what it is: a ClientHello, plain HTTP, or something else);
+/// `None` when it closed, failed, sent nothing within the handshake timeout, or sent nothing
+/// and the drain started (it is closed after the grace an idle connection gets).
+async fn read_first<S: Servable>(
+    io: &mut ConnIo<S>,
+    ctx: &ConnCtx,
+    tls: &TlsSetup,
+    deadline: Instant,
+    who: &str,
+) -> Option<u8> {
+    let timeout = tls.handshake_timeout;
     let mut first = [0u8; 1];
     let read = tokio::select! {
         r = io.read(&mut first) => r,
         _ = tokio::time::sleep_until(deadline) => {
             info!(peer = %who, ?timeout, "tls: no ClientHello within the handshake timeout; closed");
-            return;
+            return None;
         }
         // Silent at the drain: gone after the grace an idle connection gets.
         _ = async {
@@ -149,61 +179,61 @@ pub(super) async fn serve<S: Servable>(
             tokio::time::sleep_until(grace.min(deadline)).await;
         } => {
             debug!(peer = %who, "tls: closed a connection that sent nothing before the drain");
-            return;
+            return None;
         }
     };
     match read {
         Ok(0) => {
             debug!(peer = %who, "tls: closed before the handshake");
-            return;
+            None
         }
         Err(e) => {
             debug!(peer = %who, error = %e, "tls: read failed before the handshake");
-            return;
+            None
         }
-        Ok(_) => {}
+        Ok(_) => Some(first[0]),
     }
-    match classify(first[0]) {
-        FirstByte::Handshake => {}
-        FirstByte::PlainHttp => {
-            info!(peer = %who, "tls: plain HTTP sent to a TLS listener; answered 400");
-            // Lingering close: read (and drop) what the client still sends for a moment after
-            // our FIN, so that closing with its request unread does not reset the connection
-            // before the client has read the answer.
-            let linger = deadline.min(Instant::now() + LINGER);
-            let _ = tokio::time::timeout_at(linger, async {
-                io.write_all(PLAIN_HTTP_ANSWER).await?;
-                io.shutdown().await?;
-                let mut sink = [0u8; 4096];
-                let mut left: usize = 64 * 1024;
-                while left > 0 {
-                    match io.read(&mut sink).await? {
-                        0 => break,
-                        n => left = left.saturating_sub(n),
-                    }
-                }
-                Ok::<_, stdio::Error>(())
-            })
-            .await;
-            return;
-        }
-        FirstByte::Other(b) => {
-            info!(peer = %who, first_byte = format_args!("{b:#04x}"), "tls: not a TLS handshake; closed");
-            return;
-        }
-    }
-    io.unread(&first);
+}
 
-    // The ClientHello, then the rest of the handshake, within one deadline.
+/// Answers plain HTTP with a 400, then closes lingering: reads (and drops) what the client
+/// still sends for a moment after our FIN, so that closing with its request unread does not
+/// reset the connection before the client has read the answer.
+async fn answer_plain_http<S: Servable>(mut io: ConnIo<S>, deadline: Instant) {
+    let linger = deadline.min(Instant::now() + LINGER);
+    let _ = tokio::time::timeout_at(linger, async {
+        io.write_all(PLAIN_HTTP_ANSWER).await?;
+        io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, stdio::Error>(())
+    })
+    .await;
+}
+
+/// The ClientHello, then the rest of the handshake, within one deadline; the stream and what
+/// ALPN chose. `None` (logged) when the handshake fails or times out.
+async fn handshake<S: Servable>(
+    io: ConnIo<S>,
+    tls: &TlsSetup,
+    deadline: Instant,
+    who: &str,
+) -> Option<(TlsStream<ConnIo<S>>, Proto)> {
+    let timeout = tls.handshake_timeout;
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Err(_) => {
             info!(peer = %who, ?timeout, "tls: ClientHello incomplete at the handshake timeout; closed");
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             info!(peer = %who, error = %e, "tls: not a valid ClientHello; closed");
-            return;
+            return None;
         }
         Ok(Ok(start)) => start,
     };
@@ -223,11 +253,11 @@ pub(super) async fn serve<S: Servable>(
     let stream = match tokio::time::timeout_at(deadline, start.into_stream(tls.server_config.clone())).await {
         Err(_) => {
             info!(peer = %who, sni = %sni_field, ?timeout, "tls: handshake timed out; closed");
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             info!(peer = %who, sni = %sni_field, error = %e, "tls: handshake failed");
-            return;
+            return None;
         }
         Ok(Ok(s)) => s,
     };
@@ -243,7 +273,7 @@ pub(super) async fn serve<S: Servable>(
         alpn = ?proto,
         "tls: handshake done"
     );
-    serve_proto(proto, S::served_tls(stream), ctx, state, peer, 0, router).await;
+    Some((stream, proto))
 }
 
 fn describe(peer: &Peer) -> String {
