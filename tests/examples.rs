@@ -292,6 +292,62 @@ fn admin_serves_a_router_per_named_listener() {
     assert_eq!(get(http, "/metrics").unwrap().0, 404);
 }
 
+/// ws: one WebSocket (python3-websockets) across 3 handoffs: the same connection, never closed,
+/// `n` counting on without a gap while `pid` changes at each handoff (the connection and `n`
+/// moved to the successor).
+#[test]
+fn ws_moves_one_connection_across_handoffs() {
+    support::python::check_python();
+    let bin = example("ws");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut sp = Spawn::new(dir.path(), &[&addr.to_string()]);
+    sp.bin = bin;
+    let h = sp.start();
+    wait_serving(addr, &h);
+    // Send, and after each reply send SIGUSR2 to the pid that answered until three handoffs
+    // happened; every reply must carry the next n.
+    let script = format!(
+        r#"
+import asyncio, os, signal, sys, websockets
+async def main():
+    ws = await websockets.connect("ws://{addr}/counter")
+    pids, n, asked = [], 0, None
+    while len(pids) < 4:
+        await ws.send("m%d" % (n + 1))
+        reply = dict(kv.split("=", 1) for kv in (await asyncio.wait_for(ws.recv(), 20)).split(" "))
+        n += 1
+        if int(reply["n"]) != n or reply["echo"] != "m%d" % n:
+            sys.exit("gap or wrong echo: expected n=%d, got %r" % (n, reply))
+        pid = int(reply["pid"])
+        if not pids or pids[-1] != pid:
+            pids.append(pid)
+        if len(pids) < 4 and asked != pid:
+            asked = pid
+            os.kill(pid, signal.SIGUSR2)
+        await asyncio.sleep(0.02)
+    print("pids", len(set(pids)), "n", n, "closed", ws.close_code, flush=True)
+    await ws.close()
+asyncio.run(main())
+"#
+    );
+    let out = Command::new(support::python::PYTHON)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}\n{}", h.describe());
+    assert!(
+        text.contains("pids 4 n ") && text.contains("closed None"),
+        "one connection, four processes, never closed:\n{text}\n{}",
+        h.describe()
+    );
+}
+
 /// websocket: two chat clients (python3-websockets) hear each other; a handoff closes both
 /// with 1012, and they can reconnect to the successor and chat on.
 #[test]
