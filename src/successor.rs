@@ -8,7 +8,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,6 +157,17 @@ pub async fn start(
     grace: Duration,
 ) -> Result<Successor, HandoffError> {
     let t0 = std::time::Instant::now();
+    let (mut child, pid, ours) = spawn(&s)?;
+    info!(pid, generation = s.generation + 1, exe = %s.exe.display(), "successor started");
+    crate::fault::point_with_peer(crate::fault::Step::SuccessorSpawned, pid as u32);
+    let channel = Channel::new(ours).map_err(HandoffError::Channel)?;
+    let msg = first_message(&mut child, pid, &channel, cancelled, grace, s.timeout).await?;
+    judge(&msg, child, pid, channel, s.exe, t0).await
+}
+
+/// Forks and execs the successor (see the module doc), held by a [`Child`] from the start;
+/// with its pid and our end of the handoff channel.
+fn spawn(s: &Spawn<'_>) -> Result<(Child, i32, OwnedFd), HandoffError> {
     std::fs::metadata(s.exe).map_err(|error| HandoffError::BinaryGone {
         path: s.exe.to_path_buf(),
         error,
@@ -168,7 +179,7 @@ pub async fn start(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| HandoffError::Spawn(e.into()))?;
-    let env = successor_env(&s);
+    let env = successor_env(s);
     let mut own_pid = vec!["LISTEN_PID"];
     if std::env::var_os("WATCHDOG_USEC").is_some() {
         own_pid.push("WATCHDOG_PID");
@@ -190,21 +201,29 @@ pub async fn start(
         sys::spawn(&mut plan, &fds, theirs.as_fd()).map_err(HandoffError::Spawn)?
     };
     drop(theirs);
-    let mut child = match Child::new(pid) {
-        Ok(c) => c,
+    match Child::new(pid) {
+        Ok(c) => Ok((c, pid, ours)),
         Err(e) => {
             // No pidfd: kill and reap by pid, blocking (rare: fd exhaustion).
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
-            return Err(HandoffError::Spawn(io::Error::other(format!(
+            Err(HandoffError::Spawn(io::Error::other(format!(
                 "pidfd_open({pid}): {e}"
-            ))));
+            ))))
         }
-    };
-    info!(pid, generation = s.generation + 1, exe = %s.exe.display(), "successor started");
-    crate::fault::point_with_peer(crate::fault::Step::SuccessorSpawned, pid as u32);
-    let channel = Channel::new(ours).map_err(HandoffError::Channel)?;
+    }
+}
 
+/// The successor's first message on the channel; an error when it exits without one, the
+/// channel fails or closes, the time is up, or `cancelled` resolves first.
+async fn first_message(
+    child: &mut Child,
+    pid: i32,
+    channel: &Channel,
+    cancelled: impl std::future::Future<Output = ()>,
+    grace: Duration,
+    timeout: Duration,
+) -> Result<Vec<u8>, HandoffError> {
     let outcome = tokio::select! {
         // A message that is there wins over a timeout that expired at the same time (e.g. when
         // this process was stopped for a while).
@@ -222,31 +241,43 @@ pub async fn start(
         },
         // Time is up; a last look at the channel first (a process that was stopped past the
         // timeout wakes with the message already waiting, before the reactor has seen it).
-        _ = tokio::time::sleep(s.timeout) => match tokio::time::timeout(Duration::from_millis(100), channel.recv()).await {
+        _ = tokio::time::sleep(timeout) => match tokio::time::timeout(Duration::from_millis(100), channel.recv()).await {
             Ok(Ok(Some(msg))) => Some(Ok(Some(msg))),
             _ => {
                 let status = child.kill().await;
-                return Err(HandoffError::Timeout { pid, timeout: s.timeout, status });
+                return Err(HandoffError::Timeout { pid, timeout, status });
             }
         },
     };
-    let msg = match outcome {
-        Some(Ok(Some(msg))) => msg,
+    match outcome {
+        Some(Ok(Some(msg))) => Ok(msg),
         Some(Ok(None)) => {
             let _ = tokio::time::timeout(Duration::from_millis(500), child.exited()).await;
             let status = child.kill().await;
-            return Err(HandoffError::Closed { pid, status });
+            Err(HandoffError::Closed { pid, status })
         }
         Some(Err(e)) => {
             let _ = child.kill().await;
-            return Err(HandoffError::Channel(e));
+            Err(HandoffError::Channel(e))
         }
         None => {
             let status = child.kill().await;
-            return Err(HandoffError::Exited { pid, status });
+            Err(HandoffError::Exited { pid, status })
         }
-    };
-    match ChannelMsg::parse(&msg) {
+    }
+}
+
+/// What the successor's first message says: `ready` (from it, not from another pid) makes it
+/// a [`Successor`]; anything else is the handoff's error, with the successor killed and reaped.
+async fn judge(
+    msg: &[u8],
+    mut child: Child,
+    pid: i32,
+    channel: Channel,
+    exe: &Path,
+    t0: std::time::Instant,
+) -> Result<Successor, HandoffError> {
+    match ChannelMsg::parse(msg) {
         Some(ChannelMsg::Ready { pid: said }) if said.is_none_or(|p| p as i32 == pid) => {
             let ready_after = t0.elapsed();
             info!(pid, ready_ms = ready_after.as_secs_f64() * 1e3, "successor ready");
@@ -260,7 +291,7 @@ pub async fn start(
             let _ = child.kill().await;
             Err(HandoffError::ExecFailed {
                 pid,
-                path: s.exe.to_path_buf(),
+                path: exe.to_path_buf(),
                 error: io::Error::from_raw_os_error(errno),
             })
         }
@@ -274,7 +305,7 @@ pub async fn start(
             let status = child.kill().await;
             Err(HandoffError::Garbage {
                 pid,
-                message: String::from_utf8_lossy(&msg).chars().take(200).collect(),
+                message: String::from_utf8_lossy(msg).chars().take(200).collect(),
                 status,
             })
         }
