@@ -146,91 +146,13 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
             count,
             names,
             sources,
-        } if count > 0 => {
-            let from_predecessor = sources.iter().any(Option::is_some);
-            let mut connections = Vec::new();
-            let mut state = None;
-            let mut out = Vec::with_capacity(count as usize);
-            for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
-                let fd = LISTEN_FDS_START + i as RawFd;
-                let origin = match &name {
-                    Some(n) => format!("LISTEN_FDNAMES {n:?}"),
-                    None => format!("LISTEN_FDS={count}"),
-                };
-                let owned = sys::take_inherited_fd(fd)
-                    .map_err(|e| take_err(fd, &origin, e))?
-                    .ok_or_else(|| ListenError::NotOpen {
-                        fd,
-                        origin: origin.clone(),
-                        count,
-                    })?;
-                let name = name.unwrap_or_else(|| format!("fd{fd}"));
-                if name == fdstore::STATE_NAME {
-                    state = Some(owned);
-                    continue;
-                }
-                // A keep-alive connection a previous process left in the fd store.
-                if fdstore::is_stored_connection(&name) {
-                    connections.push((name, owned));
-                    continue;
-                }
-                let source = source.unwrap_or(Source::Systemd);
-                out.push(validate(owned, name, source, &origin)?);
-            }
-            // From a predecessor (it says where each fd came from): take them all, as they are.
-            let mut acquired = if from_predecessor {
-                Acquired {
-                    listeners: out,
-                    ignored,
-                    ..Acquired::default()
-                }
-            } else {
-                reconcile_with_store(out, &opts.bind)?
-            };
-            acquired.connections = connections;
-            acquired.state = state;
-            return Ok(acquired);
-        }
-        ListenEnv::NotForUs { listen_pid, count } => {
-            // The fds belong to someone else; keep them out of our children.
-            for i in 0..count.min(MAX_LISTEN_FDS) {
-                sys::set_cloexec_raw(LISTEN_FDS_START + i as RawFd);
-            }
-            ignored = Some(match listen_pid {
-                Some(p) => format!(
-                    "LISTEN_FDS={count} is for pid {p}, not for us (pid {}): ignored",
-                    std::process::id()
-                ),
-                None => format!(
-                    "LISTEN_FDS={count} without LISTEN_PID: ignored (set {}=1 to serve on them, e.g. under systemfd --no-pid)",
-                    listen_env::TRUST_VAR
-                ),
-            });
-        }
+        } if count > 0 => return from_listen_fds(count, names, sources, &opts.bind),
+        ListenEnv::NotForUs { listen_pid, count } => ignored = Some(not_for_us(listen_pid, count)),
         _ => {}
     }
     if !opts.inherited.is_empty() {
-        let mut out = Vec::new();
-        let mut seen = Vec::new();
-        for &fd in &opts.inherited {
-            if fd < 3 {
-                return Err(ListenError::StdioFd(fd));
-            }
-            if seen.contains(&fd) {
-                return Err(ListenError::Duplicate(fd));
-            }
-            seen.push(fd);
-            let origin = format!("--fd {fd}");
-            let owned = sys::take_inherited_fd(fd)
-                .map_err(|e| take_err(fd, &origin, e))?
-                .ok_or_else(|| ListenError::InheritedNotOpen {
-                    fd,
-                    origin: origin.clone(),
-                })?;
-            out.push(validate(owned, format!("fd{fd}"), Source::Inherited, &origin)?);
-        }
         return Ok(Acquired {
-            listeners: out,
+            listeners: from_inherited(&opts.inherited)?,
             ignored,
             ..Acquired::default()
         });
@@ -246,6 +168,101 @@ pub fn acquire(opts: &Acquire) -> Result<Acquired, ListenError> {
         store,
         ..Acquired::default()
     })
+}
+
+/// The fds systemd (or a predecessor) passed from fd 3: the listeners, validated, and what a
+/// previous process kept in the fd store (its connections and the app's state). From a
+/// predecessor (it says where each fd came from), all are taken as they are; otherwise they
+/// are reconciled with the addresses to `bind` and the fd store.
+fn from_listen_fds(
+    count: u32,
+    names: Vec<Option<String>>,
+    sources: Vec<Option<Source>>,
+    bind: &[ListenAddr],
+) -> Result<Acquired, ListenError> {
+    let from_predecessor = sources.iter().any(Option::is_some);
+    let mut connections = Vec::new();
+    let mut state = None;
+    let mut out = Vec::with_capacity(count as usize);
+    for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
+        let fd = LISTEN_FDS_START + i as RawFd;
+        let origin = match &name {
+            Some(n) => format!("LISTEN_FDNAMES {n:?}"),
+            None => format!("LISTEN_FDS={count}"),
+        };
+        let owned = sys::take_inherited_fd(fd)
+            .map_err(|e| take_err(fd, &origin, e))?
+            .ok_or_else(|| ListenError::NotOpen {
+                fd,
+                origin: origin.clone(),
+                count,
+            })?;
+        let name = name.unwrap_or_else(|| format!("fd{fd}"));
+        if name == fdstore::STATE_NAME {
+            state = Some(owned);
+            continue;
+        }
+        // A keep-alive connection a previous process left in the fd store.
+        if fdstore::is_stored_connection(&name) {
+            connections.push((name, owned));
+            continue;
+        }
+        let source = source.unwrap_or(Source::Systemd);
+        out.push(validate(owned, name, source, &origin)?);
+    }
+    let mut acquired = if from_predecessor {
+        Acquired {
+            listeners: out,
+            ..Acquired::default()
+        }
+    } else {
+        reconcile_with_store(out, bind)?
+    };
+    acquired.connections = connections;
+    acquired.state = state;
+    Ok(acquired)
+}
+
+/// `LISTEN_FDS` meant for another process: keeps those fds out of our children, and says why
+/// they were ignored.
+fn not_for_us(listen_pid: Option<u32>, count: u32) -> String {
+    for i in 0..count.min(MAX_LISTEN_FDS) {
+        sys::set_cloexec_raw(LISTEN_FDS_START + i as RawFd);
+    }
+    match listen_pid {
+        Some(p) => format!(
+            "LISTEN_FDS={count} is for pid {p}, not for us (pid {}): ignored",
+            std::process::id()
+        ),
+        None => format!(
+            "LISTEN_FDS={count} without LISTEN_PID: ignored (set {}=1 to serve on them, e.g. under systemfd --no-pid)",
+            listen_env::TRUST_VAR
+        ),
+    }
+}
+
+/// The listeners given by `--fd N`, each taken once and validated.
+fn from_inherited(fds: &[RawFd]) -> Result<Vec<Listener>, ListenError> {
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    for &fd in fds {
+        if fd < 3 {
+            return Err(ListenError::StdioFd(fd));
+        }
+        if seen.contains(&fd) {
+            return Err(ListenError::Duplicate(fd));
+        }
+        seen.push(fd);
+        let origin = format!("--fd {fd}");
+        let owned = sys::take_inherited_fd(fd)
+            .map_err(|e| take_err(fd, &origin, e))?
+            .ok_or_else(|| ListenError::InheritedNotOpen {
+                fd,
+                origin: origin.clone(),
+            })?;
+        out.push(validate(owned, format!("fd{fd}"), Source::Inherited, &origin)?);
+    }
+    Ok(out)
 }
 
 fn take_err(fd: RawFd, origin: &str, e: std::io::Error) -> ListenError {
