@@ -74,11 +74,13 @@
 //! - `successor`: starting a successor and waiting until it is ready.
 //! - `drain`: the drain switch, open-connection count, deadline, and [`Draining`], the
 //!   handlers' view of it.
-//! - `server`: accept loops, h1 (with upgrades) and h2c per connection through hyper,
-//!   `ConnectInfo`, moving connections; [`ws`], WebSockets that move with their state.
 //! - `tls`: the certificate and key (files or systemd credentials) → a checked rustls config
 //!   (reading the PEM pair and the leaf in `tls/cert.rs`), and session-ticket keys that survive
 //!   handoffs and restarts; serving TLS is in `server`.
+//! - `server`: serving: one accept loop per listener, each connection through hyper as h1
+//!   (with upgrades) or h2c, or TLS; `ConnectInfo`; moving connections and [`ws`] WebSockets
+//!   (with their state) to the successor or the fd store and back in, all in `server/moving.rs`.
+//!   `server/mod.rs` is its facade, and lists its own modules in their order.
 //! - `control`: the control socket behind `reload` (server side).
 //! - `pidfile`: the pid file that names the primary (or the supervisor) across handoffs.
 //! - [`cli`]: `reload` and `stop` for any binary (client side).
