@@ -113,11 +113,38 @@ pub enum ClientError {
     Timeout { path: PathBuf, timeout: Duration },
     #[error("the service closed the control connection without an answer")]
     NoAnswer,
+    #[error(
+        "no heird service of this user runs here: no live control socket in {dir}; pass --socket PATH or --pid PID, or run under systemd (RUNTIME_DIRECTORY)"
+    )]
+    NoneRunning { dir: PathBuf },
+    #[error(
+        "{} heird services of this user run here ({}); pass --socket PATH or --pid PID to pick one",
+        .sockets.len(),
+        .sockets.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Ambiguous { sockets: Vec<PathBuf> },
+}
+
+impl ClientError {
+    /// The exit status for this error: 2 (a usage error) when the command line must say which
+    /// service, 78 (EX_CONFIG) when the pid it named has no control socket, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::NoTarget
+            | ClientError::NoneRunning { .. }
+            | ClientError::Ambiguous { .. }
+            | ClientError::BadPid(_) => EX_USAGE,
+            ClientError::NoSocket { .. } => EX_CONFIG,
+            _ => 1,
+        }
+    }
 }
 
 /// The control socket to talk to: `explicit`, else `$RUNTIME_DIRECTORY/control.sock` (under
 /// systemd, `ExecReload=` runs with the service's environment), else the socket that process
-/// `pid` (or `$MAINPID`) holds.
+/// `pid` (or `$MAINPID`) holds, else (started from a shell, no pid given) the one live control
+/// socket in our private directory (`$XDG_RUNTIME_DIR/heird` or `/tmp/heird-<uid>`): none there
+/// is [`ClientError::NoneRunning`], several [`ClientError::Ambiguous`].
 pub fn find_socket(explicit: Option<PathBuf>, pid: Option<u32>) -> Result<PathBuf, ClientError> {
     if let Some(p) = explicit {
         return Ok(p);
@@ -130,7 +157,17 @@ pub fn find_socket(explicit: Option<PathBuf>, pid: Option<u32>) -> Result<PathBu
             .unwrap_or_default();
         return Ok(Path::new(std::str::from_utf8(first).unwrap_or_default()).join(control::SOCKET_NAME));
     }
-    let pid = main_pid(pid).ok_or(ClientError::NoTarget)?;
+    let Some(pid) = main_pid(pid) else {
+        return match control::live_sockets_in_private_dir() {
+            Ok((dir, live)) => match <[PathBuf; 1]>::try_from(live) {
+                Ok([one]) => Ok(one),
+                Err(live) if live.is_empty() => Err(ClientError::NoneRunning { dir }),
+                Err(sockets) => Err(ClientError::Ambiguous { sockets }),
+            },
+            // A private directory that is not ours is not looked into.
+            Err(_) => Err(ClientError::NoTarget),
+        };
+    };
     match control::path_of_pid(pid) {
         Ok(Some(p)) => Ok(p),
         Ok(None) => Err(ClientError::NoSocket { pid }),
@@ -237,6 +274,8 @@ pub fn stop_and_wait(pid: i32, timeout: Duration) -> std::io::Result<bool> {
 }
 
 const EX_CONFIG: u8 = 78;
+/// A usage error (a bad or missing argument), as clap exits.
+const EX_USAGE: u8 = 2;
 
 /// Prints `error: <message>` and returns `code`.
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -245,12 +284,12 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 /// `reload`: exit 0 when the handoff succeeded; 1 with the reason on stderr when it failed;
-/// 78 when there is no service to ask.
+/// 2 when the command line must say which service (none or several found); 78 when the pid it
+/// names has no control socket.
 pub fn reload_command(args: ReloadArgs) -> ExitCode {
     let path = match find_socket(args.socket.clone(), args.pid) {
         Ok(p) => p,
-        Err(e @ (ClientError::NoTarget | ClientError::NoSocket { .. })) => return fail(EX_CONFIG, e),
-        Err(e) => return fail(1, e),
+        Err(e) => return fail(e.exit_code(), e),
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -270,7 +309,7 @@ pub fn reload_command(args: ReloadArgs) -> ExitCode {
 
 /// `stop`: exit 0 once the process is gone (or when there is no main process: `$MAINPID` empty,
 /// or unset under systemd, which leaves it unset once the main process has exited);
-/// 1 when it did not exit within the timeout; 78 for a bad pid.
+/// 1 when it did not exit within the timeout; 2 without a pid, or with a bad one.
 pub fn stop_command(args: StopArgs) -> ExitCode {
     let pid = match (args.pid, std::env::var("MAINPID")) {
         (Some(p), _) => p,
@@ -287,12 +326,12 @@ pub fn stop_command(args: StopArgs) -> ExitCode {
         }
         (None, _) => match main_pid(None) {
             Some(p) => p,
-            None => return fail(EX_CONFIG, "no pid: pass --pid or set $MAINPID"),
+            None => return fail(EX_USAGE, "no pid: pass --pid or set $MAINPID"),
         },
     };
     let raw = match checked_pid(u64::from(pid)) {
         Ok(p) => p,
-        Err(e) => return fail(EX_CONFIG, e),
+        Err(e) => return fail(e.exit_code(), e),
     };
     match stop_and_wait(raw, args.timeout) {
         Ok(true) => ExitCode::SUCCESS,

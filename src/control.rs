@@ -249,6 +249,48 @@ fn bound_path(fd: &OwnedFd) -> Option<PathBuf> {
     addr.path().map(Path::to_path_buf)
 }
 
+/// The live control sockets in our private directory (`control-<pid>.sock`, named after the
+/// pid that bound them, which a handoff does not change): those a process listens on, from
+/// `/proc/net/unix`, so a file left behind by a process that was killed does not count. Does
+/// not create the directory.
+pub fn live_sockets_in_private_dir() -> io::Result<(PathBuf, Vec<PathBuf>)> {
+    let dir = private_dir_path();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((dir, vec![])),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+    };
+    check_private(&dir)?;
+    let listening = listening_paths(&std::fs::read_to_string("/proc/self/net/unix")?);
+    let mut live: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("control-") && n.ends_with(".sock"))
+        })
+        .filter(|p| listening.contains(p))
+        .collect();
+    live.sort();
+    Ok((dir, live))
+}
+
+/// The paths of listening Unix sockets in a `/proc/net/unix` table.
+fn listening_paths(table: &str) -> std::collections::HashSet<PathBuf> {
+    // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 is __SO_ACCEPTCON.
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(cols.get(3)?, 16).ok()?;
+            let path = cols.get(7)?;
+            (flags & 0x0001_0000 != 0).then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// Serves the control socket `fd` until the returned task is aborted; requests arrive on `tx`.
 /// Each client connection is counted in `open` until its answer is written, so that the
 /// process can wait for answers before it exits.
@@ -328,6 +370,23 @@ async fn handle(mut stream: UnixStream, tx: mpsc::Sender<Request>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_paths_from_proc_net_unix() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 1001 /tmp/heird-0/control-10.sock
+0000000000000000: 00000002 00000000 00000000 0001 03 1002 /tmp/heird-0/control-11.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 1003
+0000000000000000: 00000002 00000000 00010000 0005 01 1004 @abstract
+";
+        let live = listening_paths(table);
+        assert!(live.contains(Path::new("/tmp/heird-0/control-10.sock")));
+        assert!(
+            !live.contains(Path::new("/tmp/heird-0/control-11.sock")),
+            "connected, not listening"
+        );
+        assert_eq!(live.len(), 2, "{live:?}");
+    }
 
     #[test]
     fn runtime_dir_first_entry() {

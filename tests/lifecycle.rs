@@ -236,14 +236,14 @@ fn a_shared_control_directory_is_refused() {
     assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
 }
 
-/// Bug: `heird stop --pid 4294967295` became kill(-1). Pids out of range are refused; an empty
-/// `$MAINPID` (no main process) means there is nothing to stop.
+/// Bug: `heird stop --pid 4294967295` became kill(-1). Pids out of range are refused as a usage
+/// error (exit 2); an empty `$MAINPID` (no main process) means there is nothing to stop.
 #[test]
 fn stop_refuses_pids_out_of_range_and_accepts_an_empty_mainpid() {
     for pid in ["4294967295", "2147483648", "0"] {
         let out = Command::new(BIN).args(["stop", "--pid", pid]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(78), "--pid {pid}: {err}");
+        assert_eq!(out.status.code(), Some(2), "--pid {pid}: {err}");
         assert!(err.contains("out of range"), "{err}");
     }
     let out = Command::new(BIN).arg("stop").env("MAINPID", "").output().unwrap();

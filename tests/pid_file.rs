@@ -44,11 +44,21 @@ fn control_socket(xdg: &Path) -> PathBuf {
 }
 
 fn reload_socket(socket: &Path) -> (bool, String) {
+    let (code, text) = client(
+        Path::new("/nonexistent"),
+        &["reload", "--timeout", "20s", "--socket", socket.to_str().unwrap()],
+    );
+    (code == Some(0), text)
+}
+
+/// `heird ARGS` as run from a shell (no `$RUNTIME_DIRECTORY`, no `$MAINPID`), with `xdg` as
+/// `$XDG_RUNTIME_DIR`; returns the exit code and stdout + stderr.
+fn client(xdg: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(BIN)
-        .args(["reload", "--timeout", "20s", "--socket"])
-        .arg(socket)
+        .args(args)
         .env_remove("RUNTIME_DIRECTORY")
         .env_remove("MAINPID")
+        .env("XDG_RUNTIME_DIR", xdg)
         .output()
         .unwrap();
     let text = format!(
@@ -56,7 +66,7 @@ fn reload_socket(socket: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (out.status.code(), text)
 }
 
 /// A heird started from a shell (no `$RUNTIME_DIRECTORY`), its private directory in the test's.
@@ -92,7 +102,14 @@ fn the_pid_file_follows_the_primary_and_the_last_stop_removes_it() {
     let socket = control_socket(dir.path());
     let mut pid = h.pid();
     for round in 0..2 {
-        let (ok, out) = reload_socket(&socket);
+        // By the socket's path, then with nothing at all: the one live socket in the private
+        // directory (named after the first pid, gone since).
+        let (ok, out) = if round == 0 {
+            reload_socket(&socket)
+        } else {
+            let (code, out) = client(dir.path(), &["reload", "--timeout", "20s"]);
+            (code == Some(0), out)
+        };
         assert!(ok, "round {round}: {out}\n{}", h.describe());
         let new: u32 = out
             .split("pid=")
@@ -154,4 +171,42 @@ fn under_a_supervisor_the_pid_file_names_the_supervisor() {
     assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", h.describe());
     assert!(!pid_file.exists(), "{}", h.describe());
     assert!(!socket.exists(), "{}", h.describe());
+}
+
+/// `reload` with no pid and no `$MAINPID` from a shell: with no service running, or with two,
+/// it cannot tell which is meant, a usage error (exit 2) that says so; so is `stop` with no pid.
+#[test]
+fn without_a_pid_none_or_several_services_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = client(dir.path(), &["reload"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no heird service of this user runs here"), "{out}");
+    let (code, out) = client(dir.path(), &["stop"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no pid"), "{out}");
+    let (h1, _) = start(dir.path(), &dir.path().join("one.pid"), &[]);
+    let (h2, _) = start(dir.path(), &dir.path().join("two.pid"), &[]);
+    let (code, out) = client(dir.path(), &["reload"]);
+    assert_eq!(code, Some(2), "{out}\n{}\n{}", h1.describe(), h2.describe());
+    assert!(
+        out.contains("2 heird services") && out.contains(&format!("control-{}.sock", h1.pid())),
+        "{out}"
+    );
+    // Killed, the second leaves its socket's file behind; a file nobody listens on is not a
+    // service, so the first is the one.
+    kill(Pid::from_raw(h2.pid() as i32), Signal::SIGKILL).unwrap();
+    assert!(wait_gone(h2.pid(), Duration::from_secs(10)));
+    assert_eq!(
+        private_files(dir.path())
+            .iter()
+            .filter(|n| n.starts_with("control-"))
+            .count(),
+        2
+    );
+    let (code, out) = client(dir.path(), &["reload", "--timeout", "20s"]);
+    assert_eq!(code, Some(0), "{out}\n{}", h1.describe());
+    assert!(
+        wait_gone(h1.pid(), Duration::from_secs(10)),
+        "the first one handed over"
+    );
 }
