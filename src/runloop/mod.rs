@@ -20,7 +20,7 @@ use crate::channel::Channel;
 use crate::control;
 use crate::drain::Drain;
 use crate::fault::{self, Step};
-use crate::handle::{Handles, StateProvider, Status};
+use crate::handle::{Handles, StateProvider, StateSlot, Status};
 use crate::handover;
 use crate::lifecycle::{self, Action, Event, Exit, State, WaiterId};
 use crate::listeners::Listener;
@@ -140,24 +140,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         pid_file,
     };
     if let Some(ch) = channel {
-        fault::point(Step::Serving);
-        match successor::announce_ready(&ch).await {
-            Ok(()) => info!(
-                generation,
-                listeners = d.listeners().len(),
-                "ready; waiting for the predecessor to hand over"
-            ),
-            // The predecessor is gone (its end of the channel is closed): the channel task
-            // sees EOF at once and this process carries on as the primary.
-            Err(e) => warn!(error = %e, "cannot tell the predecessor we are ready"),
-        }
-        fault::point(Step::ReadyWritten);
-        d.channel_task = Some(tokio::spawn(handover::predecessor_channel(
-            ch,
-            events_tx,
-            d.server.clone(),
-            state_slot,
-        )));
+        d.follow_predecessor(ch, events_tx, state_slot).await;
     } else {
         info!(generation, listeners = d.listeners().len(), "ready");
     }
@@ -216,105 +199,156 @@ impl Driver {
         self.listeners.as_deref().map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// A successor: tells the predecessor it is ready, and from then on follows the channel
+    /// (what the predecessor hands over, and its word that we are primary) in a task.
+    async fn follow_predecessor(
+        &mut self,
+        ch: Channel,
+        events: mpsc::UnboundedSender<Event>,
+        state: StateSlot,
+    ) {
+        fault::point(Step::Serving);
+        match successor::announce_ready(&ch).await {
+            Ok(()) => info!(
+                generation = self.generation,
+                listeners = self.listeners().len(),
+                "ready; waiting for the predecessor to hand over"
+            ),
+            // The predecessor is gone (its end of the channel is closed): the channel task
+            // sees EOF at once and this process carries on as the primary.
+            Err(e) => warn!(error = %e, "cannot tell the predecessor we are ready"),
+        }
+        fault::point(Step::ReadyWritten);
+        self.channel_task = Some(tokio::spawn(handover::predecessor_channel(
+            ch,
+            events,
+            self.server.clone(),
+            state,
+        )));
+    }
+
     async fn run(mut self, mut sig: Option<Signals>) -> Result<Exit, RunError> {
         let mut exit = None;
         self.publish_status();
         while exit.is_none() {
             self.arm_idle_timer();
-            let signals = sig.is_some();
-            let event = tokio::select! {
-                ev = async { sig.as_mut().expect("guarded").next().await }, if signals => ev,
-                // (The watch guard must not live across the select: the run future is Send.)
-                _ = async { let _ = self.stop.wait_for(|s| *s).await; }, if !self.stop_asked => {
-                    self.stop_asked = true;
-                    Event::Stop
-                }
-                Some(req) = self.ctl_rx.recv() => {
-                    let id = self.next_waiter;
-                    self.next_waiter += 1;
-                    self.waiters.insert(id, req.reply);
-                    Event::Reload(Some(id))
-                }
-                Some(ev) = self.events.recv() => ev,
-                res = async { self.running.as_mut().expect("guarded").await }, if self.running.is_some() => {
-                    self.running = None;
-                    match res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e)))) {
-                        Ok(s) => {
-                            let pid = s.pid();
-                            self.handed = Some(s);
-                            Event::SuccessorReady { pid }
-                        }
-                        Err(e) => {
-                            error!(error = %e, "handoff failed; still serving");
-                            Event::SuccessorFailed { reason: e.to_string() }
-                        }
-                    }
-                }
-                msg = async { self.handed.as_ref().expect("guarded").channel.recv().await }, if self.awaiting_ack && self.handed.is_some() => {
-                    match msg {
-                        Ok(Some(m)) if ChannelMsg::parse(&m) == Some(ChannelMsg::PrimaryAck) => {
-                            self.awaiting_ack = false;
-                            Event::SuccessorAcked
-                        }
-                        Ok(Some(m)) => {
-                            warn!(message = %String::from_utf8_lossy(&m[..m.len().min(64)]), "unexpected message from the successor");
-                            continue;
-                        }
-                        // Closed without an acknowledgement: it is exiting or gone; its exit
-                        // (or the acknowledgement timer) decides.
-                        _ => {
-                            self.awaiting_ack = false;
-                            continue;
-                        }
-                    }
-                }
-                _ = async { self.handed.as_ref().expect("guarded").child.exited().await }, if self.handed.is_some() && self.state.phase != lifecycle::Phase::HandingOver => {
-                    let mut s = self.handed.take().expect("guarded");
-                    let (clean, status) = s.child.reap().await;
-                    if clean {
-                        info!(successor = s.pid(), "the successor exited cleanly; finishing the drain");
-                    }
-                    Event::SuccessorExited { clean, status }
-                }
-                _ = async { self.ack_timer.as_mut().expect("guarded").await }, if self.ack_timer.is_some() => {
-                    self.ack_timer = None;
-                    warn!("no acknowledgement from the successor in time");
-                    Event::AckTimedOut
-                }
-                left = async { self.drain_wait.as_mut().expect("guarded").await }, if self.drain_wait.is_some() => {
-                    self.drain_wait = None;
-                    Event::DrainDone { left }
-                }
-                _ = async { self.idle.as_mut().expect("guarded").await }, if self.idle.is_some() => {
-                    self.idle = None;
-                    info!(
-                        idle_ms = self.opts.idle_exit.unwrap_or_default().as_millis() as u64,
-                        "no connection for the idle time; exiting"
-                    );
-                    Event::Idle
-                }
+            let Some(event) = self.next_event(&mut sig).await else {
+                continue;
             };
-            // A successor that died since the last look is noticed before anything else (its
-            // exit may not have woken the loop yet), so that a handed-over process never exits
-            // while nobody serves.
-            let mut events = vec![event];
-            if matches!(self.state.phase, lifecycle::Phase::HandedOver(_))
-                && let Some(mut s) = self.handed.take_if(|s| s.child.has_exited())
-            {
-                let (clean, status) = s.child.reap().await;
-                events.insert(0, Event::SuccessorExited { clean, status });
-            }
-            for event in events {
-                for action in lifecycle::step(&mut self.state, event) {
-                    if let Action::Exit(e) = action {
-                        exit = Some(e);
-                    }
-                    self.perform(action).await?;
-                }
-            }
+            exit = self.step(event).await?;
             self.publish_status();
         }
         let exit = exit.expect("loop ends with an exit");
+        self.finish(exit).await;
+        Ok(exit)
+    }
+
+    /// The next event from the world; `None` for what needs no step (a message from the
+    /// successor that is not its acknowledgement).
+    async fn next_event(&mut self, sig: &mut Option<Signals>) -> Option<Event> {
+        let signals = sig.is_some();
+        let event = tokio::select! {
+            ev = async { sig.as_mut().expect("guarded").next().await }, if signals => ev,
+            // (The watch guard must not live across the select: the run future is Send.)
+            _ = async { let _ = self.stop.wait_for(|s| *s).await; }, if !self.stop_asked => {
+                self.stop_asked = true;
+                Event::Stop
+            }
+            Some(req) = self.ctl_rx.recv() => {
+                let id = self.next_waiter;
+                self.next_waiter += 1;
+                self.waiters.insert(id, req.reply);
+                Event::Reload(Some(id))
+            }
+            Some(ev) = self.events.recv() => ev,
+            res = async { self.running.as_mut().expect("guarded").await }, if self.running.is_some() => {
+                self.running = None;
+                match res.unwrap_or_else(|e| Err(HandoffError::Spawn(std::io::Error::other(e)))) {
+                    Ok(s) => {
+                        let pid = s.pid();
+                        self.handed = Some(s);
+                        Event::SuccessorReady { pid }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "handoff failed; still serving");
+                        Event::SuccessorFailed { reason: e.to_string() }
+                    }
+                }
+            }
+            msg = async { self.handed.as_ref().expect("guarded").channel.recv().await }, if self.awaiting_ack && self.handed.is_some() => {
+                match msg {
+                    Ok(Some(m)) if ChannelMsg::parse(&m) == Some(ChannelMsg::PrimaryAck) => {
+                        self.awaiting_ack = false;
+                        Event::SuccessorAcked
+                    }
+                    Ok(Some(m)) => {
+                        warn!(message = %String::from_utf8_lossy(&m[..m.len().min(64)]), "unexpected message from the successor");
+                        return None;
+                    }
+                    // Closed without an acknowledgement: it is exiting or gone; its exit
+                    // (or the acknowledgement timer) decides.
+                    _ => {
+                        self.awaiting_ack = false;
+                        return None;
+                    }
+                }
+            }
+            _ = async { self.handed.as_ref().expect("guarded").child.exited().await }, if self.handed.is_some() && self.state.phase != lifecycle::Phase::HandingOver => {
+                let mut s = self.handed.take().expect("guarded");
+                let (clean, status) = s.child.reap().await;
+                if clean {
+                    info!(successor = s.pid(), "the successor exited cleanly; finishing the drain");
+                }
+                Event::SuccessorExited { clean, status }
+            }
+            _ = async { self.ack_timer.as_mut().expect("guarded").await }, if self.ack_timer.is_some() => {
+                self.ack_timer = None;
+                warn!("no acknowledgement from the successor in time");
+                Event::AckTimedOut
+            }
+            left = async { self.drain_wait.as_mut().expect("guarded").await }, if self.drain_wait.is_some() => {
+                self.drain_wait = None;
+                Event::DrainDone { left }
+            }
+            _ = async { self.idle.as_mut().expect("guarded").await }, if self.idle.is_some() => {
+                self.idle = None;
+                info!(
+                    idle_ms = self.opts.idle_exit.unwrap_or_default().as_millis() as u64,
+                    "no connection for the idle time; exiting"
+                );
+                Event::Idle
+            }
+        };
+        Some(event)
+    }
+
+    /// Steps the lifecycle with `event` and performs its actions; the exit, when one says so.
+    async fn step(&mut self, event: Event) -> Result<Option<Exit>, RunError> {
+        // A successor that died since the last look is noticed before anything else (its
+        // exit may not have woken the loop yet), so that a handed-over process never exits
+        // while nobody serves.
+        let mut events = vec![event];
+        if matches!(self.state.phase, lifecycle::Phase::HandedOver(_))
+            && let Some(mut s) = self.handed.take_if(|s| s.child.has_exited())
+        {
+            let (clean, status) = s.child.reap().await;
+            events.insert(0, Event::SuccessorExited { clean, status });
+        }
+        let mut exit = None;
+        for event in events {
+            for action in lifecycle::step(&mut self.state, event) {
+                if let Action::Exit(e) = action {
+                    exit = Some(e);
+                }
+                self.perform(action).await?;
+            }
+        }
+        Ok(exit)
+    }
+
+    /// What is left to do before exiting: the counts logged, the listeners closed, every
+    /// control client answered, the control socket and the pid file done with.
+    async fn finish(mut self, exit: Exit) {
         server::log_moves(&self.server);
         self.server.close_listeners().await;
         // Control requests that raced in: the successor (if any) will take them, so ask the
@@ -344,7 +378,6 @@ impl Driver {
         if let Some(t) = self.channel_task.take() {
             t.abort();
         }
-        Ok(exit)
     }
 
     /// Runs the idle timer while the lifecycle lets it (`Options::idle_exit` set); the timer
