@@ -21,9 +21,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, parse_duration};
-use crate::drain::Draining;
-use crate::listeners::{Listener, Source};
-use crate::server::{ConnectionMoves, UnixPeer};
+use heird::{ConnectionMoves, Draining, Listener, ListenerSource, UnixPeer};
 
 /// What `/info` reports about this process.
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +37,7 @@ pub struct Info {
 pub struct ListenerInfo {
     pub name: String,
     pub address: String,
-    pub source: Source,
+    pub source: ListenerSource,
 }
 
 impl Info {
@@ -52,9 +50,9 @@ impl Info {
             listeners: listeners
                 .iter()
                 .map(|l| ListenerInfo {
-                    name: l.name.clone(),
-                    address: l.address.clone(),
-                    source: l.source,
+                    name: l.name().to_string(),
+                    address: l.address().to_string(),
+                    source: l.source(),
                 })
                 .collect(),
         }
@@ -197,7 +195,7 @@ async fn info_handler(
 /// At a handoff the connection moves to the successor with `n` (its state, as decimal text), so
 /// `n` keeps counting while `pid` changes; at a drain that cannot move it, the library closes it
 /// with 1012.
-async fn ws(State(st): State<Arc<AppState>>, upgrade: crate::ws::WsUpgrade) -> Response {
+async fn ws(State(st): State<Arc<AppState>>, upgrade: heird::ws::WsUpgrade) -> Response {
     let pid = st.info.pid;
     upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, None))
 }
@@ -209,15 +207,15 @@ async fn ws(State(st): State<Arc<AppState>>, upgrade: crate::ws::WsUpgrade) -> R
 async fn ws_drain(
     State(st): State<Arc<AppState>>,
     draining: Draining,
-    upgrade: crate::ws::WsUpgrade,
+    upgrade: heird::ws::WsUpgrade,
 ) -> Response {
     let pid = st.info.pid;
     upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, Some(draining)))
 }
 
-async fn ws_resumable(mut socket: crate::ws::WebSocket, pid: u32, draining: Option<Draining>) {
-    use crate::drain::DrainReason;
-    use crate::ws::{Event, Message};
+async fn ws_resumable(mut socket: heird::ws::WebSocket, pid: u32, draining: Option<Draining>) {
+    use heird::DrainReason;
+    use heird::ws::{Event, Message};
     let mut n: u64 = socket
         .restored()
         .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())

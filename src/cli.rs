@@ -5,7 +5,7 @@
 //! - `stop`: SIGTERM the main process and wait until it has drained and exited: the
 //!   `ExecStop=` that systemd needs, since it SIGKILLs a main pid it did not fork itself.
 //!
-//! With clap, embed [`ReloadArgs`] and [`StopArgs`] in your own subcommands and call
+//! With clap (feature `clap`), embed [`ReloadArgs`] and [`StopArgs`] in your own subcommands and call
 //! [`reload_command`] / [`stop_command`]; without, [`dispatch`] does it:
 //!
 //! ```no_run
@@ -29,64 +29,165 @@ use tokio::net::UnixStream;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Args, Parser};
-
 use crate::control;
 use crate::wire::{ControlAnswer, RELOAD_REQUEST};
 
+/// How long `reload` and `stop` wait by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `reload`'s arguments.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[non_exhaustive]
 pub struct ReloadArgs {
     /// Main pid of the service (defaults to $MAINPID). Used to find its control socket.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub pid: Option<u32>,
     /// Control socket of the service (defaults to $RUNTIME_DIRECTORY/control.sock).
-    #[arg(long, value_name = "PATH")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "PATH"))]
     pub socket: Option<PathBuf>,
     /// How long to wait for the outcome.
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "60s", value_parser = parse_duration_arg))]
     pub timeout: Duration,
 }
 
+impl Default for ReloadArgs {
+    fn default() -> Self {
+        ReloadArgs {
+            pid: None,
+            socket: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 /// `stop`'s arguments.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[non_exhaustive]
 pub struct StopArgs {
     /// Pid to stop (defaults to $MAINPID).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub pid: Option<u32>,
     /// How long to wait for the exit before giving up (systemd's TimeoutStopSec still applies).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "60s", value_parser = parse_duration_arg))]
     pub timeout: Duration,
+}
+
+impl Default for StopArgs {
+    fn default() -> Self {
+        StopArgs {
+            pid: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
 }
 
-#[derive(Debug, Parser)]
-#[command(no_binary_name = true)]
+/// A client command parsed by [`dispatch`] (by hand, so that a library user needs no clap).
+#[derive(Debug)]
 enum Client {
-    /// Ask the running service for a handoff and wait for the outcome.
     Reload(ReloadArgs),
-    /// SIGTERM the main process and wait until it has drained and exited.
     Stop(StopArgs),
+    /// `--help`: print the usage, exit 0.
+    Help(String),
+}
+
+const RELOAD_OPTIONS: &str = "\
+Ask the running service for a handoff and wait for the outcome.
+
+Options:
+  --pid <PID>          main pid of the service (default: $MAINPID), to find its control socket
+  --socket <PATH>      control socket of the service (default: $RUNTIME_DIRECTORY/control.sock)
+  --timeout <DURATION> how long to wait for the outcome (default: 60s)
+  -h, --help           print this help";
+
+const STOP_OPTIONS: &str = "\
+SIGTERM the main process and wait until it has drained and exited.
+
+Options:
+  --pid <PID>          pid to stop (default: $MAINPID)
+  --timeout <DURATION> how long to wait for the exit (default: 60s)
+  -h, --help           print this help";
+
+/// Parses `reload …` or `stop …` (`args` starts at the subcommand); `Err` is the usage error.
+fn parse_client(prog: &str, args: &[OsString]) -> Result<Client, String> {
+    let command = args.first().and_then(|a| a.to_str()).unwrap_or_default();
+    let usage = match command {
+        "reload" => format!("Usage: {prog} reload [--pid <PID>] [--socket <PATH>] [--timeout <DURATION>]"),
+        _ => format!("Usage: {prog} stop [--pid <PID>] [--timeout <DURATION>]"),
+    };
+    let (mut pid, mut socket, mut timeout) = (None, None, DEFAULT_TIMEOUT);
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        let Some(text) = arg.to_str() else {
+            return Err(format!("invalid argument {arg:?}\n\n{usage}"));
+        };
+        if text == "-h" || text == "--help" {
+            let options = if command == "reload" {
+                RELOAD_OPTIONS
+            } else {
+                STOP_OPTIONS
+            };
+            return Ok(Client::Help(format!("{usage}\n\n{options}")));
+        }
+        let (flag, inline) = match text.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(OsString::from(v))),
+            _ => (text, None),
+        };
+        let known = matches!(flag, "--pid" | "--timeout") || (flag == "--socket" && command == "reload");
+        if !known {
+            return Err(format!("unexpected argument '{text}'\n\n{usage}"));
+        }
+        let Some(value) = inline.or_else(|| rest.next().cloned()) else {
+            return Err(format!("a value is required for '{flag}'\n\n{usage}"));
+        };
+        let bad = |why: String| format!("invalid value {value:?} for '{flag}': {why}\n\n{usage}");
+        match flag {
+            "--pid" => {
+                let v = value.to_str().and_then(|v| v.parse::<u32>().ok());
+                pid = Some(v.ok_or_else(|| bad("not a pid".into()))?);
+            }
+            "--socket" => socket = Some(PathBuf::from(value.clone())),
+            _ => {
+                let v = value.to_str().ok_or_else(|| bad("not UTF-8".into()))?;
+                timeout = parse_duration_arg(v).map_err(bad)?;
+            }
+        }
+    }
+    Ok(match command {
+        "reload" => Client::Reload(ReloadArgs { pid, socket, timeout }),
+        _ => Client::Stop(StopArgs { pid, timeout }),
+    })
 }
 
 /// Runs `reload` or `stop` when `args` (a whole command line, program name first) asks for one;
-/// `None` otherwise. A usage error prints clap's message and exits 2.
+/// `None` otherwise. `--help` after the command prints its usage and exits 0; a usage error
+/// prints the error and the usage, and exits 2.
 pub fn dispatch(args: impl IntoIterator<Item = OsString>) -> Option<ExitCode> {
-    let args: Vec<OsString> = args.into_iter().skip(1).collect();
+    let mut args = args.into_iter();
+    let prog = args
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "app".into());
+    let args: Vec<OsString> = args.collect();
     if !matches!(args.first().and_then(|a| a.to_str()), Some("reload" | "stop")) {
         return None;
     }
-    Some(match Client::try_parse_from(args) {
+    Some(match parse_client(&prog, &args) {
         Ok(Client::Reload(a)) => reload_command(a),
         Ok(Client::Stop(a)) => stop_command(a),
+        Ok(Client::Help(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            let _ = e.print();
-            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     })
 }

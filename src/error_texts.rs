@@ -27,34 +27,6 @@ fn once(e: impl Error + Send + Sync + 'static) -> String {
 }
 
 #[test]
-fn config_errors() {
-    use crate::config::ConfigError;
-    let p = PathBuf::from("/nonexistent/x.toml");
-    let t = once(ConfigError::Read {
-        path: p.clone(),
-        error: io_err(),
-    });
-    assert!(
-        t.contains("/nonexistent/x.toml") && t.contains("No such file"),
-        "{t}"
-    );
-    once(ConfigError::Parse {
-        path: p.clone(),
-        message: "bad".into(),
-    });
-    once(ConfigError::Value {
-        path: p,
-        key: "drain_timeout",
-        value: "x".into(),
-        reason: "bad".into(),
-    });
-    once(ConfigError::Listen(crate::listeners::ListenError::BadAddr {
-        addr: "x".into(),
-        reason: "bad".into(),
-    }));
-}
-
-#[test]
 fn listen_errors() {
     use crate::listeners::ListenError as L;
     for e in [

@@ -9,6 +9,7 @@ use nix::sys::socket::{MsgFlags, send};
 
 use crate::channel::MAX_MSG;
 use crate::sys;
+use crate::tls::tickets::KEYS_FD_VAR;
 use crate::wire::ChannelMsg;
 
 /// The successor's end of the handoff channel (`3 + number of listeners`).
@@ -27,6 +28,9 @@ pub struct Inherited {
     pub channel: Option<OwnedFd>,
     /// The control socket's listening fd, when the parent passed it.
     pub control: Option<OwnedFd>,
+    /// The predecessor's TLS session-ticket keys (a memfd), or why they cannot be read; taken
+    /// by the service when it serves TLS.
+    pub(crate) tls_ticket_keys: Option<Result<OwnedFd, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +53,15 @@ pub enum InheritError {
 }
 
 impl Inherited {
-    /// Reads and unsets `HEIRD_GENERATION`, `HEIRD_HANDOFF_FD`, `HEIRD_CONTROL_FD`.
-    /// Must run before any thread exists.
+    /// Reads and unsets `HEIRD_GENERATION`, `HEIRD_HANDOFF_FD`, `HEIRD_CONTROL_FD` and
+    /// `HEIRD_TLS_TICKET_KEYS_FD`. Must run before any thread exists.
     pub fn from_env() -> Result<Inherited, InheritError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let gen_s = var(GENERATION_VAR);
         let chan_s = var(HANDOFF_FD_VAR);
         let ctl_s = var(CONTROL_FD_VAR);
-        sys::remove_env(&[GENERATION_VAR, HANDOFF_FD_VAR, CONTROL_FD_VAR]).map_err(|error| {
+        let keys_s = var(KEYS_FD_VAR);
+        sys::remove_env(&[GENERATION_VAR, HANDOFF_FD_VAR, CONTROL_FD_VAR, KEYS_FD_VAR]).map_err(|error| {
             InheritError::Io {
                 var: GENERATION_VAR,
                 fd: -1,
@@ -95,10 +100,13 @@ impl Inherited {
             })?;
             Ok(Some(owned))
         };
+        // Lenient: without the predecessor's keys, TLS starts with fresh ones (and says why).
+        let tls_ticket_keys = take(KEYS_FD_VAR, keys_s).map_err(|e| e.to_string()).transpose();
         Ok(Inherited {
             generation,
             channel: take(HANDOFF_FD_VAR, chan_s)?,
             control: take(CONTROL_FD_VAR, ctl_s)?,
+            tls_ticket_keys,
         })
     }
 

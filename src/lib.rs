@@ -24,7 +24,18 @@
 //! lifecycle ([`Status`]) and to start a handoff or a stop from code, and [`Options`] (drain
 //! and handoff timeouts, signal handling). [`ws`] gives WebSocket handlers that move to the next
 //! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
-//! reads its own configuration first. The `examples/` directory has one program per point.
+//! reads its own configuration first. [`tls`] serves HTTPS (a certificate and key, systemd
+//! credentials, or the app's own rustls config). The `examples/` directory has one program per
+//! point.
+//!
+//! # Features
+//! - `cli-binary` (default): heird's own `heird` binary, with its command line (clap) and
+//!   config file (TOML). An app that uses heird as a library turns the default off
+//!   (`default-features = false`) and compiles neither; everything above, [`cli`] included,
+//!   works without it.
+//! - `clap`: `clap::Args` for [`cli::ReloadArgs`] and [`cli::StopArgs`], to embed them in an
+//!   app's own clap command line (`cli-binary` turns it on).
+//! - `fault-injection`: test-only hooks that stop or kill a process at a named handoff step.
 //!
 //! # Lifecycle of one process
 //! 1. **Acquire** (before any thread exists): read what a predecessor passed
@@ -74,9 +85,10 @@
 //! - `successor`: starting a successor and waiting until it is ready.
 //! - `drain`: the drain switch, open-connection count, deadline, and [`Draining`], the
 //!   handlers' view of it.
-//! - `tls`: the certificate and key (files or systemd credentials) → a checked rustls config
-//!   (reading the PEM pair and the leaf in `tls/cert.rs`), and session-ticket keys that survive
-//!   handoffs and restarts; serving TLS is in `server`.
+//! - [`tls`]: the certificate and key (files, systemd credentials, or the app's rustls config)
+//!   → a checked rustls config (reading the PEM pair and the leaf in `tls/cert.rs`, the
+//!   credentials in `tls/credentials.rs`), and session-ticket keys that survive handoffs and
+//!   restarts (`tls/tickets.rs`); serving TLS is in `server`.
 //! - `server`: serving: one accept loop per listener, each connection through hyper as h1
 //!   (with upgrades) or h2c, or TLS; `ConnectInfo`; moving connections and [`ws`] WebSockets
 //!   (with their state) to the successor or the fd store and back in, all in `server/moving.rs`.
@@ -97,22 +109,19 @@
 //!   the workers' notify socket in `supervise/notify_in.rs`).
 //! - `entry`: [`main`] and [`start`]: the runtime and the exit code for a binary.
 //! - `logging`: journald or stderr.
-//! - `config`, `app`: heird's own binary (its command line in `config/args.rs`, its config
-//!   file in `config/file.rs`, and demo endpoints), not the library.
 //! - `fault`: test-only fault injection at named handoff steps (feature `fault-injection`).
+//!
+//! heird's own binary is `src/main.rs` with its modules beside it, which this library does not
+//! declare: `config` (its command line in `config/args.rs`, its config file in
+//! `config/file.rs`, which certificate in `config/tls.rs`) and `app` (its demo endpoints). It
+//! uses only the public API above (and `__private`).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod acquire;
-#[doc(hidden)]
-#[allow(missing_docs)]
-pub mod app;
 mod channel;
 mod child;
 pub mod cli;
-#[doc(hidden)]
-#[allow(missing_docs)]
-pub mod config;
 mod control;
 mod drain;
 mod entry;
@@ -135,8 +144,6 @@ mod service;
 mod successor;
 mod supervise;
 mod sys;
-#[doc(hidden)]
-#[allow(missing_docs)]
 pub mod tls;
 mod wire;
 
@@ -147,7 +154,7 @@ pub use handle::{Handle, ReloadError, Reloaded, Status};
 pub use inherit::{InheritError, Inherited};
 pub use kept::Kept;
 pub use lifecycle::Exit;
-pub use listeners::{ListenAddr, ListenError, Listener};
+pub use listeners::{ListenAddr, ListenError, Listener, Source as ListenerSource};
 pub use logging::init as init_logging;
 pub use server::{ConnectionMoves, Routes, ServeSettings, UnixPeer, ws};
 pub use service::{Options, RunError, Service, StartError};

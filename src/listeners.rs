@@ -75,7 +75,7 @@ pub enum ListenError {
     BadAddr { addr: String, reason: String },
 }
 
-/// Where a listener came from, as `/info` reports it.
+/// Where a listener came from ([`Listener::source`]); serialized in lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
@@ -189,6 +189,11 @@ impl Listener {
     /// Its local address for display (`127.0.0.1:8080`, `unix:/run/myapp/http.sock`).
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Where it came from: systemd, an inherited `--fd`, or a bind of this process.
+    pub fn source(&self) -> Source {
+        self.source
     }
 }
 

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use heird::{Acquire, Inherited, Options, Supervise};
-use heird::{app, config};
+
+mod app;
+mod config;
 
 use config::{Cli, Command, Config, ConfigArg, ServeArgs};
 

@@ -231,6 +231,7 @@ impl Service {
     /// Like [`Service::run`], with a router per listener name (see [`Routes`]).
     pub async fn run_routes(mut self, routes: Routes, opts: Options) -> Result<Exit, RunError> {
         let control_fd = self.inherited.control.take();
+        let ticket_keys = self.inherited.tls_ticket_keys.take();
         let report = |e: RunError| {
             self.inherited.report_error(&e.to_string());
             e
@@ -270,6 +271,9 @@ impl Service {
         );
         let drain = Drain::new();
         let serve = opts.serve.clone().with_drain_timeout(opts.drain_timeout);
+        if let (Some(tls), Some(keys)) = (&serve.tls, ticket_keys) {
+            tls.take_predecessor_keys(keys);
+        }
         let server = Server::spawn(&self.listeners, routes.clone(), &drain, &serve)
             .map_err(|e| report(RunError::Serve(e)))?;
         let signals = if opts.handle_signals {

@@ -413,3 +413,105 @@ asyncio.run(main())
         "the old process did not exit"
     );
 }
+
+/// tls: HTTPS on the first address, plain HTTP on the second (per-listener choice); a reload
+/// rotates the certificate, and a session ticket from the old process resumes with the new one
+/// (the keys were handed over); a bad certificate fails the reload visibly while the old
+/// process serves on; the app's own rustls config serves too.
+#[test]
+fn tls_serves_https_beside_http_rotates_by_reload_and_resumes_tickets() {
+    use support::tls::{client_config, connect, https_get, make_pair, request};
+    let bin = example("tls");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (make_pair(dir.path(), "a", 30), make_pair(dir.path(), "b", 30));
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&a.cert, &cert).unwrap();
+    std::fs::copy(&a.key, &key).unwrap();
+    let (https, http) = (free_addr(), free_addr());
+    let mut sp = Spawn::new(dir.path(), &[&https.to_string(), &http.to_string()])
+        .env("TLS_CERT", cert.to_str().unwrap())
+        .env("TLS_KEY", key.to_str().unwrap());
+    sp.bin = bin.clone();
+    let h = sp.start();
+    let mut body_http = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            body_http = get(http, "/").map(|(_, b)| b).unwrap_or_default();
+            !body_http.is_empty()
+        }),
+        "{}",
+        h.describe()
+    );
+    assert!(body_http.ends_with("over http\n"), "{body_http}");
+    // Trusting a and b: resumption does not look at the certificate again.
+    let both = client_config(&[&a.cert_pem, &b.cert_pem], &[b"http/1.1"]);
+    let only_a = client_config(&[&a.cert_pem], &[b"http/1.1"]);
+    let (head, body) = https_get(https, &only_a, "/").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, format!("pid {} over https\n", h.pid()));
+    // A ticket from this process (read with the response).
+    let mut c = connect(https, &both).unwrap();
+    assert_eq!(c.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    request(&mut c, "/").unwrap();
+    drop(c);
+
+    // Rotation: the renewed pair in place, then a reload.
+    std::fs::copy(&b.cert, &cert).unwrap();
+    std::fs::copy(&b.key, &key).unwrap();
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}\n{}", h.describe());
+    let only_b = client_config(&[&b.cert_pem], &[b"http/1.1"]);
+    let mut new_pid = String::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        new_pid = https_get(https, &only_b, "/").map(|(_, b)| b).unwrap_or_default();
+        !new_pid.is_empty() && !new_pid.contains(&format!("pid {} ", h.pid()))
+    }));
+    // A new client (no ticket to resume with) sees the new certificate only.
+    let fresh_a = client_config(&[&a.cert_pem], &[b"http/1.1"]);
+    assert!(
+        https_get(https, &fresh_a, "/").is_err(),
+        "the old certificate is still served"
+    );
+    // The old process's ticket resumes with the successor.
+    let mut c = connect(https, &both).unwrap();
+    assert_eq!(
+        c.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the successor did not take the ticket keys\n{}",
+        h.describe()
+    );
+    let (_, body) = request(&mut c, "/").unwrap();
+    assert_eq!(body, new_pid);
+
+    // A bad certificate: the reload fails with the reason, the process serving stays.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    let (ok, out) = reload(dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("tls.crt"), "{out}");
+    let (_, body) = https_get(https, &only_b, "/").unwrap();
+    assert_eq!(body, new_pid);
+
+    // The app's own rustls config (HTTP/1.1 only).
+    let own = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut sp = Spawn::new(own.path(), &[&addr.to_string(), &free_addr().to_string()])
+        .env("TLS_CERT", a.cert.to_str().unwrap())
+        .env("TLS_KEY", a.key.to_str().unwrap())
+        .env("TLS_OWN_CONFIG", "1");
+    sp.bin = bin;
+    let h2 = sp.start();
+    let h2_alpn = client_config(&[&a.cert_pem], &[b"h2", b"http/1.1"]);
+    let mut served = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            served = connect(addr, &h2_alpn).ok();
+            served.is_some()
+        }),
+        "{}",
+        h2.describe()
+    );
+    let mut c = served.unwrap();
+    assert_eq!(c.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (_, body) = request(&mut c, "/").unwrap();
+    assert_eq!(body, format!("pid {} over https\n", h2.pid()));
+}

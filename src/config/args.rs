@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cli::{ReloadArgs, StopArgs};
+use heird::cli::{ReloadArgs, StopArgs};
 
 /// `heird --version`; a test build with fault-injection hooks says so.
 #[cfg(not(feature = "fault-injection"))]

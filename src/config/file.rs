@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Config, ConfigError, parse_duration};
-use crate::listeners::ListenAddr;
+use heird::ListenAddr;
 
 /// The config file as written (every key optional).
 #[derive(Debug, Default, Deserialize)]

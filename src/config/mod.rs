@@ -5,18 +5,23 @@
 //!
 //! - `args`: the command line (clap).
 //! - `file`: the config file as written, parsed and validated ([`Config::parse`]).
+//! - `tls`: which certificate and key (command line, `[tls]`, systemd credentials).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::listeners::{ListenAddr, ListenError};
-use crate::tls::{self, TlsError, TlsSetup, TlsSpec};
+use heird::tls::{TlsError, TlsSetup};
+use heird::{ListenAddr, ListenError};
 
 mod args;
+#[cfg(test)]
+mod error_texts;
 mod file;
+mod tls;
 
-pub use args::{Cli, Command, ConfigArg, ServeArgs, VERSION};
+pub use args::{Cli, Command, ConfigArg, ServeArgs};
+use tls::TlsSpec;
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "HEIRD_CONFIG";

@@ -13,17 +13,32 @@ use super::{EXPIRY_WARNING, TlsError};
 
 /// What heird reads from the leaf certificate (for warnings, logs and SNI checks).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CertInfo {
+    /// The subject's distinguished name, e.g. `CN=example.org`.
     pub subject: String,
     /// DNS names of subjectAltName (lowercase; may start with `*.`).
     pub dns_names: Vec<String>,
+    /// Start of the validity period.
     pub not_before: SystemTime,
+    /// End of the validity period.
     pub not_after: SystemTime,
     /// SHA-256 of the leaf's DER, hex (what `openssl x509 -fingerprint -sha256` prints).
     pub sha256: String,
 }
 
 impl CertInfo {
+    /// For a config whose certificate heird does not see (the app's own resolver).
+    pub(super) fn unknown() -> CertInfo {
+        CertInfo {
+            subject: "-".into(),
+            dns_names: Vec::new(),
+            not_before: UNIX_EPOCH,
+            not_after: UNIX_EPOCH,
+            sha256: "-".into(),
+        }
+    }
+
     pub(super) fn warnings(&self, path: &Path, now: SystemTime) -> Vec<String> {
         let mut out = Vec::new();
         let path = path.display();
@@ -64,6 +79,16 @@ pub(super) fn httpdate(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// The `ring` crypto provider.
+pub(super) fn provider() -> CryptoProvider {
+    // rustls 0.23.48 deprecates the ring provider as a whole ("no support for post-quantum
+    // algorithms"), with no replacement inside ring; the alternative is the aws-lc-rs provider
+    // (a C and cmake build). heird stays on ring until that choice is made, without a warning
+    // in every build on the newest rustls (0.23.46 and 0.23.48 both build clean).
+    #[allow(deprecated)]
+    rustls::crypto::ring::default_provider()
+}
+
 /// Parses the PEM pair, checks that the key belongs to the leaf certificate, and reads the leaf.
 pub(super) fn certified_key(
     cert_pem: &[u8],
@@ -94,7 +119,7 @@ pub(super) fn certified_key(
         }
         e => key_err(format!("not PEM: {e}")),
     })?;
-    let provider: &CryptoProvider = &rustls::crypto::ring::default_provider();
+    let provider = provider();
     let signing = provider
         .key_provider
         .load_private_key(key)

@@ -156,20 +156,8 @@ impl Ticketer {
         })
     }
 
-    /// The keys a predecessor left in the memfd `fd`; rotated at once if they are due.
-    pub fn from_fd(fd: OwnedFd) -> io::Result<Ticketer> {
-        let t = Ticketer {
-            keys: RwLock::new(read_keys(fd)?),
-            rng: SystemRandom::new(),
-            inherited: AtomicBool::new(true),
-            in_fd_store: AtomicBool::new(false),
-        };
-        t.rotate_if_due(SystemTime::now());
-        Ok(t)
-    }
-
-    /// Replaces the keys with those in the memfd `fd` (kept in the fd store by a previous
-    /// process).
+    /// Replaces the keys with those in the memfd `fd` (handed over by a predecessor, or kept
+    /// in the fd store by a previous process); rotated at once if they are due.
     pub fn adopt(&self, fd: OwnedFd) -> io::Result<()> {
         let keys = read_keys(fd)?;
         *self
@@ -349,7 +337,8 @@ mod tests {
     fn keys_survive_a_memfd() {
         let t = Ticketer::new().unwrap();
         let c = t.encrypt(b"x").unwrap();
-        let t2 = Ticketer::from_fd(t.to_memfd().unwrap()).unwrap();
+        let t2 = Ticketer::new().unwrap();
+        t2.adopt(t.to_memfd().unwrap()).unwrap();
         assert_eq!(t2.decrypt(&c).unwrap(), b"x");
         assert_eq!(*t.keys.read().unwrap(), *t2.keys.read().unwrap());
         assert!(Keys::from_bytes(&[VERSION, 0, 0]).is_none());

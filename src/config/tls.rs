@@ -1,11 +1,12 @@
-//! Where the certificate and key come from: `--tls-cert`/`--tls-key`, else `[tls]` `cert`/`key`
-//! (already parsed into a [`TlsSpec`] by [`crate::config`]), else the systemd credentials
-//! `tls.crt` and `tls.key` in `$CREDENTIALS_DIRECTORY`; then [`TlsSetup::load`].
+//! Where the binary's certificate and key come from: `--tls-cert`/`--tls-key`, else `[tls]`
+//! `cert`/`key` (already parsed into a [`TlsSpec`] by `config::file`), else the systemd
+//! credentials `tls.crt` and `tls.key` in `$CREDENTIALS_DIRECTORY`; then the library's
+//! [`TlsSetup`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{CREDENTIAL_CERT, CREDENTIAL_KEY, DEFAULT_HANDSHAKE_TIMEOUT, Source, TlsError, TlsSetup};
+use heird::tls::{CREDENTIAL_CERT, CREDENTIAL_KEY, DEFAULT_HANDSHAKE_TIMEOUT, TlsError, TlsSetup};
 
 /// `[tls]` of the file, validated, before the files are read (paths relative to the file's
 /// directory).
@@ -30,15 +31,15 @@ pub fn resolve(
             format!("config file {}: [tls]", p.display())
         })
     };
-    let (cert, key, source): (PathBuf, PathBuf, Source) = match (cli.0, cli.1, &spec.cert, &spec.key) {
-        (Some(c), Some(k), _, _) => (c.into(), k.into(), Source::Paths),
+    let setup = match (cli.0, cli.1, &spec.cert, &spec.key) {
+        (Some(c), Some(k), _, _) => TlsSetup::from_files(c, k)?,
         (Some(_), None, _, _) | (None, Some(_), _, _) => {
             return Err(TlsError::Spec {
                 origin: "--tls-cert/--tls-key".into(),
                 message: "give both or neither".into(),
             });
         }
-        (None, None, Some(c), Some(k)) => (c.clone(), k.clone(), Source::Paths),
+        (None, None, Some(c), Some(k)) => TlsSetup::from_files(c, k)?,
         (None, None, Some(_), None) | (None, None, None, Some(_)) => {
             return Err(TlsError::Spec {
                 origin: file(),
@@ -47,11 +48,11 @@ pub fn resolve(
         }
         (None, None, None, None) => {
             let found = match credentials {
-                Some(d) => credential_pair(d)?,
+                Some(d) => TlsSetup::from_credentials_in(d)?,
                 None => None,
             };
             match found {
-                Some((c, k)) => (c, k, Source::Credentials),
+                Some(setup) => setup,
                 _ if spec.listeners.is_some() || spec.handshake_timeout.is_some() => {
                     return Err(TlsError::Spec {
                         origin: file(),
@@ -65,57 +66,18 @@ pub fn resolve(
             }
         }
     };
-    let setup = TlsSetup::load(
-        &cert,
-        &key,
-        source,
-        spec.listeners.clone(),
-        spec.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
-    )?;
-    Ok(Some(setup))
-}
-
-/// `tls.crt` and `tls.key` in the systemd credentials directory `dir`: both (`Some`), neither
-/// (`None`), or an error for one without the other or one that cannot be looked at (HTTPS was
-/// meant: serving plain HTTP instead would hide the mistake).
-fn credential_pair(dir: &Path) -> Result<Option<(PathBuf, PathBuf)>, TlsError> {
-    let look = |name: &str| -> Result<Option<PathBuf>, TlsError> {
-        let p = dir.join(name);
-        match std::fs::metadata(&p) {
-            Ok(_) => Ok(Some(p)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(TlsError::Spec {
-                origin: format!("systemd credential {}", p.display()),
-                message: e.to_string(),
-            }),
-        }
-    };
-    match (look(CREDENTIAL_CERT)?, look(CREDENTIAL_KEY)?) {
-        (Some(c), Some(k)) => Ok(Some((c, k))),
-        (None, None) => Ok(None),
-        (c, _) => Err(TlsError::Spec {
-            origin: format!("systemd credentials in {}", dir.display()),
-            message: format!(
-                "{} without {}: load both or neither",
-                if c.is_some() {
-                    CREDENTIAL_CERT
-                } else {
-                    CREDENTIAL_KEY
-                },
-                if c.is_some() {
-                    CREDENTIAL_KEY
-                } else {
-                    CREDENTIAL_CERT
-                },
-            ),
-        }),
-    }
+    let setup = setup.handshake_timeout(spec.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT));
+    Ok(Some(match &spec.listeners {
+        Some(names) => setup.on_listeners(names.iter().cloned()),
+        None => setup,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, ConfigError};
+    use heird::tls::Source;
 
     fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(t, Path::new("/etc/heird/heird.toml"))
@@ -147,16 +109,16 @@ mod tests {
         assert!(resolve_with("", none, None).unwrap().is_none());
         // Credentials alone.
         let t = resolve_with("", none, Some(d)).unwrap().unwrap();
-        assert_eq!(t.source, Source::Credentials);
-        assert_eq!(t.cert_path, d.join("tls.crt"));
+        assert_eq!(t.source(), Source::Credentials);
+        assert_eq!(t.cert_path(), Some(d.join("tls.crt").as_path()));
         // The config file's paths win over credentials; the command line over both.
         let text = format!("[tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/a.key\"\n", d.display());
         let t = resolve_with(&text, none, Some(d)).unwrap().unwrap();
-        assert_eq!(t.cert_path, d.join("a.crt"));
+        assert_eq!(t.cert_path(), Some(d.join("a.crt").as_path()));
         let (c, k) = (d.join("tls.crt"), d.join("tls.key"));
         let cli = (Some(c.as_path()), Some(k.as_path()));
         let t = resolve_with(&text, cli, None).unwrap().unwrap();
-        assert_eq!(t.cert_path, d.join("tls.crt"));
+        assert_eq!(t.cert_path(), Some(d.join("tls.crt").as_path()));
         // Half a pair of credentials is an error.
         let half = tempfile::tempdir().unwrap();
         std::fs::copy(d.join("tls.crt"), half.path().join("tls.crt")).unwrap();
