@@ -50,7 +50,8 @@
 //!    the same fds at 3.. and `LISTEN_PID` set to its own pid, wait for `ready`, then
 //!    `MAINPID=` + `READY=1`, `BARRIER=1`, and tell the successor it is primary. If the
 //!    successor fails, kill and reap it, send `READY=1` with the reason, and keep serving.
-//! 5. **Drain** (after a handoff, or on SIGTERM/SIGINT with `STOPPING=1`): stop accepting;
+//! 5. **Drain** (after a handoff, on SIGTERM/SIGINT with `STOPPING=1`, or with
+//!    `Options::idle_exit` once no connection was open for that long): stop accepting;
 //!    move each HTTP/1.1 connection, once no request of it is in the handler, to the successor
 //!    (after a handoff) or into the fd store (a stop under systemd), or else answer its next
 //!    request with `Connection: close` and close it when idle; send HTTP/2 connections the
@@ -58,6 +59,9 @@
 //!    tell other handlers through [`Draining`] (WebSockets, SSE end themselves); exit
 //!    0 at the latest at the deadline. A predecessor whose successor dies before it has exited
 //!    takes the service back.
+//!
+//! Under a socket unit with `Accept=yes`, fd 3 is one connected socket: the process serves that
+//! connection alone, has nothing to hand over, and exits when it closes.
 //!
 //! The phases and every rule about them are one pure state machine (`lifecycle`); the run
 //! loop (`runloop`) only turns the world into its events and performs its actions.

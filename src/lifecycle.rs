@@ -17,6 +17,10 @@
 //! and no connection is open; when it fires ([`Event::Idle`]) the process first stops
 //! accepting, so that a connection arriving from then on waits in the socket's backlog for the
 //! next process, then says `STOPPING=1`, closes what raced in, and exits.
+//!
+//! Under a socket unit with `Accept=yes` the process serves one connection
+//! ([`State::serve_one_connection`]): a reload has nothing to hand over and is refused, and the
+//! idle rule, with no idle time, ends the process when the connection closes.
 
 use crate::wire::ControlAnswer;
 
@@ -140,6 +144,8 @@ pub enum Action {
         successor: i32,
         status: String,
     },
+    /// Say that a reload was ignored ([`ONE_CONNECTION`]).
+    LogReloadIgnored,
     /// Leave the run loop.
     Exit(Exit),
 }
@@ -157,6 +163,8 @@ pub struct State {
     predecessor_done: bool,
     /// How a drain in `Stopping` ends: a stop, or an idle exit.
     stop_exit: Exit,
+    /// Serving the one connection of an `Accept=yes` socket unit: nothing to hand over.
+    one_connection: bool,
 }
 
 impl State {
@@ -170,6 +178,7 @@ impl State {
             waiters: Vec::new(),
             predecessor_done: !waiting,
             stop_exit: Exit::Stopped,
+            one_connection: false,
         };
         let actions = if waiting {
             Vec::new()
@@ -188,12 +197,26 @@ impl State {
         self.phase == Phase::Serving && self.predecessor_done
     }
 
+    /// This process serves the one connection a socket unit with `Accept=yes` passed: a reload
+    /// has nothing to hand over (the next connection starts a process of the new binary anyway).
+    pub fn serve_one_connection(&mut self) {
+        self.one_connection = true;
+    }
+
+    pub fn one_connection(&self) -> bool {
+        self.one_connection
+    }
+
     fn reply_all(&mut self, answer: ControlAnswer) -> impl Iterator<Item = Action> {
         std::mem::take(&mut self.waiters)
             .into_iter()
             .map(move |w| Action::Reply(w, answer.clone()))
     }
 }
+
+/// Why a reload of an `Accept=yes` process does nothing.
+pub const ONE_CONNECTION: &str =
+    "this process serves one connection (Accept=yes): there is nothing to hand over";
 
 /// The reason given to clients when a stop ends their wait.
 pub const STOPPING: &str = "the service is stopping";
@@ -211,6 +234,10 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
         (Phase::Waiting, E::Reload(w)) => {
             state.deferred = true;
             state.waiters.extend(w);
+        }
+        (Phase::Serving, E::Reload(w)) if state.one_connection => {
+            out.push(A::LogReloadIgnored);
+            out.extend(w.map(|w| A::Reply(w, ControlAnswer::Failed(ONE_CONNECTION.into()))));
         }
         (Phase::Serving, E::Reload(w)) => {
             state.waiters.extend(w);

@@ -324,3 +324,20 @@ fn a_stop_still_exits_stopped() {
         vec![A::Exit(Exit::Stopped)]
     );
 }
+
+#[test]
+fn an_accept_yes_process_ignores_reloads_and_exits_when_its_connection_closes() {
+    let mut s = primary();
+    s.serve_one_connection();
+    let a = run(&mut s, [E::Reload(None), E::Reload(Some(4))]);
+    assert!(!a.contains(&A::StartSuccessor), "nothing to hand over: {a:?}");
+    assert!(!a.contains(&A::NotifyReloading), "{a:?}");
+    assert_eq!(
+        replies(&a),
+        vec![(4, ControlAnswer::Failed(ONE_CONNECTION.into()))]
+    );
+    assert_eq!(s.phase, Phase::Serving);
+    // Its connection closed: the idle rule (with no idle time) ends it.
+    assert_eq!(step(&mut s, E::Idle)[0], A::StopAccepting);
+    assert_eq!(step(&mut s, E::DrainDone { left: 0 }), vec![A::Exit(Exit::Idle)]);
+}

@@ -203,6 +203,24 @@ pub enum Family {
     Unix,
 }
 
+/// The family of `fd` when it is a connected (not listening) stream socket of a supported family:
+/// the one connection a socket unit with `Accept=yes` passes.
+pub(crate) fn accepted_family(fd: &OwnedFd) -> Option<Family> {
+    let st = fstat(fd.as_fd()).ok()?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK
+        || socket::getsockopt(fd, sockopt::SockType).ok()? != socket::SockType::Stream
+        || socket::getsockopt(fd, sockopt::AcceptConn).ok()?
+    {
+        return None;
+    }
+    let local: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).ok()?;
+    match local.family()? {
+        AddressFamily::Inet | AddressFamily::Inet6 => Some(Family::Inet),
+        AddressFamily::Unix => Some(Family::Unix),
+        _ => None,
+    }
+}
+
 /// Checks that `fd` is a listening stream socket of a supported family and makes it
 /// close-on-exec and nonblocking.
 pub fn validate(fd: OwnedFd, name: String, source: Source, origin: &str) -> Result<Listener, ListenError> {

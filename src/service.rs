@@ -18,7 +18,7 @@ use crate::fault::{self, Step};
 use crate::handle::{Handle, Handles, StateProvider};
 use crate::inherit::{InheritError, Inherited};
 use crate::kept::Kept;
-use crate::listeners::{ListenError, Listener};
+use crate::listeners::{Family, ListenError, Listener};
 use crate::runloop;
 use crate::server::{Routes, Server};
 use crate::successor;
@@ -49,6 +49,8 @@ pub struct Service {
     exe: PathBuf,
     args: Vec<OsString>,
     ignored: Option<String>,
+    /// The one connection of a socket unit with `Accept=yes` (name, family, fd), served alone.
+    accepted: Option<(String, Family, OwnedFd)>,
     /// Keep-alive connections a previous process left in the fd store at its stop.
     stored_connections: Vec<(String, OwnedFd)>,
     handles: Handles,
@@ -101,7 +103,7 @@ impl Service {
         if inherited.channel.is_some() {
             fault::point(Step::SuccessorTookFds);
         }
-        if acquired.listeners.is_empty() {
+        if acquired.listeners.is_empty() && acquired.accepted.is_none() {
             return Err(fail(StartError::NoListeners));
         }
         if let Some(note) = &acquired.listen_ignored
@@ -140,6 +142,7 @@ impl Service {
             exe,
             args: std::env::args_os().skip(1).collect(),
             ignored: acquired.ignored,
+            accepted: acquired.accepted,
             stored_connections: acquired.connections,
             stored_state,
             handles,
@@ -229,9 +232,16 @@ impl Service {
     }
 
     /// Like [`Service::run`], with a router per listener name (see [`Routes`]).
-    pub async fn run_routes(mut self, routes: Routes, opts: Options) -> Result<Exit, RunError> {
+    pub async fn run_routes(mut self, routes: Routes, mut opts: Options) -> Result<Exit, RunError> {
         let control_fd = self.inherited.control.take();
         let ticket_keys = self.inherited.tls_ticket_keys.take();
+        // Accept=yes: this process serves one connection and exits 0 when it closes (an idle
+        // exit with no idle time); there is nothing to hand over, so no control socket either.
+        let accepted = self.accepted.take();
+        if accepted.is_some() {
+            opts.idle_exit = Some(std::time::Duration::ZERO);
+            opts.control_socket = None;
+        }
         let report = |e: RunError| {
             self.inherited.report_error(&e.to_string());
             e
@@ -276,6 +286,16 @@ impl Service {
         }
         let server = Server::spawn(&self.listeners, routes.clone(), &drain, &serve)
             .map_err(|e| report(RunError::Serve(e)))?;
+        let one_connection = accepted.is_some();
+        if let Some((name, family, fd)) = accepted {
+            server
+                .serve_accepted(&name, family, fd)
+                .map_err(|e| report(RunError::Serve(e)))?;
+            info!(
+                name,
+                "serving the one connection a socket unit accepted (Accept=yes)"
+            );
+        }
         let signals = if opts.handle_signals {
             Some(runloop::Signals::new().map_err(|e| report(RunError::Signals(e)))?)
         } else {
@@ -337,6 +357,7 @@ impl Service {
             handles,
             save_state,
             pid_file,
+            one_connection,
         })
         .await
     }

@@ -1,11 +1,12 @@
 //! The ways systemd runs a socket-activated service besides "always on", against the real
 //! binary with a fake `NOTIFY_SOCKET`: on demand (`idle_exit`), refused when heird holds its own
-//! socket; and listenfd's dev loop (`systemfd --no-pid`: `LISTEN_FDS` without `LISTEN_PID`),
-//! taken only with `HEIRD_TRUST_LISTEN_FDS=1`.
+//! socket; one process per connection (`Accept=yes`: a connected socket at fd 3); and listenfd's
+//! dev loop (`systemfd --no-pid`: `LISTEN_FDS` without `LISTEN_PID`), taken only with
+//! `HEIRD_TRUST_LISTEN_FDS=1`.
 
 mod support;
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -197,4 +198,172 @@ fn listen_fds_without_listen_pid_are_ignored_by_default() {
             h.describe()
         );
     }
+}
+
+/// As a socket unit with `Accept=yes` does: a thread accepts one connection on a listener and
+/// starts heird with it at fd 3 (`LISTEN_FDS=1`, `LISTEN_FDNAMES=connection`). Returns the
+/// address to connect to and the thread, which gives heird back.
+fn accept_yes(
+    dir: &std::path::Path,
+    notify: &FakeNotify,
+    args: &[&str],
+) -> (std::net::SocketAddr, std::thread::JoinHandle<Heird>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut all = vec!["serve".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (dir, notify_path) = (dir.to_path_buf(), notify.path.clone());
+    let t = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut sp = Spawn::new(&dir, &args)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "connection")
+            .env("NOTIFY_SOCKET", notify_path.to_str().unwrap());
+        sp.fds = vec![conn.as_raw_fd()];
+        sp.listen_pid_self = true;
+        sp.start()
+    });
+    (addr, t)
+}
+
+fn exits_0_with_stopping(h: &mut Heird, notify: &mut FakeNotify) {
+    let st = h.wait_timeout(Duration::from_secs(10));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(0),
+        "no exit 0 once the connection closed\n{}",
+        h.describe()
+    );
+    notify.drain_for(Duration::from_millis(300));
+    assert!(
+        said_stopping(notify),
+        "no STOPPING=1: {:?}\n{}",
+        notify.seen,
+        h.describe()
+    );
+    assert!(
+        h.stderr().contains("the connection closed; exiting"),
+        "{}",
+        h.describe()
+    );
+}
+
+/// Accept=yes: the one connection is served with keep-alive; a reload has nothing to hand over
+/// (ignored, no successor); the process exits 0 with STOPPING=1 when the client closes.
+#[test]
+fn accept_yes_serves_its_connection_and_exits_0_when_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = FakeNotify::new(dir.path());
+    let (addr, t) = accept_yes(dir.path(), &notify, &[]);
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut h = t.join().unwrap();
+    ready(&mut notify, &h);
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    conn.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", h.describe());
+    assert!(body.contains(&format!("\"pid\":{}", h.pid())), "{body}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || h.stderr().contains("reload ignored")),
+        "{}",
+        h.describe()
+    );
+    // The same connection, the same process, no successor.
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut r);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", h.describe());
+    assert!(
+        children(h.pid()).is_empty(),
+        "a successor was started\n{}",
+        h.describe()
+    );
+    assert!(
+        h.wait_timeout(Duration::from_millis(300)).is_none(),
+        "{}",
+        h.describe()
+    );
+    drop(r);
+    drop(conn);
+    exits_0_with_stopping(&mut h, &mut notify);
+}
+
+/// Accept=yes speaks every protocol a listener's connection does: h2c (the server's SETTINGS
+/// answers the preface) and an upgrade (101 for a WebSocket).
+#[test]
+fn accept_yes_speaks_h2c_and_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = FakeNotify::new(dir.path());
+    let (addr, t) = accept_yes(dir.path(), &notify, &[]);
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut h = t.join().unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut frame = [0u8; 9];
+    conn.read_exact(&mut frame).unwrap();
+    assert_eq!(
+        frame[3],
+        4,
+        "the first frame is not SETTINGS: {frame:?}\n{}",
+        h.describe()
+    );
+    drop(conn);
+    exits_0_with_stopping(&mut h, &mut notify);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = FakeNotify::new(dir.path());
+    let (addr, t) = accept_yes(dir.path(), &notify, &[]);
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut h = t.join().unwrap();
+    conn.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = [0u8; 12];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"HTTP/1.1 101", "{}", h.describe());
+    drop(conn);
+    exits_0_with_stopping(&mut h, &mut notify);
+}
+
+/// Accept=yes with TLS: the handshake, then two requests on the one connection.
+#[test]
+fn accept_yes_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = support::tls::make_pair(dir.path(), "a", 90);
+    let mut notify = FakeNotify::new(dir.path());
+    let (addr, t) = accept_yes(
+        dir.path(),
+        &notify,
+        &[
+            "--tls-cert",
+            pair.cert.to_str().unwrap(),
+            "--tls-key",
+            pair.key.to_str().unwrap(),
+        ],
+    );
+    let cfg = support::tls::client_config(&[&pair.cert_pem], &[b"http/1.1"]);
+    let client = std::thread::spawn(move || {
+        let mut c = support::tls::connect(addr, &cfg).unwrap();
+        let a = support::tls::request(&mut c, "/").unwrap();
+        let b = support::tls::request(&mut c, "/healthz").unwrap();
+        (a, b)
+    });
+    let mut h = t.join().unwrap();
+    let (a, b) = client.join().unwrap();
+    assert!(
+        a.0.starts_with("HTTP/1.1 200") && b.0.starts_with("HTTP/1.1 200"),
+        "{a:?} {b:?}\n{}",
+        h.describe()
+    );
+    exits_0_with_stopping(&mut h, &mut notify);
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use crate::fdstore;
 use crate::listeners::{
-    LISTEN_FDS_START, LISTEN_VARS, ListenAddr, ListenError, Listener, MAX_LISTEN_FDS, SOURCES_VAR, Source,
-    bind, validate,
+    Family, LISTEN_FDS_START, LISTEN_VARS, ListenAddr, ListenError, Listener, MAX_LISTEN_FDS, SOURCES_VAR,
+    Source, bind, validate,
 };
 use crate::sys;
 
@@ -118,6 +118,9 @@ pub struct Acquired {
     pub state: Option<OwnedFd>,
     /// Set when socket units passed sockets, so the addresses to bind are not used.
     pub listen_ignored: Option<String>,
+    /// The one connection a socket unit with `Accept=yes` passed (its name, family and fd),
+    /// instead of listeners.
+    pub accepted: Option<(String, Family, OwnedFd)>,
 }
 
 /// Takes the listening sockets. Must run before any thread exists: it unsets the `LISTEN_*`
@@ -198,6 +201,17 @@ fn from_listen_fds(
                 count,
             })?;
         let name = name.unwrap_or_else(|| format!("fd{fd}"));
+        // Accept=yes: one connected socket, served alone (the process ends with it).
+        if count == 1
+            && !from_predecessor
+            && let Some(family) = crate::listeners::accepted_family(&owned)
+        {
+            sys::set_cloexec_raw(fd);
+            return Ok(Acquired {
+                accepted: Some((name, family, owned)),
+                ..Acquired::default()
+            });
+        }
         if name == fdstore::STATE_NAME {
             state = Some(owned);
             continue;

@@ -110,10 +110,12 @@ impl Driver {
             }
             _ = async { self.idle.as_mut().expect("guarded").await }, if self.idle.is_some() => {
                 self.idle = None;
-                info!(
-                    idle_ms = self.opts.idle_exit.unwrap_or_default().as_millis() as u64,
-                    "no connection for the idle time; exiting"
-                );
+                let idle_ms = self.opts.idle_exit.unwrap_or_default().as_millis() as u64;
+                if self.state.one_connection() {
+                    info!("the connection closed; exiting");
+                } else {
+                    info!(idle_ms, "no connection for the idle time; exiting");
+                }
                 Event::Idle
             }
         };

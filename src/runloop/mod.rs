@@ -52,6 +52,8 @@ pub(crate) struct Start {
     pub save_state: Option<StateProvider>,
     /// Kept naming the primary (see `pidfile`).
     pub pid_file: Option<PathBuf>,
+    /// Serving the one connection of an `Accept=yes` socket unit: no handoff.
+    pub one_connection: bool,
 }
 
 /// Runs the lifecycle until it says exit.
@@ -71,6 +73,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         handles,
         save_state,
         pid_file,
+        one_connection,
     } = start;
     let Handles {
         requests_tx: _,
@@ -81,7 +84,10 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
     } = handles;
     let (events_tx, events) = mpsc::unbounded_channel();
     let status = format!("serving, generation {generation}, pid {}", std::process::id());
-    let (state, first) = State::start(generation, channel.is_some(), status);
+    let (mut state, first) = State::start(generation, channel.is_some(), status);
+    if one_connection {
+        state.serve_one_connection();
+    }
     let mut d = Driver {
         state,
         generation,
@@ -379,6 +385,7 @@ impl Driver {
                 }
             }
             Action::TakeBack { successor, status } => self.take_back(successor, &status)?,
+            Action::LogReloadIgnored => warn!("reload ignored: {}", lifecycle::ONE_CONNECTION),
             Action::Exit(_) => {}
         }
         Ok(())

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::context::ConnCtx;
+use super::io::Movable;
 use super::moving::Mover;
 use super::served::{Servable, Taken};
 use super::{conn, io as conn_io, tls};
@@ -115,20 +116,7 @@ async fn accept_loop<L: Listen>(
             r = std::future::poll_fn(|cx| listener.poll_accept(cx)) => r,
         };
         match res {
-            Ok(stream) => {
-                let open = ctx.drain.track();
-                let (ctx, router) = (ctx.clone(), router.clone());
-                match &tls {
-                    Some(tls) => {
-                        tokio::spawn(tls::serve(stream, ctx, tls.clone(), open, router));
-                    }
-                    None => {
-                        tokio::spawn(async move {
-                            conn::serve(Taken::new(stream, Bytes::new(), open), ctx, 0, router).await
-                        });
-                    }
-                }
-            }
+            Ok(stream) => serve_new(stream, &ctx, router.clone(), tls.as_ref()),
             Err(e) => {
                 let resource = matches!(
                     e.raw_os_error(),
@@ -145,4 +133,40 @@ async fn accept_loop<L: Listen>(
         }
     }
     debug!(listener = %name, "stopped accepting");
+}
+
+/// Serves a connection just accepted, counted in the drain from now on: TLS first on a TLS
+/// listener, else HTTP/1.1 or h2c by sniffing.
+fn serve_new<S: Servable>(stream: S, ctx: &Arc<ConnCtx>, router: Router, tls: Option<&Arc<TlsSetup>>) {
+    let open = ctx.drain.track();
+    let ctx = ctx.clone();
+    match tls {
+        Some(tls) => {
+            tokio::spawn(tls::serve(stream, ctx, tls.clone(), open, router));
+        }
+        None => {
+            tokio::spawn(
+                async move { conn::serve(Taken::new(stream, Bytes::new(), open), ctx, 0, router).await },
+            );
+        }
+    }
+}
+
+/// Serves the one connection a socket unit with `Accept=yes` accepted for us (passed as `name`):
+/// as a connection of a listener of that name (TLS when `[tls]` applies to it).
+pub(super) fn serve_accepted(ctx: &Arc<ConnCtx>, name: &str, family: Family, fd: OwnedFd) -> io::Result<()> {
+    fn serve<S: Servable>(s: S, ctx: &Arc<ConnCtx>, tls: Option<&Arc<TlsSetup>>) {
+        let router = ctx.routes.for_local(&s.local());
+        serve_new(s, ctx, router, tls);
+    }
+    let tls = ctx.settings.tls.as_ref().filter(|t| t.applies_to(name));
+    match family {
+        Family::Inet => {
+            let s = TcpStream::from_fd(fd)?;
+            let _ = s.set_nodelay(true);
+            serve(s, ctx, tls);
+        }
+        Family::Unix => serve(UnixStream::from_fd(fd)?, ctx, tls),
+    }
+    Ok(())
 }

@@ -56,7 +56,7 @@ use tracing::{info, warn};
 
 use crate::channel::Channel;
 use crate::drain::Drain;
-use crate::listeners::Listener;
+use crate::listeners::{Family, Listener};
 use crate::wire::{ChannelMsg, ConnKind, WsConn};
 use context::ConnCtx;
 use moving::{Mover, Moves};
@@ -93,6 +93,12 @@ impl Server {
         let accepting = accept::start(&ctx, listeners)?;
         *ctx.accepting.lock().unwrap_or_else(|e| e.into_inner()) = accepting;
         Ok(Server { ctx })
+    }
+
+    /// Serves the one connection a socket unit with `Accept=yes` passed (`name`: its
+    /// `LISTEN_FDNAMES` entry, which `[tls] listeners` may name).
+    pub fn serve_accepted(&self, name: &str, family: Family, fd: OwnedFd) -> stdio::Result<()> {
+        accept::serve_accepted(&self.ctx, name, family, fd)
     }
 
     /// Ends the accept loops and waits until each has closed its listener fd, so that an
