@@ -8,8 +8,12 @@
 use axum::{Router, routing::get};
 
 fn main() -> std::process::ExitCode {
-    // `minimal reload` and `minimal stop`: the unit's ExecReload= and ExecStop=.
-    if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+    // `minimal reload` and `minimal stop`: the unit's ExecReload= and ExecStop=; `--help`,
+    // `--version` (the app's own, from its Cargo.toml); anything else is a usage error.
+    let cli = heird::cli::Dispatch::new()
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("The smallest heird app.");
+    if let Some(code) = cli.run(std::env::args_os()) {
         return code;
     }
     heird::main(heird::Acquire::bind(&["127.0.0.1:3000"]), |service| async move {

@@ -29,7 +29,11 @@ async fn dependency_ready(path: std::path::PathBuf) -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+    // `readiness reload`, `readiness stop`, `--help`, `--version`; an address is the app's own.
+    let cli = heird::cli::Dispatch::new()
+        .version(env!("CARGO_PKG_VERSION"))
+        .serve_args("[ADDR]");
+    if let Some(code) = cli.run(std::env::args_os()) {
         return code;
     }
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3001".into());

@@ -71,7 +71,11 @@ fn own_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsSetup,
 struct OverTls(bool);
 
 fn main() -> ExitCode {
-    if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+    // `tls reload`, `tls stop`, `--help`, `--version`; an address is the app's own.
+    let cli = heird::cli::Dispatch::new()
+        .version(env!("CARGO_PKG_VERSION"))
+        .serve_args("[HTTPS-ADDR [HTTP-ADDR]]");
+    if let Some(code) = cli.run(std::env::args_os()) {
         return code;
     }
     let addrs: Vec<String> = std::env::args().skip(1).collect();

@@ -54,7 +54,11 @@ async fn member(mut socket: WebSocket, room: broadcast::Sender<String>, draining
 }
 
 fn main() -> std::process::ExitCode {
-    if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+    // `websocket reload`, `websocket stop`, `--help`, `--version`; an address is the app's own.
+    let cli = heird::cli::Dispatch::new()
+        .version(env!("CARGO_PKG_VERSION"))
+        .serve_args("[ADDR]");
+    if let Some(code) = cli.run(std::env::args_os()) {
         return code;
     }
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3005".into());

@@ -37,7 +37,11 @@ async fn counter(upgrade: WsUpgrade) -> Response {
 }
 
 fn main() -> std::process::ExitCode {
-    if let Some(code) = heird::cli::dispatch(std::env::args_os()) {
+    // `ws reload`, `ws stop`, `--help`, `--version`; an address is the app's own.
+    let cli = heird::cli::Dispatch::new()
+        .version(env!("CARGO_PKG_VERSION"))
+        .serve_args("[ADDR]");
+    if let Some(code) = cli.run(std::env::args_os()) {
         return code;
     }
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3006".into());

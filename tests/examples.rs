@@ -292,6 +292,56 @@ fn admin_serves_a_router_per_named_listener() {
     assert_eq!(get(http, "/metrics").unwrap().0, 404);
 }
 
+/// The command line of an app on `heird::cli::Dispatch` (minimal): `--help` and `--version`
+/// print and exit 0 instead of serving, naming the binary as started and the app's own version;
+/// `reload --help` says `Usage: minimal reload`; an unknown command or flag is a usage error
+/// (exit 2).
+#[test]
+fn minimal_answers_help_version_and_usage_errors_without_serving() {
+    let bin = example("minimal");
+    let run = |args: &[&str]| -> (Option<i32>, String, String) {
+        let mut child = Command::new(&bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "minimal {args:?} still running after 10 s (serving?): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = run(&["--help"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("Usage: minimal\n") && out.contains("reload"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["--version"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), format!("minimal {}", env!("CARGO_PKG_VERSION")));
+    let (code, out, err) = run(&["reload", "--help"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("Usage: minimal reload "), "{out}");
+    for args in [&["--bogus"][..], &["serve"], &["reload", "--bogus"]] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(2), "minimal {args:?}: {out}{err}");
+        assert!(err.contains("Usage: minimal"), "minimal {args:?}: {err}");
+    }
+}
+
 /// ws: one WebSocket (python3-websockets) across 3 handoffs: the same connection, never closed,
 /// `n` counting on without a gap while `pid` changes at each handoff (the connection and `n`
 /// moved to the successor).

@@ -128,7 +128,20 @@ fn the_pid_file_follows_the_primary_and_the_last_stop_removes_it() {
         pid = new;
     }
     assert_eq!(wait_new_pid(addr, 0, Duration::from_secs(5)), Some(pid));
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    // The pid file is the handle: reload by it, then stop by it.
+    let pf = pid_file.to_str().unwrap();
+    let (code, out) = client(
+        Path::new("/nonexistent"),
+        &["reload", "--timeout", "20s", "--pid-file", pf],
+    );
+    assert_eq!(code, Some(0), "{out}\n{}", h.describe());
+    assert!(wait_gone(pid, Duration::from_secs(10)), "{}", h.describe());
+    pid = named(&pid_file).expect("the successor is named");
+    let (code, out) = client(
+        Path::new("/nonexistent"),
+        &["stop", "--timeout", "20s", "--pid-file", pf],
+    );
+    assert_eq!(code, Some(0), "{out}\n{}", h.describe());
     assert!(wait_gone(pid, Duration::from_secs(10)), "{}", h.describe());
     assert!(
         !pid_file.exists(),
@@ -184,6 +197,13 @@ fn without_a_pid_none_or_several_services_is_a_usage_error() {
     let (code, out) = client(dir.path(), &["stop"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("no pid"), "{out}");
+    let missing = dir.path().join("none.pid");
+    let (code, out) = client(dir.path(), &["reload", "--pid-file", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("none.pid") && out.contains("is the service running"),
+        "{out}"
+    );
     let (h1, _) = start(dir.path(), &dir.path().join("one.pid"), &[]);
     let (h2, _) = start(dir.path(), &dir.path().join("two.pid"), &[]);
     let (code, out) = client(dir.path(), &["reload"]);
