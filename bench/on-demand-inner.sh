@@ -3,8 +3,9 @@
 # package installs it, systemd as PID 1). Cold start: STARTS times, wait until heird.service is
 # inactive (heird exited when idle) with heird.socket listening, then one GET /healthz with curl
 # and the time from the TCP connect (the socket unit's backlog accepted it) to the first response
-# byte. Prints one "start N cold_us U pid P" line each, then a warm reference (a second request
-# to the running process).
+# byte, then a second request on that connection (warm). Prints one "LABEL start N cold_us U
+# warm_us W" line each: LABEL shipped (the units as shipped), then plain (a drop-in that turns
+# the unit's sandboxing off).
 set -euo pipefail
 STARTS=${1:-100}
 
@@ -24,17 +25,54 @@ until_inactive() {
 # µs between curl's connect and its first byte, from -w's seconds with 6 decimals.
 us() { awk -v c="$1" -v f="$2" 'BEGIN { printf "%d", (f - c) * 1000000 }'; }
 
-for n in $(seq 1 "$STARTS"); do
-  until_inactive
-  out=$(curl -sS --max-time 10 -o /dev/null -w '%{time_connect} %{time_starttransfer} %{http_code}' http://127.0.0.1:8080/healthz)
-  read -r c f code <<<"$out"
-  [ "$code" = 200 ] || { echo "start $n: HTTP $code" >&2; exit 1; }
-  echo "start $n cold_us $(us "$c" "$f") pid $(systemctl show -P MainPID heird.service)"
-done
-until_inactive
-curl -sS -o /dev/null http://127.0.0.1:8080/healthz
-for n in $(seq 1 20); do
-  out=$(curl -sS --max-time 10 -o /dev/null -w '%{time_connect} %{time_starttransfer}' http://127.0.0.1:8080/healthz)
-  read -r c f <<<"$out"
-  echo "warm $n us $(us "$c" "$f")"
-done
+# cold STARTS LABEL: STARTS cold starts, each followed by a second request on the same connection
+# (warm: the process is running and the connection open).
+cold() {
+  local n out c f code p2 f2
+  for n in $(seq 1 "$1"); do
+    until_inactive
+    out=$(curl -sS --max-time 10 -o /dev/null -o /dev/null \
+      -w '%{time_connect} %{time_starttransfer} %{http_code} %{time_pretransfer}\n' \
+      http://127.0.0.1:8080/healthz http://127.0.0.1:8080/healthz)
+    read -r c f code _ <<<"$(sed -n 1p <<<"$out")"
+    read -r _ f2 _ p2 <<<"$(sed -n 2p <<<"$out")"
+    [ "$code" = 200 ] || { echo "start $n: HTTP $code" >&2; exit 1; }
+    echo "$2 start $n cold_us $(us "$c" "$f") warm_us $(us "$p2" "$f2")"
+  done
+}
+
+cold "$STARTS" shipped
+# The same without the unit's sandboxing (DynamicUser=, the namespaces, the seccomp filter): what
+# systemd's setup of the sandbox costs at each start.
+cat > /etc/systemd/system/heird.service.d/no-sandbox.conf <<'UNIT'
+[Service]
+DynamicUser=no
+PrivateTmp=no
+PrivateDevices=no
+DevicePolicy=auto
+PrivateMounts=no
+PrivateUsers=no
+ProtectSystem=no
+ProtectHome=no
+ProtectProc=default
+ProcSubset=all
+ProtectKernelTunables=no
+ProtectKernelModules=no
+ProtectKernelLogs=no
+ProtectControlGroups=no
+ProtectClock=no
+ProtectHostname=no
+KeyringMode=shared
+RemoveIPC=no
+RestrictAddressFamilies=
+RestrictNamespaces=no
+RestrictRealtime=no
+RestrictSUIDSGID=no
+LockPersonality=no
+MemoryDenyWriteExecute=no
+SystemCallArchitectures=
+SystemCallFilter=
+NoNewPrivileges=no
+UNIT
+systemctl daemon-reload
+cold "$STARTS" plain

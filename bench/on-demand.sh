@@ -87,10 +87,12 @@ for v in $SYSTEMDS; do
   out=$(tests/systemd/sandbox.sh exec /bin/bash "$here/on-demand-inner.sh" "$STARTS") || {
     echo "$out"; echo "on-demand.sh: the cold-start run failed"; tests/systemd/sandbox.sh exec journalctl -b --no-pager | tail -n 40; exit 1; }
   [ -z "${VERBOSE:-}" ] || echo "$out" | sed 's/^/# /'
-  echo "cold start (connect -> first byte, no process running): $(awk '$1 == "start" { print $4 }' <<<"$out" | stats)"
-  echo "warm (the same request to the running process):        $(awk '$1 == "warm" { print $4 }' <<<"$out" | stats)"
-  echo "distinct pids over the cold starts: $(awk '$1 == "start" { print $6 }' <<<"$out" | sort -u | wc -l)"
+  echo "cold start, units as shipped (connect -> first byte, no process running): $(awk '$1 == "shipped" { print $5 }' <<<"$out" | stats)"
+  echo "  then warm, a second request on that connection:                           $(awk '$1 == "shipped" { print $7 }' <<<"$out" | stats)"
+  echo "cold start, heird.service without its sandboxing (a drop-in):               $(awk '$1 == "plain" { print $5 }' <<<"$out" | stats)"
+  echo "# load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
   down
+  [ "$CYCLES" != 0 ] || continue
 
   boot "$v-race"
   rc=0
