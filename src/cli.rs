@@ -30,7 +30,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::control;
-use crate::wire::{ControlAnswer, RELOAD_REQUEST};
+pub use crate::wire::ControlAnswer;
+use crate::wire::RELOAD_REQUEST;
 
 /// How long `reload` and `stop` wait by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -119,7 +119,8 @@
 //! declare: `config` (its command line in `config/args.rs`, its config file in
 //! `config/file.rs`, which certificate in `config/tls.rs`) and `app` (its demo endpoints). It
 //! uses only the public API above (and `__private`).
-#![deny(unsafe_code)]
+// `unsafe_code = "deny"` (with `sys` the one allow) and `unnameable_types` are in Cargo.toml's
+// `[lints]`; missing docs are denied here, for the library only.
 #![deny(missing_docs)]
 
 mod acquire;

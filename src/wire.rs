@@ -195,11 +195,17 @@ impl<'a> ChannelMsg<'a> {
 /// The control socket's request line (`reload`).
 pub const RELOAD_REQUEST: &str = "reload";
 
-/// The control socket's one-line answer.
+/// The control socket's one-line answer (what [`crate::cli::reload`] returns).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ControlAnswer {
     /// The handoff succeeded: `ok pid=<new> generation=<g>`.
-    Ok { pid: u32, generation: u64 },
+    Ok {
+        /// The successor's pid: the service's main pid now.
+        pid: u32,
+        /// The successor's generation (1 for the first process, one more per handoff).
+        generation: u64,
+    },
     /// The handoff failed, and why; the old process keeps serving.
     Failed(String),
     /// This process can no longer take requests (it has just handed over): ask again, and the
@@ -222,7 +228,7 @@ impl fmt::Display for ControlAnswer {
 
 impl ControlAnswer {
     /// Parses one answer line (without its newline). An unknown line is kept as an error.
-    pub fn parse(line: &str) -> ControlAnswer {
+    pub(crate) fn parse(line: &str) -> ControlAnswer {
         let line = line.trim_end();
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         let field = |k: &str| {

@@ -20,6 +20,9 @@
 //!
 //! With `--write FILE` the tables and the raw numbers are written as markdown into FILE, in a
 //! block of their own per mode (`default`, `long`), so one file holds both modes.
+// A subreaper, waitpid, kill and a few /proc and sysconf reads through libc: a benchmark
+// driver, beside the library's one `unsafe` module (`sys`).
+#![allow(unsafe_code)]
 
 #[path = "../../tests/support/load.rs"]
 mod load;

@@ -1,6 +1,9 @@
 //! Spawning the real `heird` binary with real sockets, a fake notify socket, and helpers to
 //! talk HTTP to it and inspect its processes.
 #![allow(dead_code)]
+// Fds received over the fake notify socket become `OwnedFd`s, and a spawn sets up its child's
+// fds between fork and exec: test code, beside the library's one `unsafe` module (`sys`).
+#![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
