@@ -145,9 +145,8 @@ fn serve_new<S: Servable>(stream: S, ctx: &Arc<ConnCtx>, router: Router, tls: Op
             tokio::spawn(tls::serve(stream, ctx, tls.clone(), open, router));
         }
         None => {
-            tokio::spawn(
-                async move { conn::serve(Taken::new(stream, Bytes::new(), open), ctx, 0, router).await },
-            );
+            let take = move || Taken::new(stream, Bytes::new(), open);
+            tokio::spawn(conn::serve(take, ctx, 0, router));
         }
     }
 }

@@ -14,12 +14,17 @@ use super::sniff::{self, Proto};
 use super::{h1, h2};
 
 /// Serves a plain connection, accepted or handed over by a predecessor, whose IO replays the
-/// bytes that one read but did not parse yet.
+/// bytes that one read but did not parse yet. `take` takes it up, in the connection's task (an
+/// accepted one's peer is looked up there, not in the accept loop).
 ///
 /// The connection is counted in the drain from the moment it was accepted or adopted, not
 /// from the task's first poll: a drain that ends in between would otherwise exit the process
 /// with the connection in a task that never ran (seen as a reconnect after chained handoffs).
-pub(super) async fn serve(conn: Taken, ctx: Arc<ConnCtx>, moves: u32, router: Router) {
+///
+/// This is the task's own future, not wrapped in another: each poll of the connection (one or
+/// two per request) goes through every future it is nested in.
+pub(super) async fn serve(take: impl FnOnce() -> Taken, ctx: Arc<ConnCtx>, moves: u32, router: Router) {
+    let conn = take();
     let Some((proto, io)) = sniff::sniff(conn.io, &ctx, moves).await else {
         return;
     };

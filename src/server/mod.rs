@@ -151,7 +151,7 @@ impl Server {
         let ctx = self.ctx.clone();
         let (conn, local) = moving::arrive(kind, fd, Bytes::copy_from_slice(unread), &ctx.drain)?;
         let router = ctx.routes.for_local(&local);
-        tokio::spawn(conn::serve(conn, ctx, moves, router));
+        tokio::spawn(conn::serve(|| conn, ctx, moves, router));
         Ok(())
     }
 
