@@ -121,6 +121,10 @@ fn start_run_inherit_and_notify_errors() {
     once(RunError::Serve(io_err()));
     once(RunError::Signals(io_err()));
     once(RunError::Ready(io_err()));
+    let t = once(RunError::IdleExitStandalone(
+        "127.0.0.1:8080 (bound-tcp-127.0.0.1:8080)".into(),
+    ));
+    assert!(t.contains("idle_exit") && t.contains("127.0.0.1:8080"), "{t}");
     once(crate::notify::BarrierError::Send(io_err()));
     once(crate::notify::BarrierError::Pipe(nix::Error::EMFILE));
 }

@@ -28,10 +28,13 @@ pub enum Step {
     DrainStarted,
     /// Old process: the drain reached its deadline.
     DrainDeadline,
+    /// Not a handoff: the primary decided to exit when idle and its accept loops have ended
+    /// (`stop-old` pauses it there, so a test can connect while it exits).
+    IdleAcceptStopped,
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::SuccessorSpawned,
         Step::SuccessorTookFds,
         Step::Serving,
@@ -40,6 +43,7 @@ impl Step {
         Step::BarrierDone,
         Step::DrainStarted,
         Step::DrainDeadline,
+        Step::IdleAcceptStopped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Step {
             Step::BarrierDone => "barrier-done",
             Step::DrainStarted => "drain-started",
             Step::DrainDeadline => "drain-deadline",
+            Step::IdleAcceptStopped => "idle-accept-stopped",
         }
     }
 

@@ -86,6 +86,59 @@ fn idle_exit_says_stopping_and_exits_0_leaving_the_socket_to_the_next_process() 
     assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", h2.describe());
 }
 
+/// Once heird has decided to exit when idle, it accepts nothing more: a client that connects
+/// while it is exiting (held here, by fault injection, right after the accept loops ended) waits
+/// in the socket's backlog and is answered by the next process, not by the one exiting.
+#[test]
+fn a_connection_during_the_idle_exit_goes_to_the_next_process() {
+    let (_, version) = client_command(std::path::Path::new(BIN), &["--version"]);
+    if !version.contains("fault-injection") {
+        eprintln!("SKIP: needs a fault-injection build (cargo test --features fault-injection, as CI runs)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = FakeNotify::new(dir.path());
+    let (listener, addr) = tcp_listener();
+    let mut sp = Spawn::new(dir.path(), &["serve", "--idle-exit", "200ms"])
+        .env("LISTEN_FDS", "1")
+        .env("HEIRD_FAULT", "idle-accept-stopped:stop-old")
+        .env("NOTIFY_SOCKET", notify.path.to_str().unwrap());
+    sp.fds = vec![listener.as_raw_fd()];
+    sp.listen_pid_self = true;
+    let mut h = sp.start();
+    ready(&mut notify, &h);
+    let old = h.pid();
+    assert!(
+        wait_until(Duration::from_secs(10), || state(old) == Some('T')),
+        "never stopped at idle-accept-stopped\n{}",
+        h.describe()
+    );
+    let mut client = TcpStream::connect(addr).expect("the socket is still listening");
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client
+        .write_all(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let st = h.wait_timeout(Duration::from_secs(10));
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", h.describe());
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut notify2 = FakeNotify::new(dir2.path());
+    let h2 = socket_activated(dir2.path(), &notify2, &listener, &["--idle-exit", "5s"]);
+    ready(&mut notify2, &h2);
+    let (head, body) = read_response(&mut BufReader::new(client));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", h2.describe());
+    assert!(
+        body.contains(&format!("\"pid\":{}", h2.pid())),
+        "answered by {body}, not by the next process {}\n{}",
+        h2.pid(),
+        h.describe()
+    );
+}
+
 /// A keep-alive connection counts as open: no idle exit while it is, however quiet; the idle
 /// time starts when it closes.
 #[test]

@@ -358,6 +358,7 @@ impl Driver {
                 // the drain before its loop is gone.
                 self.server.close_listeners().await;
                 info!("stopped accepting");
+                fault::point_with_peer(Step::IdleAcceptStopped, 0);
             }
             Action::StartDrain(to) => self.start_drain(to),
             Action::WaitDrain => {
