@@ -156,3 +156,68 @@ async fn a_resumable_websocket_handler() {
         .expect("exited");
     assert!(matches!(exit, Ok(Ok(Exit::Stopped))), "{exit:?}");
 }
+
+/// HTTPS through the public API (`heird::tls`), set up inside a running runtime: TLS on the
+/// listener it names, plain HTTP on the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_on_the_listener_it_names() {
+    use heird::tls::{Source, TlsSetup, rustls};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+
+    let service = Service::prepare(&Acquire::bind(&["127.0.0.1:0", "127.0.0.2:0"])).expect("bind");
+    let (secure, plain) = (&service.listeners()[0], &service.listeners()[1]);
+    let (https, http) = (secure.address().to_string(), plain.address().to_string());
+    let tls = TlsSetup::from_files(&cert, &key)
+        .expect("the pair loads")
+        .on_listeners([secure.name()]);
+    assert_eq!(tls.source(), Source::Paths);
+    assert_eq!(
+        tls.certificate().expect("read from the file").dns_names,
+        ["localhost"]
+    );
+    let handle = service.handle();
+    let mut opts = Options::default();
+    opts.handle_signals = false;
+    opts.control_socket = None;
+    opts.serve.tls = Some(Arc::new(tls));
+    let app = Router::new().route("/", get(|| async { "from the library" }));
+    let run = tokio::spawn(service.run(app, opts));
+    tokio::time::timeout(Duration::from_secs(5), handle.primary())
+        .await
+        .expect("became primary");
+
+    assert!(get_body(&http).await.contains("from the library"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pair.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(heird::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("a TLS handshake on the listener named");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await; // a close without close_notify is fine here
+    assert!(out.contains("from the library"), "{out}");
+
+    handle.stop();
+    let exit = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("run ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, Exit::Stopped);
+}
