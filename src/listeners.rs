@@ -213,6 +213,9 @@ pub(crate) fn accepted_family(fd: &OwnedFd) -> Option<Family> {
     {
         return None;
     }
+    // Connected, not merely bound (a bound socket that never listened is a mistake, not a
+    // connection from Accept=yes).
+    socket::getpeername::<SockaddrStorage>(fd.as_raw_fd()).ok()?;
     let local: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).ok()?;
     match local.family()? {
         AddressFamily::Inet | AddressFamily::Inet6 => Some(Family::Inet),
