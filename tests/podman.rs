@@ -86,6 +86,10 @@ impl Container {
         let mut args = vec!["run", "-d", "--name", &name, "--network", "host"];
         args.extend(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]);
         args.extend(["-v", &volume]);
+        // Each container its own /tmp, as every container has: the tests share one image
+        // directory, and PID 1's control socket (/tmp/heird-0/control-1.sock) must not be
+        // replaced by another test's container (nor copied up: old sockets may lie there).
+        args.extend(["--tmpfs", "/tmp:rw,notmpcopyup"]);
         for e in &env {
             args.extend(["--env", e]);
         }
