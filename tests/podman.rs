@@ -166,18 +166,6 @@ impl Drop for Container {
     }
 }
 
-/// Python's websockets: N connections echoing for SECS seconds (tests/clients/ws_client.py).
-fn ws_steady(addr: SocketAddr, n: u32, secs: u32) -> std::process::Child {
-    support::python::check_python();
-    Command::new(support::python::PYTHON)
-        .args([support::python::CLIENT, "steady"])
-        .arg(format!("ws://{addr}/ws"))
-        .args([n.to_string(), secs.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn twenty_reloads_in_podman_lose_nothing_and_pid_1_stays() {
     let c = Container::start("drain_timeout = \"5s\"\n", &[]);
@@ -192,7 +180,7 @@ fn twenty_reloads_in_podman_lose_nothing_and_pid_1_stays() {
         "{}",
         c.describe()
     );
-    let ws = ws_steady(c.addr, 4, 15);
+    let ws = support::python::steady(c.addr, 4, 15);
     let reloads = 20;
     for i in 0..reloads {
         let ok_before = load.snapshot().ok;

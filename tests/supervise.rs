@@ -103,18 +103,6 @@ fn serving_worker(p: &Pid1) -> u32 {
         .expect("the serving worker is a descendant of the supervisor")
 }
 
-/// Python's websockets: N connections echoing for SECS seconds (tests/clients/ws_client.py).
-fn ws_steady(addr: SocketAddr, n: u32, secs: u32) -> std::process::Child {
-    support::python::check_python();
-    Command::new(support::python::PYTHON)
-        .args([support::python::CLIENT, "steady"])
-        .arg(format!("ws://{addr}/ws"))
-        .args([n.to_string(), secs.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn twenty_reloads_as_pid_1_lose_nothing_and_pid_1_stays() {
     let p = start_pid1("drain_timeout = \"5s\"\n", &[]);
@@ -139,7 +127,7 @@ fn twenty_reloads_as_pid_1_lose_nothing_and_pid_1_stays() {
         "{}",
         p.h.describe()
     );
-    let ws = ws_steady(p.addr, 4, 12);
+    let ws = support::python::steady(p.addr, 4, 12);
     let h2 = support::h2client::build_client();
     let h2 =
         support::h2client::Client::start(&h2, &format!("http://{}/sleep?duration=5ms", p.addr), 4, 16, &[]);

@@ -19,3 +19,16 @@ pub fn check_python() {
         || deps::succeeds(Command::new(PYTHON).args(["-c", "import websockets"])),
     );
 }
+
+/// `ws_client.py steady`: N connections to `ws://ADDR/ws`, each echoing for SECS seconds; its
+/// one JSON summary line comes on the child's stdout.
+pub fn steady(addr: std::net::SocketAddr, n: u32, secs: u32) -> std::process::Child {
+    check_python();
+    Command::new(PYTHON)
+        .args([CLIENT, "steady"])
+        .arg(format!("ws://{addr}/ws"))
+        .args([n.to_string(), secs.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
