@@ -182,10 +182,27 @@ pub fn spawn(plan: &mut ExecPlan, fds: &[BorrowedFd<'_>], report: BorrowedFd<'_>
     // SAFETY: as above.
     unsafe { libc::sigemptyset(&mut empty_mask) };
 
+    // Every signal is blocked across the fork, so that none reaches the child while it still
+    // has this process's handlers: a SIGTERM meant for the child (a stop cancelling it) would
+    // run tokio's handler there, write into this process's signal pipe, and be lost, leaving
+    // the child to exec and run on. Blocked, it waits until the child has reset its handlers.
+    // SAFETY: sigfillset only writes the set it is given, a local.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: as above; `saved` receives this thread's mask, restored right after the fork.
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pthread_sigmask changes only this thread's mask; both sets are valid locals.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved) };
+    let last_signal = libc::SIGRTMAX();
     // SAFETY: after fork in a multi-threaded process the child may only call async-signal-safe
     // functions. The child branch below calls only getpid, sigprocmask, signal, fcntl, dup2,
     // execve, write and _exit, and touches only memory prepared above (no allocation, no lock).
     let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        // SAFETY: restores the mask saved above, in the parent (or after a failed fork).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    }
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -196,9 +213,15 @@ pub fn spawn(plan: &mut ExecPlan, fds: &[BorrowedFd<'_>], report: BorrowedFd<'_>
     // SAFETY: see above; every pointer used here was prepared before the fork.
     unsafe {
         let me = libc::getpid();
-        // Rust ignores SIGPIPE; an ignored signal stays ignored across exec. Reset it and the
-        // mask, so the successor starts as any program started by systemd would.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Every handler and ignored signal back to the default (Rust ignores SIGPIPE, and an
+        // ignored signal stays ignored across exec), then the empty mask: a signal that came
+        // while all were blocked now acts as it would on the program exec'd, and the successor
+        // starts as any program started by systemd would.
+        for sig in 1..=last_signal {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
         libc::sigprocmask(libc::SIG_SETMASK, &empty_mask, std::ptr::null_mut());
         for slot in &slots {
             write_decimal(*slot, me as u64);
