@@ -23,6 +23,10 @@
 #   SANDBOX_SEED     a host folder copied over the root before boot (e.g. SEED/usr/bin/heird
 #                    becomes /usr/bin/heird inside), so units exist before systemd starts
 #   SANDBOX_BOOT_TIMEOUT  seconds (default 60)
+#   SANDBOX_NET      "private" (default): a network namespace of its own, loopback only;
+#                    "shared": the caller's network namespace, for several boots that talk to
+#                    each other over loopback addresses (scenario 40's fleet boots its hosts
+#                    inside its own sandbox, so they share that sandbox's private namespace)
 set -euo pipefail
 
 NAME=${SANDBOX_NAME:-heird}
@@ -140,7 +144,8 @@ kill_cgroup() {
 cmd_up() {
   [ "$(id -u)" = 0 ] || die "must run as root"
   alive && die "sandbox '$NAME' is already up (systemd pid $(pid))"
-  local t cg2 cg t0 deadline state
+  local t cg2 cg t0 deadline state net=--net
+  case ${SANDBOX_NET:-private} in private) ;; shared) net= ;; *) die "SANDBOX_NET='$SANDBOX_NET': private or shared" ;; esac
   for t in unshare nsenter setpriv script pivot_root mknod tar; do command -v "$t" >/dev/null || die "missing $t"; done
   for t in /lib/systemd/systemd /usr/bin/setpriv /usr/bin/env; do [ -x "$ROOTFS$t" ] || die "no $t in root $ROOTFS"; done
   cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
@@ -153,7 +158,7 @@ cmd_up() {
   # provides a pty for systemd's console and writes it to console.log.
   # The environment (SANDBOX_*) reaches `__boot` through script and unshare.
   setsid script -qfec \
-    "echo \$\$ > '$cg/cgroup.procs' && exec unshare --pid --fork --kill-child --mount --uts --ipc --net --cgroup '$SELF' __boot" \
+    "echo \$\$ > '$cg/cgroup.procs' && exec unshare --pid --fork --kill-child --mount --uts --ipc $net --cgroup '$SELF' __boot" \
     "$ST/console.log" </dev/null >/dev/null 2>&1 &
   local launcher=$!
   until alive && enter test -S /run/systemd/private 2>/dev/null; do

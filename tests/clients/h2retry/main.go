@@ -8,6 +8,8 @@
 //
 //	h2retry -url http://127.0.0.1:8080/ -conns 8 -workers 64 [-duration 10s]
 //	h2retry -url https://127.0.0.1:8443/ -cacert ca.pem ...   (h2 over TLS, ALPN h2)
+//	h2retry -http1 -url http://127.0.0.1:8000/ ...   (HTTP/1.1 with keep-alive: Go's
+//	                                                  net/http Transport, unchanged)
 //
 // It runs until -duration passes, or until SIGINT/SIGTERM or stdin closes (when -duration is
 // 0), then prints one JSON line on stdout (progress lines go to stderr every 200 ms): ok, failed, retried (requests that needed more than one
@@ -55,6 +57,7 @@ func main() {
 	workers := flag.Int("workers", 32, "concurrent requests in all (spread over the transports)")
 	duration := flag.Duration("duration", 0, "run this long (0: until SIGINT/SIGTERM or stdin closes)")
 	cacert := flag.String("cacert", "", "PEM file of the CA to trust, for an https:// URL")
+	http1 := flag.Bool("http1", false, "HTTP/1.1 with keep-alive (net/http's own Transport, which retries an idempotent request whose reused connection closed before any answer) instead of h2c")
 	flag.Parse()
 
 	var tlsConfig *tls.Config
@@ -77,8 +80,21 @@ func main() {
 	pids := map[string]bool{}
 	var errs []string
 
-	transports := make([]*http2.Transport, *conns)
+	transports := make([]http.RoundTripper, *conns)
 	for i := range transports {
+		if *http1 {
+			// Each transport keeps up to workers/conns idle keep-alive connections.
+			var d net.Dialer
+			transports[i] = &http.Transport{
+				TLSClientConfig:     tlsConfig,
+				MaxIdleConnsPerHost: *workers/(*conns) + 1,
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					atomic.AddInt64(&dials, 1)
+					return d.DialContext(ctx, network, addr)
+				},
+			}
+			continue
+		}
 		transports[i] = &http2.Transport{
 			AllowHTTP:       true,
 			TLSClientConfig: tlsConfig,
