@@ -19,6 +19,7 @@
 #      most; what it had to retry is the work the delay saves).
 #   3. /info through HAProxy on every host shows the client's own address and port as `peer`
 #      (PROXY protocol on the listener), before and after the handoffs and the stops.
+# With FLEET_BENCH=1 (bench/fleet.sh), it then prints the figures of bench/fleet.sh.
 # Needs: haproxy (installed by run.sh, "needs-root"), h2retry (built by run.sh when Go and x/net
 # are on the host). Until heird has --proxy-protocol and --shutdown-delay, the steps that need
 # them are left out and the scenario ends with cannot_run naming the missing option.
@@ -58,6 +59,8 @@ trap cleanup EXIT
 # exercises is the maintainer script's reload (a handoff to the newly unpacked file).
 mkdir -p "$work"
 install -m 0755 /usr/bin/heird "$work/heird"
+# A debug build is about 120 MB, mostly debug info: the packages carry it without (same code).
+! command -v strip >/dev/null || strip --strip-debug "$work/heird"
 version=$(/usr/bin/heird --version | awk '{ print $NF }')
 stage=$work/stage
 if [ -n "${HEIRD_FLEET_DEB:-}" ]; then
@@ -89,7 +92,8 @@ Description: HTTP server native to systemd (scenario 40's test build)
 EOF
 fi
 install -m 0755 "$work/heird" "$stage/usr/bin/heird"
-for rev in 1 2; do
+revs=2; [ -z "${FLEET_BENCH:-}" ] || revs=5   # bench/fleet.sh upgrades 3 more times
+for rev in $(seq 1 "$revs"); do
   sed -i -E "s/^Version: .*/Version: $version-$rev/" "$stage/DEBIAN/control"
   (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | grep -vx 'etc/heird/heird.toml' |
     LC_ALL=C sort | xargs -d '\n' md5sum) > "$stage/DEBIAN/md5sums"
@@ -114,8 +118,9 @@ t_boot=$(ms)
 for i in 1 2 3; do
   SANDBOX_NAME=fleet-h$i SANDBOX_NET=shared SANDBOX_BIND_RO="$HEIRD_PROJECT $work" "$sbx" up 2>&1 | sed 's/^/  /'
   [ "${PIPESTATUS[0]}" = 0 ] || fail "host $i did not boot"
-  # A container image's policy-rc.d forbids starting services from maintainer scripts.
-  host "$i" rm -f /usr/sbin/policy-rc.d
+  # A container image's policy-rc.d forbids starting services from maintainer scripts. man-db's
+  # dpkg trigger (mandb, for heird.1) took seconds of each install here; nothing here reads it.
+  host "$i" rm -f /usr/sbin/policy-rc.d /var/lib/man-db/auto-update
   host "$i" mkdir -p /etc/systemd/system/heird.socket.d
   host "$i" sh -c "printf '[Socket]\nListenStream=\nListenStream=127.0.0.1$i:8080\n' > /etc/systemd/system/heird.socket.d/fleet.conf"
   host "$i" dpkg -i "$work/heird-1.deb" > "$work/dpkg-h$i.log" 2>&1 || { cat "$work/dpkg-h$i.log"; fail "dpkg -i on host $i"; }
@@ -139,7 +144,7 @@ haproxy_pid=$!
 
 # hstat SERVER FIELD: a field of HAProxy's CSV stats for a server of backend heird.
 hstat() {
-  curl -sS --max-time 2 "http://$stats/stats;csv" | awk -F, -v s="$1" -v f="$2" '
+  curl -s --max-time 2 "http://$stats/stats;csv" | awk -F, -v s="$1" -v f="$2" '
     NR == 1 { sub(/^# /, ""); for (i = 1; i <= NF; i++) col[$i] = i; next }
     $1 == "heird" && $2 == s { print $col[f] }'
 }
@@ -246,6 +251,58 @@ stop_start() {
     "HAProxy resent or failed $host_trouble requests for it; the client saw $failed failed of $okn"
 }
 
+# ------------------------------------------------------------- bench/fleet.sh's figures ---
+# Not assertions: for each setup, a rolling upgrade of the 3 hosts and a rolling stop+start of
+# the 3 hosts (as for reboots), each under its own run of the client; each cell: failed requests
+# at the client of all, and how many requests HAProxy had to resend (or failed) for the hosts.
+bench() {
+  local col row cells=() f t rev=3 i sum_f sum_ok sum_t
+  for col in lameduck nodelay naive; do
+    case $col in
+      lameduck) [ "$has_delay" = yes ] || { cells+=("n/a (no --shutdown-delay)" "n/a"); continue; } ;;
+    esac
+    for i in 1 2 3; do
+      case $col in
+        lameduck) toml_set "$i" shutdown_delay "\"$delay\"" ;;
+        nodelay) [ "$has_delay" = no ] || toml_set "$i" shutdown_delay '"0s"' ;;
+        naive) toml_set "$i" drain_timeout '"0s"' ;;
+      esac
+      host "$i" systemctl reload heird.service || fail "host $i: reload for the $col setup"
+    done
+    # Rolling upgrade.
+    load_start "bench-$col-upgrade"; warm "bench-$col-upgrade" 200
+    t=0; for i in 1 2 3; do t=$(( t - $(trouble host$i) )); done
+    for i in 1 2 3; do
+      if [ "$col" = naive ]; then
+        host "$i" systemctl stop heird.socket heird.service
+        host "$i" dpkg -i "$work/heird-$rev.deb" > "$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i"; }
+        host "$i" systemctl start heird.socket heird.service
+      else
+        host "$i" dpkg -i "$work/heird-$rev.deb" > "$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i"; }
+      fi
+      wait_for 10 "host$i UP after its upgrade" status_is host$i UP
+    done
+    rev=$((rev + 1))
+    warm "bench-$col-upgrade" 200
+    load_stop "bench-$col-upgrade"
+    for i in 1 2 3; do t=$(( t + $(trouble host$i) )); done
+    cells+=("$failed of $okn; HAProxy resent $t")
+    # Rolling stop + start.
+    sum_f=0 sum_ok=0 sum_t=0
+    for i in 1 2 3; do
+      stop_start "$i" "bench-$col-stop-h$i"
+      sum_f=$((sum_f + failed)) sum_ok=$((sum_ok + okn)) sum_t=$((sum_t + host_trouble))
+    done
+    cells+=("$sum_f of $sum_ok; HAProxy resent $sum_t")
+  done
+  echo "FLEET-TABLE"
+  echo "| 3 hosts behind HAProxy 2.6, client: failed of requests; HAProxy resent (retries, redispatches, connection and response errors) | heird, lame duck (shutdown_delay = \"$delay\") | heird, no lame duck | naive: no lame duck, no drain (drain_timeout = \"0s\"); upgrade = stop, dpkg -i, start |"
+  echo "|---|---|---|---|"
+  echo "| rolling upgrade (dpkg -i, one host at a time) | ${cells[0]} | ${cells[2]} | ${cells[4]} |"
+  echo "| rolling stop + start (systemctl stop heird.socket heird.service, start; one host at a time) | ${cells[1]} | ${cells[3]} | ${cells[5]} |"
+  echo "FLEET-TABLE-END"
+}
+
 if [ "$has_delay" = yes ]; then
   stop_start 2 stop-delay
   [ "$failed" = 0 ] || fail "stop with shutdown_delay=$delay: $failed failed requests"
@@ -262,5 +319,6 @@ stop_start 3 stop-no-delay
 echo "BASELINE stop without shutdown_delay: client failed $failed of $okn; HAProxy resent or failed $host_trouble requests for host3"
 info_peers "after the stops and starts"
 
+[ -z "${FLEET_BENCH:-}" ] || bench
 [ ${#missing[@]} = 0 ] || cannot_run "steps left out until heird has: ${missing[*]}"
 ok "fleet of 3 behind HAProxy: nothing lost"
