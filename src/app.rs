@@ -80,7 +80,7 @@ pub fn router(cfg: &Config, info: Info) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/sleep", get(sleep))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/info", get(info_handler))
         // Resumable (heird::ws): HTTP/1.1 upgrades only.
         .route("/ws", get(ws))
@@ -89,6 +89,17 @@ pub fn router(cfg: &Config, info: Info) -> Router {
         .route("/ws-close", any(ws_close))
         .route("/events", get(events))
         .with_state(state)
+}
+
+/// `/healthz`: `ok`, or 503 once the process is stopping (from the start of a lame duck,
+/// `shutdown_delay`), so that a load balancer's health check takes this host out first.
+async fn healthz(State(st): State<Arc<AppState>>, draining: Draining) -> Response {
+    let resp = if draining.is_stopping() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        "ok".into_response()
+    };
+    with_pid(&st, resp)
 }
 
 async fn root(State(st): State<Arc<AppState>>) -> Response {

@@ -40,9 +40,18 @@ pub struct Drain {
     inner: Arc<Inner>,
 }
 
+/// What [`Draining`] handles watch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    /// Why the drain started; `None` before.
+    reason: Option<DrainReason>,
+    /// A stop's lame duck has begun (`Options::shutdown_delay`); stays set.
+    lame_duck: bool,
+}
+
 #[derive(Debug)]
 struct Inner {
-    started: watch::Sender<Option<DrainReason>>,
+    started: watch::Sender<Flags>,
     /// Set (before the watchers are woken) when the drain starts: one load to check.
     draining: AtomicBool,
     open: AtomicUsize,
@@ -59,12 +68,19 @@ impl Drain {
     pub fn new() -> Self {
         Drain {
             inner: Arc::new(Inner {
-                started: watch::Sender::new(None),
+                started: watch::Sender::new(Flags::default()),
                 draining: AtomicBool::new(false),
                 open: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
         }
+    }
+
+    /// A stop's lame duck begins: health checks say down from now on ([`Draining::is_stopping`]).
+    pub fn start_lame_duck(&self) {
+        self.inner
+            .started
+            .send_if_modified(|f| !std::mem::replace(&mut f.lame_duck, true));
     }
 
     /// Starts the drain for a stop (idempotent). Same as `start_for(DrainReason::Stop)`.
@@ -74,9 +90,9 @@ impl Drain {
 
     /// Starts the drain (idempotent: the first reason stays).
     pub fn start_for(&self, reason: DrainReason) {
-        self.inner.started.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
+        self.inner.started.send_if_modified(|f| {
+            if f.reason.is_none() {
+                f.reason = Some(reason);
                 self.inner.draining.store(true, Ordering::Release);
                 true
             } else {
@@ -93,7 +109,11 @@ impl Drain {
     pub async fn started(&self) -> DrainReason {
         let mut rx = self.inner.started.subscribe();
         // The sender lives in `self`: it cannot be gone while we wait.
-        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+        let reason = rx
+            .wait_for(|f| f.reason.is_some())
+            .await
+            .ok()
+            .and_then(|f| f.reason);
         reason.unwrap_or(DrainReason::Stop)
     }
 
@@ -222,7 +242,7 @@ impl Drop for ConnGuard {
 /// per-connection state), write the handler with [`crate::ws`]: it watches the drain itself.
 #[derive(Clone, Debug)]
 pub struct Draining {
-    rx: Option<watch::Receiver<Option<DrainReason>>>,
+    rx: Option<watch::Receiver<Flags>>,
 }
 
 impl Draining {
@@ -236,9 +256,32 @@ impl Draining {
         self.reason().is_some()
     }
 
+    /// True once this process is stopping, so that its health check should say down: from the start
+    /// of a lame duck (`Options::shutdown_delay`), and during the drain of a stop or an idle
+    /// exit. False while it serves normally and during the drain after a handoff, when the
+    /// successor is the service and everything is fine. A health route for a load balancer:
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    ///
+    /// async fn healthz(draining: heird::Draining) -> (StatusCode, &'static str) {
+    ///     if draining.is_stopping() {
+    ///         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    ///     } else {
+    ///         (StatusCode::OK, "ok")
+    ///     }
+    /// }
+    /// ```
+    pub fn is_stopping(&self) -> bool {
+        self.rx.as_ref().is_some_and(|rx| {
+            let f = *rx.borrow();
+            f.lame_duck || f.reason == Some(DrainReason::Stop)
+        })
+    }
+
     /// Why the process drains; `None` while it serves normally.
     pub fn reason(&self) -> Option<DrainReason> {
-        self.rx.as_ref().and_then(|rx| *rx.borrow())
+        self.rx.as_ref().and_then(|rx| rx.borrow().reason)
     }
 
     /// Resolves once the drain has started (at once if it already has). Cancel-safe: use it in
@@ -249,7 +292,11 @@ impl Draining {
         };
         let mut rx = rx.clone();
         // An error: the process's drain state is gone, which happens only at its very end.
-        let reason = rx.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+        let reason = rx
+            .wait_for(|f| f.reason.is_some())
+            .await
+            .ok()
+            .and_then(|f| f.reason);
         reason.unwrap_or(DrainReason::Stop)
     }
 }

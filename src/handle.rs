@@ -20,6 +20,10 @@ pub enum Status {
     Primary,
     /// The service, starting a successor.
     HandingOver,
+    /// Stopping after a lame duck (`Options::shutdown_delay`): still the service and serving
+    /// everything, but the health check says down so that load balancers take it out; then
+    /// [`Status::Stopping`].
+    LameDuck,
     /// Handed over to a successor; finishing what it has. No longer the service.
     Draining,
     /// Stopping (SIGTERM, `systemctl stop`, [`Handle::stop`]); draining.
@@ -29,14 +33,19 @@ pub enum Status {
 }
 
 impl Status {
-    /// True while this process is the service (primary, possibly starting a successor).
+    /// True while this process is the service (primary, possibly starting a successor, or a
+    /// lame duck before its stop).
     pub fn is_primary(self) -> bool {
-        matches!(self, Status::Primary | Status::HandingOver)
+        matches!(self, Status::Primary | Status::HandingOver | Status::LameDuck)
     }
 
-    /// True once this process is on its way out (draining after a handoff, or stopping).
+    /// True once this process is on its way out (a lame duck, draining after a handoff, or
+    /// stopping). A readiness route can answer "down" while it is.
     pub fn is_leaving(self) -> bool {
-        matches!(self, Status::Draining | Status::Stopping | Status::Exited)
+        matches!(
+            self,
+            Status::LameDuck | Status::Draining | Status::Stopping | Status::Exited
+        )
     }
 }
 

@@ -40,6 +40,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let config = Config::load(&args.config).and_then(|mut c| {
         c.apply_listen_args(&args.listen)?;
         c.apply_idle_exit_arg(args.idle_exit.as_deref())?;
+        c.apply_shutdown_delay_arg(args.shutdown_delay.as_deref())?;
         Ok(c)
     });
     let config = match config {
@@ -68,6 +69,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         options.serve.move_connections = config.move_connections;
         options.serve.tls = config.tls.clone();
         options.idle_exit = config.idle_exit;
+        options.shutdown_delay = config.shutdown_delay;
         service.run(router, options).await
     })
 }

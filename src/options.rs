@@ -35,6 +35,14 @@ pub struct Options {
     /// [`crate::Service::run`] refuses it when heird bound its own sockets
     /// ([`RunError::IdleExitStandalone`]). A keep-alive connection counts as open.
     pub idle_exit: Option<Duration>,
+    /// A lame duck before a stop (default zero: none). On SIGTERM, SIGINT or
+    /// [`crate::Handle::stop`] the primary keeps serving every request for this long while its
+    /// health check says down ([`crate::Draining::is_stopping`], [`crate::Status::LameDuck`];
+    /// the `heird serve` app's `/healthz` answers 503), so that a load balancer takes it out
+    /// before the drain closes anything; then it stops as usual. Set it longer than the
+    /// balancer's check interval × its fall count. A reload never waits: nothing leaves. A
+    /// second stop signal cuts the delay short.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Options {
@@ -46,6 +54,7 @@ impl Default for Options {
             control_socket: control::default_path(),
             handle_signals: true,
             idle_exit: None,
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

@@ -72,4 +72,9 @@ pub struct ServeArgs {
     /// again on the next connection. Refused when heird binds its own socket.
     #[arg(long = "idle-exit", value_name = "DURATION")]
     pub idle_exit: Option<String>,
+    /// Lame duck before a stop (e.g. 5s): on SIGTERM, /healthz answers 503 this long while
+    /// every other request is served, so that a load balancer takes this host out before the
+    /// drain. Overrides the config's shutdown_delay; 0 turns it off.
+    #[arg(long = "shutdown-delay", value_name = "DURATION")]
+    pub shutdown_delay: Option<String>,
 }

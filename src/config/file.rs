@@ -25,6 +25,7 @@ struct File {
     supervise: Option<bool>,
     pid_file: Option<String>,
     idle_exit: Option<String>,
+    shutdown_delay: Option<String>,
     tls: Option<TlsFile>,
 }
 
@@ -128,6 +129,9 @@ impl Config {
             Some(p) => c.pid_file = Some(path.parent().unwrap_or(Path::new("")).join(p)),
         }
         c.idle_exit = dur("idle_exit", &file.idle_exit, Duration::from_millis(1))?;
+        if let Some(d) = dur("shutdown_delay", &file.shutdown_delay, Duration::ZERO)? {
+            c.shutdown_delay = d;
+        }
         if let Some(t) = &file.tls {
             // Relative paths are taken from the config file's directory.
             let dir = path.parent().unwrap_or(Path::new(""));
@@ -204,6 +208,20 @@ mod tests {
         assert_eq!(parse("").unwrap().pid_file, None);
         let e = parse("pid_file = \"\"").unwrap_err().to_string();
         assert!(e.contains("pid_file") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn shutdown_delay() {
+        assert_eq!(parse("").unwrap().shutdown_delay, Duration::ZERO);
+        let c = parse("shutdown_delay = \"5s\"").unwrap();
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        let e = parse("shutdown_delay = \"soon\"").unwrap_err().to_string();
+        assert!(e.contains("shutdown_delay"), "{e}");
+        let mut c = parse("shutdown_delay = \"5s\"").unwrap();
+        c.apply_shutdown_delay_arg(Some("0")).unwrap();
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        let e = c.apply_shutdown_delay_arg(Some("x")).unwrap_err().to_string();
+        assert!(e.contains("--shutdown-delay"), "{e}");
     }
 
     #[test]
@@ -284,7 +302,7 @@ mod proptests {
         #[test]
         fn config_values_never_panic(key in proptest::sample::select(vec![
             "greeting", "listen", "drain_timeout", "idle_close_grace", "header_read_timeout", "max_sleep",
-            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "supervise", "idle_exit", "tls",
+            "handoff_timeout", "log_level", "watchdog_stall", "move_connections", "supervise", "idle_exit", "shutdown_delay", "tls",
         ]), value in ".{0,30}") {
             let text = format!("{key} = {value:?}\n");
             if let Err(e) = Config::parse(&text, Path::new("p.toml")) {

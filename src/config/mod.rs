@@ -43,6 +43,8 @@ pub enum ConfigError {
     Listen(ListenError),
     #[error("--idle-exit {0}")]
     IdleExit(String),
+    #[error("--shutdown-delay {0}")]
+    ShutdownDelay(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -85,6 +87,9 @@ pub struct Config {
     /// Exit after this long without any open connection (`--idle-exit` wins); only under a
     /// socket unit.
     pub idle_exit: Option<Duration>,
+    /// A lame duck before a stop: `/healthz` answers 503 this long first (`--shutdown-delay`
+    /// wins; zero: none).
+    pub shutdown_delay: Duration,
     /// `[tls]` as written in the file.
     pub tls_spec: TlsSpec,
     /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
@@ -109,6 +114,7 @@ impl Default for Config {
             supervise: false,
             pid_file: None,
             idle_exit: None,
+            shutdown_delay: Duration::ZERO,
             tls_spec: TlsSpec::default(),
             tls: None,
         }
@@ -157,6 +163,17 @@ impl Config {
                 return Err(ConfigError::IdleExit(format!("{s:?}: must be more than 0")));
             }
             self.idle_exit = Some(d);
+        }
+        Ok(())
+    }
+
+    /// Applies `--shutdown-delay` (which replaces the config's `shutdown_delay`; `0` turns it off).
+    pub fn apply_shutdown_delay_arg(&mut self, delay: Option<&str>) -> Result<(), ConfigError> {
+        if let Some(s) = delay {
+            self.shutdown_delay = match s.trim() {
+                "0" => Duration::ZERO,
+                _ => parse_duration(s).map_err(|e| ConfigError::ShutdownDelay(format!("{s:?}: {e}")))?,
+            };
         }
         Ok(())
     }

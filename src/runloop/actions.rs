@@ -67,6 +67,23 @@ impl Driver {
         }
     }
 
+    /// A stop with `Options::shutdown_delay`: the health check goes down (through
+    /// [`crate::Draining::is_stopping`] and [`crate::Status::LameDuck`]) while everything is
+    /// served, until the timer ends it.
+    pub(super) fn start_lame_duck(&mut self) {
+        let delay = self.opts.shutdown_delay;
+        self.drain.start_lame_duck();
+        notify::stopping(&format!(
+            "lame duck: /healthz answers 503 for {delay:?}, then the drain"
+        ));
+        info!(
+            generation = self.generation,
+            delay_ms = delay.as_millis() as u64,
+            "stopping after a lame duck: the health check answers 503, everything else is served"
+        );
+        self.lame_duck = Some(Box::pin(tokio::time::sleep(delay)));
+    }
+
     pub(super) fn start_drain(&mut self, to: DrainTo) {
         match to {
             DrainTo::Successor => {

@@ -108,6 +108,11 @@ impl Driver {
                 self.drain_wait = None;
                 Event::DrainDone { left }
             }
+            _ = async { self.lame_duck.as_mut().expect("guarded").await }, if self.lame_duck.is_some() => {
+                self.lame_duck = None;
+                info!("lame duck over; stopping");
+                Event::LameDuckOver
+            }
             _ = async { self.idle.as_mut().expect("guarded").await }, if self.idle.is_some() => {
                 self.idle = None;
                 let idle_ms = self.opts.idle_exit.unwrap_or_default().as_millis() as u64;

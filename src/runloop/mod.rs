@@ -88,6 +88,9 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
     if one_connection {
         state.serve_one_connection();
     }
+    if !opts.shutdown_delay.is_zero() {
+        state.lame_duck_before_stop();
+    }
     let mut d = Driver {
         state,
         generation,
@@ -114,6 +117,7 @@ pub(crate) async fn run(start: Start) -> Result<Exit, RunError> {
         stop: stop.subscribe(),
         stop_asked: false,
         idle: None,
+        lame_duck: None,
         status: status_tx,
         save_state,
         pid_file,
@@ -165,6 +169,8 @@ pub(crate) struct Driver {
     stop_asked: bool,
     /// The idle timer of `Options::idle_exit`, while the lifecycle lets it run.
     idle: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The lame duck's timer (`Options::shutdown_delay`), once a stop started it.
+    lame_duck: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What [`crate::Handle`]s see.
     status: watch::Sender<Status>,
     /// The app's state for the next process.
@@ -300,6 +306,7 @@ impl Driver {
             P::Waiting => Status::Starting,
             P::Serving => Status::Primary,
             P::HandingOver => Status::HandingOver,
+            P::LameDuck => Status::LameDuck,
             P::HandedOver(_) => Status::Draining,
             P::Stopping => Status::Stopping,
             P::Exited(_) => Status::Exited,
@@ -360,6 +367,7 @@ impl Driver {
                 info!("stopped accepting");
                 fault::point_with_peer(Step::IdleAcceptStopped, 0);
             }
+            Action::StartLameDuck => self.start_lame_duck(),
             Action::StartDrain(to) => self.start_drain(to),
             Action::WaitDrain => {
                 let open = self.drain.open_connections();

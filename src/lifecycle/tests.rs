@@ -341,3 +341,101 @@ fn an_accept_yes_process_ignores_reloads_and_exits_when_its_connection_closes() 
     assert_eq!(step(&mut s, E::Idle)[0], A::StopAccepting);
     assert_eq!(step(&mut s, E::DrainDone { left: 0 }), vec![A::Exit(Exit::Idle)]);
 }
+
+fn lame_duck_primary() -> State {
+    let mut s = primary();
+    s.lame_duck_before_stop();
+    s
+}
+
+#[test]
+fn with_a_shutdown_delay_a_stop_goes_lame_duck_first_and_drains_only_after_it() {
+    let mut s = lame_duck_primary();
+    assert_eq!(step(&mut s, E::Stop), vec![A::StartLameDuck]);
+    assert_eq!(s.phase, Phase::LameDuck);
+    // Nothing else happens meanwhile: an idle timer that fires, or a stray event, is ignored.
+    assert!(run(&mut s, [E::Idle, E::DrainDone { left: 0 }]).is_empty());
+    let a = step(&mut s, E::LameDuckOver);
+    assert_eq!(
+        a,
+        vec![
+            A::NotifyStopping,
+            A::StopControl,
+            A::StopWatchdog,
+            A::StartDrain(DrainTo::Store),
+            A::WaitDrain
+        ]
+    );
+    assert_eq!(
+        step(&mut s, E::DrainDone { left: 0 }),
+        vec![A::Exit(Exit::Stopped)]
+    );
+}
+
+#[test]
+fn a_lame_duck_refuses_reloads() {
+    let mut s = lame_duck_primary();
+    step(&mut s, E::Stop);
+    let a = step(&mut s, E::Reload(Some(4)));
+    assert_eq!(replies(&a), vec![(4, ControlAnswer::Failed(STOPPING.into()))]);
+    assert!(step(&mut s, E::Reload(None)).is_empty(), "a signal: nothing");
+    assert_eq!(s.phase, Phase::LameDuck);
+}
+
+#[test]
+fn a_second_stop_cuts_the_lame_duck_short() {
+    let mut s = lame_duck_primary();
+    step(&mut s, E::Stop);
+    let a = step(&mut s, E::Stop);
+    assert!(a.contains(&A::StartDrain(DrainTo::Store)), "{a:?}");
+    assert_eq!(s.phase, Phase::Stopping);
+    assert!(step(&mut s, E::LameDuckOver).is_empty(), "the timer, late");
+}
+
+#[test]
+fn a_stop_during_a_handoff_cancels_the_successor_then_goes_lame_duck() {
+    let mut s = lame_duck_primary();
+    step(&mut s, E::Reload(Some(1)));
+    let a = step(&mut s, E::Stop);
+    assert_eq!(a[0], A::CancelSuccessor);
+    assert_eq!(a.last(), Some(&A::StartLameDuck));
+    assert_eq!(replies(&a), vec![(1, ControlAnswer::Failed(STOPPING.into()))]);
+    assert_eq!(s.phase, Phase::LameDuck);
+}
+
+#[test]
+fn a_reload_never_goes_lame_duck() {
+    let mut s = lame_duck_primary();
+    let a = run(
+        &mut s,
+        [
+            E::Reload(None),
+            E::SuccessorReady { pid: 9 },
+            E::Stop,
+            E::SuccessorAcked,
+            E::DrainDone { left: 0 },
+        ],
+    );
+    assert!(!a.contains(&A::StartLameDuck), "{a:?}");
+    assert_eq!(s.phase, Phase::Exited(Exit::HandedOver { successor: 9 }));
+}
+
+#[test]
+fn no_lame_duck_for_a_successor_not_yet_primary_nor_for_one_connection() {
+    let mut s = State::start(2, true, "serving".into()).0;
+    s.lame_duck_before_stop();
+    assert!(!step(&mut s, E::Stop).contains(&A::StartLameDuck));
+    let mut s = lame_duck_primary();
+    s.serve_one_connection();
+    assert!(!step(&mut s, E::Stop).contains(&A::StartLameDuck));
+    assert_eq!(s.phase, Phase::Stopping);
+}
+
+#[test]
+fn without_a_shutdown_delay_a_stop_drains_at_once() {
+    let mut s = primary();
+    let a = step(&mut s, E::Stop);
+    assert!(!a.contains(&A::StartLameDuck));
+    assert!(a.contains(&A::StartDrain(DrainTo::Store)));
+    assert!(step(&mut s, E::LameDuckOver).is_empty());
+}
