@@ -28,9 +28,10 @@ case $extra in *[!a-z0-9.+,-]*) echo "rootfs.sh: HEIRD_ROOTFS_EXTRA='$extra' is 
 dir=$cache/$suite${extra:++${extra//,/+}}
 # What the scenarios use inside: systemctl/journalctl/systemd-analyze (systemd), curl, kill/ps
 # (procps), ss (iproute2), setpriv/flock (util-linux, setpriv is also sandbox.sh's launcher),
-# podman/crun/catatonit (scenarios 25 and 26: heird in a container under systemd, Quadlet).
+# podman/crun/catatonit (scenarios 25 and 26: heird in a container under systemd, Quadlet),
+# haproxy (scenario 40: a fleet of heird hosts behind it).
 # The list is recorded in the root; a root built with another list is rebuilt.
-packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,python3-websockets,openssl,podman,crun,catatonit${extra:+,$extra}
+packages=systemd,systemd-sysv,dbus,curl,procps,iproute2,util-linux,coreutils,mawk,sed,grep,python3-websockets,openssl,podman,crun,catatonit,haproxy${extra:+,$extra}
 stamp=.heird-rootfs
 
 log() { echo "rootfs.sh: $*" >&2; }
