@@ -169,7 +169,7 @@ load_start() {
     > "$work/$1.json" 2> "$work/$1.err" &
   load_pid=$!
 }
-ok_so_far() { tail -n 1 "$work/$1.err" 2>/dev/null | sed -n 's/.*ok=\([0-9]*\).*/\1/p'; }
+ok_so_far() { { tail -n 1 "$work/$1.err" 2>/dev/null || true; } | sed -n 's/.*ok=\([0-9]*\).*/\1/p'; }   # the file may not exist yet
 # serving NAME N: the client has N more answers than when asked first (per call site: $base).
 more_ok() { [ "$(ok_so_far "$1")" -ge $(( base + $2 )) ] 2>/dev/null; }
 warm() { base=$(ok_so_far "$1"); base=${base:-0}; wait_for 10 "the client to get $2 answers" more_ok "$1" "$2"; }
