@@ -93,7 +93,7 @@ Description: HTTP server native to systemd (scenario 40's test build)
 EOF
 fi
 install -m 0755 "$work/heird" "$stage/usr/bin/heird"
-revs=2; [ -z "${FLEET_BENCH:-}" ] || revs=5   # bench/fleet.sh upgrades 3 more times
+revs=2; [ -z "${FLEET_BENCH:-}" ] || revs=8   # bench/fleet.sh upgrades 6 more times
 for rev in $(seq 1 "$revs"); do
   sed -i -E "s/^Version: .*/Version: $version-$rev/" "$stage/DEBIAN/control"
   (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | grep -vx 'etc/heird/heird.toml' |
@@ -139,9 +139,13 @@ if [ "$has_proxy" = no ]; then
   cfg=$work/haproxy.cfg
   echo "NOTE: heird has no --proxy-protocol: HAProxy runs without send-proxy-v2, step 3 is left out"
 fi
-HEIRD_FRONTEND=$front HEIRD_STATS=$stats HEIRD_HOST1=127.0.0.11:8080 HEIRD_HOST2=127.0.0.12:8080 \
-  HEIRD_HOST3=127.0.0.13:8080 haproxy -db -f "$cfg" > "$work/haproxy.log" 2>&1 &
-haproxy_pid=$!
+# start_haproxy CFG: HAProxy with CFG in the foreground of a background job; waits for all UP.
+start_haproxy() {
+  HEIRD_FRONTEND=$front HEIRD_STATS=$stats HEIRD_HOST1=127.0.0.11:8080 HEIRD_HOST2=127.0.0.12:8080 \
+    HEIRD_HOST3=127.0.0.13:8080 haproxy -db -f "$1" > "$work/haproxy.log" 2>&1 &
+  haproxy_pid=$!
+  wait_for 10 "HAProxy to mark all 3 hosts UP (log: $(tail -n 3 "$work/haproxy.log" 2>/dev/null))" all_up
+}
 
 # hstat SERVER FIELD: a field of HAProxy's CSV stats for a server of backend heird.
 hstat() {
@@ -158,7 +162,7 @@ trouble() {
 }
 status_is() { [ "$(hstat "$1" status)" = "$2" ]; }
 all_up() { status_is host1 UP && status_is host2 UP && status_is host3 UP; }
-wait_for 10 "HAProxy to mark all 3 hosts UP (log: $(tail -n 3 "$work/haproxy.log" 2>/dev/null))" all_up
+start_haproxy "$cfg"
 ok "HAProxy up, all 3 hosts UP"
 
 # ------------------------------------------------------------------------------- the load ---
@@ -256,17 +260,18 @@ stop_start() {
 # Not assertions: for each setup, a rolling upgrade of the 3 hosts and a rolling stop+start of
 # the 3 hosts (as for reboots), each under its own run of the client; each cell: failed requests
 # at the client of all, and how many requests HAProxy had to resend (or failed) for the hosts.
+rev=3
 bench() {
-  local col row cells=() f t rev=3 i sum_f sum_ok sum_t
+  local col row cells=() f t i sum_f sum_ok sum_t
   for col in lameduck nodelay naive; do
     case $col in
       lameduck) [ "$has_delay" = yes ] || { cells+=("n/a (no --shutdown-delay)" "n/a"); continue; } ;;
     esac
     for i in 1 2 3; do
       case $col in
-        lameduck) toml_set "$i" shutdown_delay "\"$delay\"" ;;
-        nodelay) [ "$has_delay" = no ] || toml_set "$i" shutdown_delay '"0s"' ;;
-        naive) toml_set "$i" drain_timeout '"0s"' ;;
+        lameduck) toml_set "$i" shutdown_delay "\"$delay\""; toml_set "$i" drain_timeout '"30s"' ;;
+        nodelay) [ "$has_delay" = no ] || toml_set "$i" shutdown_delay '"0s"'; toml_set "$i" drain_timeout '"30s"' ;;
+        naive) [ "$has_delay" = no ] || toml_set "$i" shutdown_delay '"0s"'; toml_set "$i" drain_timeout '"0s"' ;;
       esac
       host "$i" systemctl reload heird.service || fail "host $i: reload for the $col setup"
     done
@@ -283,7 +288,7 @@ bench() {
       fi
       wait_for 10 "host$i UP after its upgrade" status_is host$i UP
     done
-    rev=$((rev + 1))
+    rev=$((rev + 1))   # global: each bench call upgrades to newer packages
     warm "bench-$col-upgrade" 200
     load_stop "bench-$col-upgrade"
     for i in 1 2 3; do t=$(( t + $(trouble host$i) )); done
@@ -297,7 +302,10 @@ bench() {
     cells+=("$sum_f of $sum_ok; HAProxy resent $sum_t")
   done
   echo "FLEET-TABLE"
-  echo "| 3 hosts behind HAProxy 2.6, client: failed of requests; HAProxy resent (retries, redispatches, connection and response errors) | heird, lame duck (shutdown_delay = \"$delay\") | heird, no lame duck | naive: no lame duck, no drain (drain_timeout = \"0s\"); upgrade = stop, dpkg -i, start |"
+  echo
+  echo "HAProxy: $1"
+  echo
+  echo "| 3 hosts behind HAProxy, client: failed of requests; HAProxy resent (retries, redispatches, connection and response errors) | heird, lame duck (shutdown_delay = \"$delay\") | heird, no lame duck | naive: no lame duck, no drain (drain_timeout = \"0s\"); upgrade = stop, dpkg -i, start |"
   echo "|---|---|---|---|"
   echo "| rolling upgrade (dpkg -i, one host at a time) | ${cells[0]} | ${cells[2]} | ${cells[4]} |"
   echo "| rolling stop + start (systemctl stop heird.socket heird.service, start; one host at a time) | ${cells[1]} | ${cells[3]} | ${cells[5]} |"
@@ -320,6 +328,13 @@ stop_start 3 stop-no-delay
 echo "BASELINE stop without shutdown_delay: client failed $failed of $okn; HAProxy resent or failed $host_trouble requests for host3"
 info_peers "after the stops and starts"
 
-[ -z "${FLEET_BENCH:-}" ] || bench
+if [ -n "${FLEET_BENCH:-}" ]; then
+  bench "deploy/haproxy.cfg as shipped (retries 3, retry-on conn-failure empty-response response-timeout, option redispatch 1)"
+  # What a client meets when nothing resends for it (a POST, or a proxy without retries).
+  kill "$haproxy_pid"; wait "$haproxy_pid" 2>/dev/null || true
+  sed -E -e 's/^([[:space:]]*)retries 3/\1retries 0/' -e '/^[[:space:]]*(retry-on|option redispatch)/d' "$cfg" > "$work/haproxy-noretry.cfg"
+  start_haproxy "$work/haproxy-noretry.cfg"
+  bench "deploy/haproxy.cfg with retries 0, no retry-on, no redispatch"
+fi
 [ ${#missing[@]} = 0 ] || cannot_run "steps left out until heird has: ${missing[*]}"
 ok "fleet of 3 behind HAProxy: nothing lost"
