@@ -50,7 +50,9 @@
 //!    the same fds at 3.. and `LISTEN_PID` set to its own pid, wait for `ready`, then
 //!    `MAINPID=` + `READY=1`, `BARRIER=1`, and tell the successor it is primary. If the
 //!    successor fails, kill and reap it, send `READY=1` with the reason, and keep serving.
-//! 5. **Drain** (after a handoff, on SIGTERM/SIGINT with `STOPPING=1`, or with
+//! 5. **Drain** (after a handoff, on SIGTERM/SIGINT with `STOPPING=1` — after a lame duck of
+//!    `Options::shutdown_delay`, in which everything is served but [`Draining::is_stopping`]
+//!    says down for health checks —, or with
 //!    `Options::idle_exit` once no connection was open for that long): stop accepting;
 //!    move each HTTP/1.1 connection, once no request of it is in the handler, to the successor
 //!    (after a handoff) or into the fd store (a stop under systemd), or else answer its next
