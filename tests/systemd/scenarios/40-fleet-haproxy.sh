@@ -213,6 +213,7 @@ warm upgrade 200
 tr_up=0; for i in 1 2 3; do tr_up=$(( tr_up - $(trouble host$i) )); done
 for i in 1 2 3; do
   pid0=$(host "$i" systemctl show -P MainPID heird.service)
+  inv0=$(host "$i" systemctl show -P InvocationID heird.service)
   before=$(served host$i)
   t0=$(ms)
   host "$i" dpkg -i "$work/heird-2.deb" > "$work/dpkg-h$i.log" 2>&1 || { cat "$work/dpkg-h$i.log"; fail "dpkg -i (upgrade) on host $i"; }
@@ -220,6 +221,8 @@ for i in 1 2 3; do
   pid1=$(host "$i" systemctl show -P MainPID heird.service)
   [ "$pid1" != "$pid0" ] && [ "$pid1" != 0 ] || fail "host $i: MainPID $pid0 -> $pid1 after the upgrade (no handoff)"
   [ "$(host "$i" dpkg-query -W -f '${Version}' heird)" = "$version-2" ] || fail "host $i: not upgraded"
+  # A handoff (postinst's try-reload-or-restart), not a restart of the unit.
+  [ "$(host "$i" systemctl show -P InvocationID heird.service)" = "$inv0" ] || fail "host $i: heird.service was restarted, not reloaded"
   newer() { [ "$(served host$i)" -gt "$before" ]; }
   wait_for 10 "host$i to answer through HAProxy after its upgrade" newer
   ok "host$i: dpkg -i heird $version-2 in $((t1 - t0)) ms, MainPID $pid0 -> $pid1, answering"
