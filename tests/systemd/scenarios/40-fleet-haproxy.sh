@@ -9,15 +9,15 @@
 # hosts. A client nobody here wrote (Go's net/http Transport with keep-alive, in
 # tests/clients/h2retry -http1) runs through HAProxy during each step and counts failed requests.
 #   1. rolling upgrade: dpkg -i of a newer version on each host in turn (postinst reloads: a
-#      handoff): 0 failed, 0 requests resent by HAProxy (its retries would hide a refused or
-#      dropped request), every host answers afterwards with a new MainPID
+#      handoff: InvocationID unchanged, a new MainPID): 0 failed, 0 requests resent by HAProxy
+#      (its retries would hide a refused or dropped request), every host answers afterwards
 #   2. host2 stopped as for a reboot (systemctl stop heird.socket heird.service) with
 #      shutdown_delay = "2s" (> inter 200ms x fall 2, with room): HAProxy marks it DOWN while it still
 #      serves; 0 failed at the client, and 0 retries/redispatches/errors at HAProxy for host2
 #      (nothing met a closed port); started again, UP again, 0 failed.
-#      The baseline: host3 stopped the same way with shutdown_delay = "0s": failed requests at the
-#      client and HAProxy's retries for host3 are printed (HAProxy's retry-on/redispatch hides
-#      most; what it had to retry is the work the delay saves).
+#      The baseline: host3 stopped the same way with shutdown_delay = "0s": the client's failed
+#      requests are printed (HAProxy's retry-on/redispatch hides them: 0 so far), and HAProxy must
+#      have resent some for host3 (89-207 per stop here), or step 2's 0 would prove nothing.
 #   3. /info through HAProxy on every host shows the client's own address and port as `peer`
 #      (PROXY protocol on the listener), before and after the handoffs and the stops.
 # With FLEET_BENCH=1 (bench/fleet.sh), it then prints the figures of bench/fleet.sh.
@@ -55,7 +55,8 @@ trap cleanup EXIT
 
 # ------------------------------------------------------------------------------- packages ---
 # OLD (VERSION-1) and NEW (VERSION-2) of the .deb, with the binary under test (run.sh's
-# /usr/bin/heird). From HEIRD_FLEET_DEB (a package of packaging/build-deb.sh) when set, else
+# /usr/bin/heird). From HEIRD_FLEET_DEB (a package of packaging/build-deb.sh; run.sh passes no
+# environment, so only when the scenario is run by hand with sandbox.sh exec) when set, else
 # staged from the tree as cargo-deb stages it: Cargo.toml's [package.metadata.deb] assets, the
 # maintainer scripts of packaging/debian/, the conffile. Same binary in both: what the upgrade
 # exercises is the maintainer script's reload (a handoff to the newly unpacked file).
