@@ -49,6 +49,7 @@ haproxy_pid= load_pid=
 cleanup() {
   [ -z "$load_pid" ] || kill "$load_pid" 2>/dev/null || true
   [ -z "$haproxy_pid" ] || kill "$haproxy_pid" 2>/dev/null || true
+  [ -z "${ka_pid:-}" ] || kill "$ka_pid" 2>/dev/null || true
   for i in 1 2 3; do SANDBOX_NAME=fleet-h$i "$sbx" down >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
@@ -210,6 +211,13 @@ info_peers "before the handoffs"
 
 # ------------------------------------------------------------------ step 1: rolling upgrade ---
 load_start upgrade
+# Beside the load: 6 long-lived client connections asking /info every 0.3 s across the upgrades
+# (HAProxy keeps a server connection per client connection when it sends PROXY headers; those
+# to an upgraded host move to the new process).
+rm -f "$work/ka.in"; mkfifo "$work/ka.in"
+/usr/bin/python3 "$HEIRD_PROJECT/tests/clients/info_keepalive.py" "$front" 6 < "$work/ka.in" > "$work/ka.out" 2>&1 &
+ka_pid=$!
+exec 7> "$work/ka.in"
 warm upgrade 200
 tr_up=0; for i in 1 2 3; do tr_up=$(( tr_up - $(trouble host$i) )); done
 for i in 1 2 3; do
@@ -231,6 +239,18 @@ done
 warm upgrade 200
 load_stop upgrade
 for i in 1 2 3; do tr_up=$(( tr_up + $(trouble host$i) )); done
+exec 7>&-
+wait "$ka_pid" || fail "info_keepalive.py exited $?: $(cat "$work/ka.out")"
+sed 's/^/  long-lived connection: /' "$work/ka.out"
+while read -r line; do
+  me=$(grep -oE '"me": "[^"]*"' <<<"$line" | cut -d'"' -f4)
+  grep -q '"errors": \[\]' <<<"$line" || fail "a long-lived connection through HAProxy failed: $line"
+  grep -q '"reconnects": 0' <<<"$line" || fail "a long-lived connection through HAProxy was closed: $line"
+  [ "$has_proxy" = no ] || grep -qF "\"peers\": [\"$me\"]" <<<"$line" ||
+    fail "step 3: an answer on a long-lived connection across the upgrades names another peer than $me: $line"
+done < "$work/ka.out"
+[ "$(grep -c '"me"' "$work/ka.out")" = 6 ] || fail "info_keepalive.py reported $(grep -c '"me"' "$work/ka.out") connections, not 6"
+[ "$has_proxy" = no ] || ok "step 3: 6 long-lived connections across the upgrades: every /info answer named the client's own address"
 [ "$failed" = 0 ] || fail "rolling upgrade: $failed failed requests"
 # HAProxy's retries would hide a host that refused or dropped requests; nothing may need them.
 [ "$tr_up" = 0 ] || fail "rolling upgrade: HAProxy had to resend or failed $tr_up requests"
