@@ -321,20 +321,20 @@ bench() {
     warm "bench-$col-upgrade" 200
     load_stop "bench-$col-upgrade"
     for i in 1 2 3; do t=$(( t + $(trouble host$i) )); done
-    cells+=("$failed of $okn; HAProxy resent $t")
+    cells+=("$failed of $okn; HAProxy resent or failed $t")
     # Rolling stop + start.
     sum_f=0 sum_ok=0 sum_t=0
     for i in 1 2 3; do
       stop_start "$i" "bench-$col-stop-h$i"
       sum_f=$((sum_f + failed)) sum_ok=$((sum_ok + okn)) sum_t=$((sum_t + host_trouble))
     done
-    cells+=("$sum_f of $sum_ok; HAProxy resent $sum_t")
+    cells+=("$sum_f of $sum_ok; HAProxy resent or failed $sum_t")
   done
   echo "FLEET-TABLE"
   echo
   echo "HAProxy: $1"
   echo
-  echo "| 3 hosts behind HAProxy, client: failed of requests; HAProxy resent (retries, redispatches, connection and response errors) | heird, lame duck (shutdown_delay = \"$delay\") | heird, no lame duck | naive: no lame duck, no drain (drain_timeout = \"0s\"); upgrade = stop, dpkg -i, start |"
+  echo "| 3 hosts behind HAProxy, client: failed of requests; HAProxy resent or failed, for the hosts (retries, redispatches, connection and response errors) | heird, lame duck (shutdown_delay = \"$delay\") | heird, no lame duck | naive: no lame duck, no drain (drain_timeout = \"0s\"); upgrade = stop, dpkg -i, start |"
   echo "|---|---|---|---|"
   echo "| rolling upgrade (dpkg -i, one host at a time) | ${cells[0]} | ${cells[2]} | ${cells[4]} |"
   echo "| rolling stop + start (systemctl stop heird.socket heird.service, start; one host at a time) | ${cells[1]} | ${cells[3]} | ${cells[5]} |"
