@@ -128,7 +128,9 @@ for i in 1 2 3; do
   host "$i" mkdir -p /etc/systemd/system/heird.socket.d
   host "$i" sh -c "printf '[Socket]\nListenStream=\nListenStream=127.0.0.1$i:8080\n' > /etc/systemd/system/heird.socket.d/fleet.conf"
   host "$i" dpkg -i "$work/heird-1.deb" > "$work/dpkg-h$i.log" 2>&1 || { cat "$work/dpkg-h$i.log"; fail "dpkg -i on host $i"; }
-  [ "$has_proxy" = no ] || toml_set "$i" proxy_protocol '["http"]'
+  # PROXY headers on heird.socket's listener (FileDescriptorName=http), and only from HAProxy's
+  # address (it connects from 127.0.0.1).
+  [ "$has_proxy" = no ] || { toml_set "$i" proxy_protocol '["http"]'; toml_set "$i" proxy_from '["127.0.0.1/32"]'; }
   [ "$has_delay" = no ] || toml_set "$i" shutdown_delay "\"$delay\""
   host "$i" systemctl start heird.service || fail "host $i: systemctl start heird.service"
 done
