@@ -11,18 +11,25 @@
 # output and then the table.
 #
 #   bench/fleet.sh            (as root: sandbox boots; tests/support/deps.sh installs haproxy)
+#   HEIRD_BIN=path bench/fleet.sh    that heird binary instead of a release build of this tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 project=$(pwd)
 [ "$(id -u)" = 0 ] || { echo "fleet bench: needs root (systemd sandboxes)" >&2; exit 1; }
 tests/support/deps.sh haproxy golang-go golang-golang-x-net-dev
 
-echo "fleet bench: cargo build --release --bin heird; go build tests/clients/h2retry" >&2
-cargo build --release --bin heird >&2
+if [ -n "${HEIRD_BIN:-}" ]; then
+  bin=$(readlink -f "$HEIRD_BIN") build="$HEIRD_BIN, $("$bin" --version)"
+else
+  echo "fleet bench: cargo build --release --bin heird" >&2
+  cargo build --release --bin heird >&2
+  bin=target/release/heird build="release build"
+fi
+echo "fleet bench: go build tests/clients/h2retry" >&2
 seed=$(mktemp -d /tmp/heird-fleet-bench.XXXXXX)
 box=fleet-bench-$$
 trap 'SANDBOX_NAME=$box tests/systemd/sandbox.sh down >/dev/null 2>&1 || true; rm -rf "$seed"' EXIT
-install -D -m 0755 target/release/heird "$seed/usr/bin/heird"
+install -D -m 0755 "$bin" "$seed/usr/bin/heird"
 mkdir -p "$seed/usr/local/bin"
 GOCACHE=/tmp/heird-sandbox/gocache GOPATH=/usr/share/gocode GO111MODULE=off CGO_ENABLED=0 \
   go build -o "$seed/usr/local/bin/h2retry" tests/clients/h2retry/main.go
@@ -38,7 +45,7 @@ case $rc in 0 | 77) ;; *) echo "fleet bench: the scenario failed (exit $rc); out
 
 echo "## Fleet: 3 heird hosts behind HAProxy"
 echo
-echo "$(date -u +%FT%TZ), $(nproc) cores, $(uname -r), heird $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty) (release build), $(haproxy -v | head -n 1 | cut -d' ' -f1-3); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(date -u +%FT%TZ), $(nproc) cores, $(uname -r), heird $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty) ($build), $(haproxy -v | head -n 1 | cut -d' ' -f1-3); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "\`bench/fleet.sh\`: tests/systemd/scenarios/40-fleet-haproxy.sh with FLEET_BENCH=1. Each host a systemd 252"
 echo "with the .deb, on 127.0.0.1{1,2,3}:8080; deploy/haproxy.cfg as shipped (inter 200ms fall 2 rise 2,"
