@@ -79,6 +79,9 @@
 //! - `wire`: the typed messages of the handoff channel and the control socket.
 //! - `notify`: sd_notify states, the barrier, the watchdog ticker.
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
+//! - [`metrics`]: Prometheus metrics in shared memory that every process of the service counts
+//!   in (the layout, made, inherited or taken from the fd store, in `metrics/region.rs`; read at
+//!   a scrape into prometheus-client's text format in `metrics/collect.rs`).
 //! - `channel`: the handoff channel (seqpacket, one message per datagram, fds attached).
 //! - `listeners`: listen addresses, validating and binding listening sockets.
 //! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets
@@ -139,6 +142,7 @@ mod kept;
 mod lifecycle;
 mod listeners;
 mod logging;
+pub mod metrics;
 mod notify;
 mod options;
 mod pidfile;
