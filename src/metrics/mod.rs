@@ -34,6 +34,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+/// The prometheus-client that [`Metrics::register`] takes a `Registry` of (the app's own
+/// metrics go in the same one).
+pub use prometheus_client;
+
 /// The text format's content type.
 pub const CONTENT_TYPE_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
