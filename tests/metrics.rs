@@ -269,3 +269,55 @@ fn a_failed_handoff_is_counted_as_failed() {
     assert_eq!(m.get("heird_handoffs_succeeded_total"), Some(&0.0), "{m:?}");
     assert_eq!(m.get("heird_generation"), Some(&1.0), "{m:?}");
 }
+
+/// A `heird-metrics` in the fd store that is not heird's counters (here: text) is logged and
+/// replaced: the process serves fresh counters and stores its own memfd under that name.
+#[test]
+fn a_foreign_memfd_in_the_store_is_replaced_by_fresh_counters() {
+    check_curl();
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let (tcp, addr) = tcp_listener();
+    let junk = nix::sys::memfd::memfd_create(c"junk", nix::sys::memfd::MFdFlags::empty()).unwrap();
+    std::io::Write::write_all(
+        &mut std::fs::File::from(junk.try_clone().unwrap()),
+        b"not counters",
+    )
+    .unwrap();
+    let mut sp = Spawn::new(dir.path(), &["serve"]);
+    sp.fds = vec![tcp.as_raw_fd(), junk.as_raw_fd()];
+    sp.listen_pid_self = true;
+    let h = sp
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "http:heird-metrics")
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop((tcp, junk));
+    wait_serving(addr, &h);
+    let out = Command::new("curl")
+        .arg("-s")
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .unwrap();
+    let m = parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        m.get("heird_handoffs_started_total"),
+        Some(&0.0),
+        "{m:?}\n{}",
+        h.describe()
+    );
+    assert!(h.stderr().contains("not a counters memfd"), "{}", h.describe());
+    let stored = |m: &str| m.contains("FDSTORE=1") && m.contains("FDNAME=heird-metrics");
+    assert!(
+        n.wait_for(Duration::from_secs(5), |_, m| stored(m)).is_some(),
+        "{:?}",
+        n.seen
+    );
+    assert!(
+        n.seen
+            .iter()
+            .any(|(_, m)| m.contains("FDSTOREREMOVE=1") && m.contains("FDNAME=heird-metrics")),
+        "the foreign one stays in the store: {:?}",
+        n.seen
+    );
+}
