@@ -316,9 +316,10 @@ fn without_fdstore_env_a_stop_closes_connections_gently() {
         n.seen,
         h.stderr()
     );
-    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    // (`/`, not `/healthz`: that one says 503 from the stop on, for load balancers.)
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let (head, body) = read_response(&mut r);
-    assert_eq!(body, "ok");
+    assert_eq!(body, "Hello World");
     assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
     assert!(h.wait_timeout(Duration::from_secs(10)).unwrap().success());
     n.drain_for(Duration::from_millis(200));
