@@ -1,4 +1,5 @@
 //! heird's own HTTP endpoints (the `heird serve` app): `/`, `/sleep`, `/healthz`, `/info`,
+//! `/metrics` (heird's Prometheus metrics, [`heird::metrics`]),
 //! and one of each long-lived kind, to show how they end at a drain: `/ws` (a WebSocket echo that
 //! moves to the successor with its counter; `/ws-drain` also says when the process drains),
 //! `/ws-close` (the same echo on axum's WebSocket,
@@ -70,7 +71,7 @@ struct AppState {
 pub const PID_HEADER: &str = "x-heird-pid";
 
 /// The router of `heird serve`.
-pub fn router(cfg: &Config, info: Info) -> Router {
+pub fn router(cfg: &Config, info: Info, metrics: heird::metrics::Metrics) -> Router {
     let state = Arc::new(AppState {
         greeting: cfg.greeting.clone(),
         max_sleep: cfg.max_sleep,
@@ -89,6 +90,7 @@ pub fn router(cfg: &Config, info: Info) -> Router {
         .route("/ws-close", any(ws_close))
         .route("/events", get(events))
         .with_state(state)
+        .merge(metrics.router())
 }
 
 /// `/healthz`: `ok`, or 503 once the process is stopping (from the start of a lame duck,

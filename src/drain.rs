@@ -56,6 +56,9 @@ struct Inner {
     draining: AtomicBool,
     open: AtomicUsize,
     idle: Notify,
+    /// When the drain started, for the metrics' drain duration (observed once, by `wait`).
+    started_at: std::sync::OnceLock<std::time::Instant>,
+    observed: AtomicBool,
 }
 
 impl Default for Drain {
@@ -72,6 +75,8 @@ impl Drain {
                 draining: AtomicBool::new(false),
                 open: AtomicUsize::new(0),
                 idle: Notify::new(),
+                started_at: std::sync::OnceLock::new(),
+                observed: AtomicBool::new(false),
             }),
         }
     }
@@ -93,6 +98,7 @@ impl Drain {
         self.inner.started.send_if_modified(|f| {
             if f.reason.is_none() {
                 f.reason = Some(reason);
+                let _ = self.inner.started_at.set(std::time::Instant::now());
                 self.inner.draining.store(true, Ordering::Release);
                 true
             } else {
@@ -139,7 +145,18 @@ impl Drain {
     /// Registers an open connection; dropping the guard unregisters it.
     pub fn track(&self) -> ConnGuard {
         self.inner.open.fetch_add(1, Ordering::SeqCst);
-        ConnGuard { drain: self.clone() }
+        ConnGuard {
+            drain: self.clone(),
+            _conn: None,
+        }
+    }
+
+    /// Like [`Drain::track`], for a client's connection: it is also counted in the metrics'
+    /// open connections (`heird_open_connections`).
+    pub fn track_connection(&self) -> ConnGuard {
+        let mut guard = self.track();
+        guard._conn = Some(crate::metrics::region::OpenConn::new());
+        guard
     }
 
     /// Connections open right now.
@@ -185,6 +202,11 @@ impl Drain {
             }
         };
         let _ = tokio::time::timeout(deadline, all_closed).await;
+        if let Some(t0) = self.inner.started_at.get()
+            && !self.inner.observed.swap(true, Ordering::SeqCst)
+        {
+            crate::metrics::region::region().observe_drain(t0.elapsed());
+        }
         self.open_connections()
     }
 }
@@ -193,6 +215,8 @@ impl Drain {
 #[derive(Debug)]
 pub struct ConnGuard {
     drain: Drain,
+    /// Counted in the metrics too (a client's connection).
+    _conn: Option<crate::metrics::region::OpenConn>,
 }
 
 impl Drop for ConnGuard {

@@ -9,6 +9,9 @@
 //!   memfd beside it (`cbuf-<id>`).
 //! - At a stop, resumable WebSockets (`crate::ws`): the socket as `wsconn-<id>`, and its path,
 //!   handler state and unread bytes (the encoded `ws` channel message) in a memfd `wsmsg-<id>`.
+//! - The metrics' shared counters, in a memfd (`heird-metrics`), from the start when the app
+//!   serves metrics (`crate::Service::metrics`); a successor inherits them, so they are stored
+//!   once. Counted like the TLS ticket keys against `$FDSTORE`.
 //! - At a stop, the app's state, in a memfd (`heird-state`). It goes in before any connection
 //!   and its slot is kept free for it ([`keep_state_at_stop`], [`connection_room`]); when the
 //!   store has no room for it, that is logged as an error and it is not sent.
@@ -42,6 +45,10 @@ pub const WS_MSG_PREFIX: &str = "wsmsg-";
 /// The app's state (a memfd), kept at a stop for the next process (see
 /// `crate::Service::save_state`).
 pub const STATE_NAME: &str = "heird-state";
+
+/// heird's metrics (a memfd of shared counters, `crate::metrics`), kept so that counters go on
+/// after a restart.
+pub const METRICS_NAME: &str = "heird-metrics";
 
 /// TLS session-ticket keys (a memfd), kept so that tickets resume after a restart or a crash.
 pub const TLS_TICKETS_NAME: &str = "tls-ticket-keys";

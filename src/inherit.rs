@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use nix::sys::socket::{MsgFlags, send};
 
 use crate::channel::MAX_MSG;
+use crate::metrics::region::FD_VAR as METRICS_FD_VAR;
 use crate::sys;
 use crate::tls::tickets::KEYS_FD_VAR;
 use crate::wire::ChannelMsg;
@@ -31,6 +32,8 @@ pub struct Inherited {
     /// The predecessor's TLS session-ticket keys (a memfd), or why they cannot be read; taken
     /// by the service when it serves TLS.
     pub(crate) tls_ticket_keys: Option<Result<OwnedFd, String>>,
+    /// The predecessor's metrics counters (a memfd), or why they cannot be read.
+    pub(crate) metrics: Option<Result<OwnedFd, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,19 +57,25 @@ pub enum InheritError {
 
 impl Inherited {
     /// Reads and unsets `HEIRD_GENERATION`, `HEIRD_HANDOFF_FD`, `HEIRD_CONTROL_FD` and
-    /// `HEIRD_TLS_TICKET_KEYS_FD`. Must run before any thread exists.
+    /// `HEIRD_TLS_TICKET_KEYS_FD` and `HEIRD_METRICS_FD`. Must run before any thread exists.
     pub fn from_env() -> Result<Inherited, InheritError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let gen_s = var(GENERATION_VAR);
         let chan_s = var(HANDOFF_FD_VAR);
         let ctl_s = var(CONTROL_FD_VAR);
         let keys_s = var(KEYS_FD_VAR);
-        sys::remove_env(&[GENERATION_VAR, HANDOFF_FD_VAR, CONTROL_FD_VAR, KEYS_FD_VAR]).map_err(|error| {
-            InheritError::Io {
-                var: GENERATION_VAR,
-                fd: -1,
-                error,
-            }
+        let metrics_s = var(METRICS_FD_VAR);
+        let all = [
+            GENERATION_VAR,
+            HANDOFF_FD_VAR,
+            CONTROL_FD_VAR,
+            KEYS_FD_VAR,
+            METRICS_FD_VAR,
+        ];
+        sys::remove_env(&all).map_err(|error| InheritError::Io {
+            var: GENERATION_VAR,
+            fd: -1,
+            error,
         })?;
         let generation = match gen_s {
             None => 1,
@@ -102,11 +111,16 @@ impl Inherited {
         };
         // Lenient: without the predecessor's keys, TLS starts with fresh ones (and says why).
         let tls_ticket_keys = take(KEYS_FD_VAR, keys_s).map_err(|e| e.to_string()).transpose();
+        // Lenient too: without them, the metrics start from zero (and say why).
+        let metrics = take(METRICS_FD_VAR, metrics_s)
+            .map_err(|e| e.to_string())
+            .transpose();
         Ok(Inherited {
             generation,
             channel: take(HANDOFF_FD_VAR, chan_s)?,
             control: take(CONTROL_FD_VAR, ctl_s)?,
             tls_ticket_keys,
+            metrics,
         })
     }
 

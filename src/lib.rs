@@ -25,8 +25,9 @@
 //! and handoff timeouts, signal handling). [`ws`] gives WebSocket handlers that move to the next
 //! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
 //! reads its own configuration first. [`tls`] serves HTTPS (a certificate and key, systemd
-//! credentials, or the app's own rustls config). The `examples/` directory has one program per
-//! point.
+//! credentials, or the app's own rustls config). [`metrics`] serves Prometheus metrics whose
+//! counters carry on across handoffs and restarts ([`Service::metrics`]). The `examples/`
+//! directory has one program per point.
 //!
 //! # Features
 //! - `cli-binary` (default): heird's own `heird` binary, with its command line (clap) and
@@ -81,6 +82,9 @@
 //! - `wire`: the typed messages of the handoff channel and the control socket.
 //! - `notify`: sd_notify states, the barrier, the watchdog ticker.
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
+//! - [`metrics`]: Prometheus metrics in shared memory that every process of the service counts
+//!   in (the layout, made, inherited or taken from the fd store, in `metrics/region.rs`; read at
+//!   a scrape into prometheus-client's text format in `metrics/collect.rs`).
 //! - `channel`: the handoff channel (seqpacket, one message per datagram, fds attached).
 //! - `listeners`: listen addresses, validating and binding listening sockets.
 //! - `acquire`: `LISTEN_FDS`/`LISTEN_FDNAMES` → `--fd` → bind; the fd store's sockets
@@ -141,6 +145,7 @@ mod kept;
 mod lifecycle;
 mod listeners;
 mod logging;
+pub mod metrics;
 mod notify;
 mod options;
 mod pidfile;

@@ -59,8 +59,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         acquire = acquire.pid_file(path);
     }
     let log_level = config.log_level.clone();
-    heird::start(inherited, &acquire, &log_level, |service| async move {
-        let router = app::router(&config, app::Info::new(service.generation(), service.listeners()));
+    heird::start(inherited, &acquire, &log_level, |mut service| async move {
+        let info = app::Info::new(service.generation(), service.listeners());
+        let router = app::router(&config, info, service.metrics());
         let mut options = Options::default();
         options.drain_timeout = config.drain_timeout;
         options.handoff_timeout = config.handoff_timeout;

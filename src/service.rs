@@ -63,6 +63,8 @@ pub struct Service {
     pid_file: Option<PathBuf>,
     /// A supervisor runs this process: the control socket's file is the supervisor's.
     supervised: bool,
+    /// The app serves [`Service::metrics`]: their counters go into the fd store.
+    metrics: bool,
 }
 
 impl std::fmt::Debug for Service {
@@ -93,7 +95,8 @@ impl Service {
 
     /// Like [`Service::prepare`], with [`Inherited::from_env`] already read (so that a config
     /// error found in between can still be reported to the predecessor).
-    pub fn prepare_with(inherited: Inherited, acquire: &Acquire) -> Result<Service, StartError> {
+    pub fn prepare_with(mut inherited: Inherited, acquire: &Acquire) -> Result<Service, StartError> {
+        let inherited_metrics = inherited.metrics.take();
         let fail = |e: StartError| {
             inherited.report_error(&e.to_string());
             e
@@ -122,6 +125,7 @@ impl Service {
                 crate::fdstore::store_listener(&l.name, &l.address, l.fd.as_fd());
             }
         }
+        crate::metrics::region::init(inherited_metrics, acquired.metrics, inherited.generation);
         let handles = Handles::new();
         let stored_state = acquired.state.is_some();
         if let Some(fd) = acquired.state {
@@ -150,6 +154,7 @@ impl Service {
             save_state: None,
             pid_file: acquire.pid_file.clone().filter(|_| !supervised),
             supervised,
+            metrics: false,
         })
     }
 
@@ -209,6 +214,22 @@ impl Service {
         let k = kept.clone();
         self.save_state(move || k.save());
         kept
+    }
+
+    /// heird's Prometheus metrics (see [`crate::metrics`]), to serve with
+    /// [`Metrics::router`](crate::metrics::Metrics::router). Their counters live on across
+    /// handoffs (always) and, once this is called, across restarts too: they are kept in
+    /// systemd's fd store, where they take one slot.
+    ///
+    /// ```no_run
+    /// # async fn f(mut service: heird::Service) {
+    /// let app = axum::Router::new().merge(service.metrics().router());
+    /// service.run(app, heird::Options::default()).await;
+    /// # }
+    /// ```
+    pub fn metrics(&mut self) -> crate::metrics::Metrics {
+        self.metrics = true;
+        crate::metrics::Metrics::new()
     }
 
     /// The listening sockets taken.
@@ -311,6 +332,7 @@ impl Service {
             save_state,
             stored_state,
             pid_file,
+            metrics,
             ..
         } = self;
         if stored_state {
@@ -328,15 +350,19 @@ impl Service {
         // TLS session-ticket keys into the fd store (unless they came from there), so tickets
         // survive a restart or a crash.
         server.store_tls_tickets();
+        if metrics {
+            crate::metrics::region::keep_in_fd_store();
+        }
         // The app's state takes a slot of the store at a stop, before connections (after the
-        // listeners and the ticket keys, which are there already).
+        // listeners, the ticket keys and the metrics, which are there already).
         if save_state.is_some() {
             let keys = opts
                 .serve
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.tickets.is_in_fd_store());
-            crate::fdstore::keep_state_at_stop(u64::from(keys));
+            let metrics = crate::metrics::region::in_fd_store();
+            crate::fdstore::keep_state_at_stop(u64::from(keys) + u64::from(metrics));
         }
         let channel = match inherited.channel {
             Some(fd) => Some(Channel::new(fd).map_err(RunError::Ready)?),

@@ -116,6 +116,11 @@ fn successor_env(s: &Spawn<'_>) -> Vec<CString> {
         let at = 3 + n + 1 + usize::from(s.control.is_some());
         extra.push((crate::tls::tickets::KEYS_FD_VAR.into(), at.to_string()));
     }
+    // The metrics' shared counters come last.
+    if crate::metrics::region::fd_for_successor().is_some() {
+        let at = 3 + n + 1 + usize::from(s.control.is_some()) + usize::from(s.tls_ticket_keys.is_some());
+        extra.push((crate::metrics::region::FD_VAR.into(), at.to_string()));
+    }
     let replaced: Vec<&str> = listeners::LISTEN_VARS
         .iter()
         .copied()
@@ -125,6 +130,7 @@ fn successor_env(s: &Spawn<'_>) -> Vec<CString> {
             HANDOFF_FD_VAR,
             CONTROL_FD_VAR,
             crate::tls::tickets::KEYS_FD_VAR,
+            crate::metrics::region::FD_VAR,
             crate::sys::UNIT_NOFILE_VAR,
             "WATCHDOG_PID",
         ])
@@ -197,6 +203,9 @@ fn spawn(s: &Spawn<'_>) -> Result<(Child, i32, OwnedFd), HandoffError> {
         }
         if let Some(k) = s.tls_ticket_keys {
             fds.push(k);
+        }
+        if let Some(m) = crate::metrics::region::fd_for_successor() {
+            fds.push(m);
         }
         sys::spawn(&mut plan, &fds, theirs.as_fd()).map_err(HandoffError::Spawn)?
     };

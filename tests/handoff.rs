@@ -99,8 +99,8 @@ fn successor_gets_its_own_listen_pid_and_only_the_expected_fds() {
     assert_eq!(env_of(new, "LISTEN_FDS").as_deref(), Some("1"));
     assert_eq!(env_of(new, "HEIRD_GENERATION").as_deref(), Some("2"));
     assert_eq!(env_of(new, "NOTIFY_SOCKET").as_deref(), s.notify.path.to_str());
-    // Nothing of the parent's leaked: the only open files the two share are the listener and
-    // the control socket (and stdio).
+    // Nothing of the parent's leaked: the only open files the two share are the listener, the
+    // control socket and the metrics' shared counters (and stdio).
     let child_fds = fd_table(new);
     let parent_targets: BTreeSet<&str> = parent_fds
         .iter()
@@ -113,9 +113,11 @@ fn successor_gets_its_own_listen_pid_and_only_the_expected_fds() {
         .collect();
     let listener = &child_fds.iter().find(|(fd, _)| *fd == 3).unwrap().1;
     let control = &child_fds.iter().find(|(fd, _)| *fd == 5).expect("control fd 5").1;
+    let metrics = &child_fds.iter().find(|(fd, _)| *fd == 6).expect("metrics fd 6").1;
+    assert!(metrics.starts_with("/memfd:heird-metrics"), "fd 6 -> {metrics}");
     for (fd, t) in &shared {
         assert!(
-            t == listener || t == control,
+            t == listener || t == control || t == metrics,
             "fd {fd} -> {t} leaked from the parent\n{child_fds:?}\n{parent_fds:?}"
         );
     }

@@ -116,6 +116,8 @@ pub struct Acquired {
     pub connections: Vec<(String, OwnedFd)>,
     /// The app's state a previous process stored at its stop (a memfd).
     pub state: Option<OwnedFd>,
+    /// The metrics' shared counters a previous process kept in the fd store (a memfd).
+    pub metrics: Option<OwnedFd>,
     /// Set when socket units passed sockets, so the addresses to bind are not used.
     pub listen_ignored: Option<String>,
     /// The one connection a socket unit with `Accept=yes` passed (its name, family and fd),
@@ -186,6 +188,7 @@ fn from_listen_fds(
     let from_predecessor = sources.iter().any(Option::is_some);
     let mut connections = Vec::new();
     let mut state = None;
+    let mut metrics = None;
     let mut out = Vec::with_capacity(count as usize);
     for (i, (name, source)) in names.into_iter().zip(sources).enumerate() {
         let fd = LISTEN_FDS_START + i as RawFd;
@@ -216,6 +219,10 @@ fn from_listen_fds(
             state = Some(owned);
             continue;
         }
+        if name == fdstore::METRICS_NAME {
+            metrics = Some(owned);
+            continue;
+        }
         // A keep-alive connection a previous process left in the fd store.
         if fdstore::is_stored_connection(&name) {
             connections.push((name, owned));
@@ -234,6 +241,7 @@ fn from_listen_fds(
     };
     acquired.connections = connections;
     acquired.state = state;
+    acquired.metrics = metrics;
     Ok(acquired)
 }
 

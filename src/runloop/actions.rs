@@ -139,6 +139,8 @@ impl Driver {
             )),
         ]);
         self.handed = None;
+        // Its connections went with it.
+        crate::metrics::region::forget_open(self.generation + 1);
         self.awaiting_ack = false;
         self.ack_timer = None;
         self.drain_wait = None;
@@ -156,5 +158,17 @@ impl Driver {
         self.control.restart();
         self.watchdog = notify::start_watchdog();
         Ok(())
+    }
+}
+
+/// Counts a handoff's outcome in the metrics: the successor's answer while handing over.
+pub(super) fn count_outcome(phase: &crate::lifecycle::Phase, event: &super::Event) {
+    use crate::metrics::region::{HANDOFFS_FAILED, HANDOFFS_SUCCEEDED, inc};
+    if *phase == crate::lifecycle::Phase::HandingOver {
+        match event {
+            super::Event::SuccessorReady { .. } => inc(HANDOFFS_SUCCEEDED),
+            super::Event::SuccessorFailed { .. } => inc(HANDOFFS_FAILED),
+            _ => {}
+        }
     }
 }

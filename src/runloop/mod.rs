@@ -242,6 +242,7 @@ impl Driver {
         }
         let mut exit = None;
         for event in events {
+            actions::count_outcome(&self.state.phase, &event);
             for action in lifecycle::step(&mut self.state, event) {
                 if let Action::Exit(e) = action {
                     exit = Some(e);
@@ -318,11 +319,11 @@ impl Driver {
         });
         // Whoever becomes the service (first start, handed over, or taken back) says so in the
         // pid file; a failed handoff (HandingOver → Primary) changes nothing there.
-        if s == Status::Primary
-            && !was.is_primary()
-            && let Some(path) = &self.pid_file
-        {
-            pidfile::write(path, std::process::id());
+        if s == Status::Primary && !was.is_primary() {
+            crate::metrics::region::became_primary(self.generation);
+            if let Some(path) = &self.pid_file {
+                pidfile::write(path, std::process::id());
+            }
         }
     }
 
@@ -347,7 +348,10 @@ impl Driver {
                 }
             }
             Action::StopControl => self.control.stop(),
-            Action::StartSuccessor => self.start_successor(),
+            Action::StartSuccessor => {
+                crate::metrics::region::inc(crate::metrics::region::HANDOFFS_STARTED);
+                self.start_successor()
+            }
             Action::CancelSuccessor => self.cancel_successor().await,
             Action::HandOver => {
                 if let Some(s) = self.handed.as_mut() {

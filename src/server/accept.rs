@@ -138,7 +138,7 @@ async fn accept_loop<L: Listen>(
 /// Serves a connection just accepted, counted in the drain from now on: TLS first on a TLS
 /// listener, else HTTP/1.1 or h2c by sniffing.
 fn serve_new<S: Servable>(stream: S, ctx: &Arc<ConnCtx>, router: Router, tls: Option<&Arc<TlsSetup>>) {
-    let open = ctx.drain.track();
+    let open = ctx.drain.track_connection();
     let ctx = ctx.clone();
     match tls {
         Some(tls) => {

@@ -132,7 +132,9 @@ impl Server {
             .tls
             .as_ref()
             .is_some_and(|t| t.tickets.is_in_fd_store());
-        let room = room.saturating_sub(u64::from(keys));
+        // So do the metrics' counters.
+        let metrics = crate::metrics::region::in_fd_store();
+        let room = room.saturating_sub(u64::from(keys) + u64::from(metrics));
         if self.ctx.settings.move_connections {
             self.ctx.moves.set(Mover::Store {
                 room: std::sync::atomic::AtomicU64::new(room),

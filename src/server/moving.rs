@@ -131,6 +131,13 @@ pub(super) async fn move_out(
         (Some(to), _) => send(to, io, after, cargo, times + 1).await,
     };
     moves.count(res.is_ok());
+    if res.is_ok() {
+        use crate::metrics::region::{CONNECTIONS_MOVED, WEBSOCKETS_MOVED, inc};
+        inc(match cargo {
+            Cargo::Conn => CONNECTIONS_MOVED,
+            Cargo::Ws { .. } => WEBSOCKETS_MOVED,
+        });
+    }
     if let Err(e) = res {
         match cargo {
             Cargo::Conn => debug!(error = %e, "connection not moved; closed"),
@@ -191,7 +198,7 @@ pub(super) fn arrive(kind: Kind, fd: OwnedFd, prefix: Bytes, drain: &Drain) -> i
     fn take<S: Servable>(fd: OwnedFd, prefix: Bytes, drain: &Drain) -> io::Result<(Taken, Local)> {
         let s = S::from_fd(fd)?;
         let local = s.local();
-        Ok((Taken::new(s, prefix, drain.track()), local))
+        Ok((Taken::new(s, prefix, drain.track_connection()), local))
     }
     match kind {
         Kind::Tcp => take::<TcpStream>(fd, prefix, drain),

@@ -202,6 +202,7 @@ pub(super) fn route(
     template: &Extensions,
     mut req: Request<Incoming>,
 ) -> Oneshot<axum::Router, Request<Body>> {
+    crate::metrics::region::inc(crate::metrics::region::REQUESTS);
     // hyper's own extensions are usually none (then this takes the template's table whole).
     req.extensions_mut().extend(template.clone());
     router.clone().oneshot(req.map(Body::new))

@@ -46,6 +46,11 @@ fn worker_env(p: &Plan<'_>) -> Vec<CString> {
     if p.control.is_some() {
         extra.push((CONTROL_FD_VAR.into(), (3 + n).to_string().into()));
     }
+    // The metrics' shared counters, which the supervisor holds for every worker.
+    if crate::metrics::region::fd_for_successor().is_some() {
+        let at = 3 + n + usize::from(p.control.is_some());
+        extra.push((crate::metrics::region::FD_VAR.into(), at.to_string().into()));
+    }
     let replaced: Vec<&str> = LISTEN_VARS
         .iter()
         .copied()
@@ -55,6 +60,7 @@ fn worker_env(p: &Plan<'_>) -> Vec<CString> {
             HANDOFF_FD_VAR,
             CONTROL_FD_VAR,
             crate::tls::tickets::KEYS_FD_VAR,
+            crate::metrics::region::FD_VAR,
             "NOTIFY_SOCKET",
             "FDSTORE",
             "WATCHDOG_PID",
@@ -87,6 +93,9 @@ pub fn spawn(p: &Plan<'_>) -> io::Result<i32> {
     let mut fds: Vec<BorrowedFd<'_>> = p.listeners.iter().map(|l| l.fd.as_fd()).collect();
     if let Some(c) = p.control {
         fds.push(c);
+    }
+    if let Some(m) = crate::metrics::region::fd_for_successor() {
+        fds.push(m);
     }
     // The exec report: not among the passed fds, so exec closes it (CLOEXEC) and we read EOF;
     // a failed exec writes `exec-failed <errno>` to it first.
