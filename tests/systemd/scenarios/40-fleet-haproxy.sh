@@ -20,6 +20,9 @@
 #      have resent some for host3 (89-207 per stop here), or step 2's 0 would prove nothing.
 #   3. /info through HAProxy on every host shows the client's own address and port as `peer`
 #      (PROXY protocol on the listener), before and after the handoffs and the stops.
+#   4. /metrics through HAProxy on every host, before and after the upgrades: exactly one more
+#      handoff (heird_handoffs_succeeded_total), heird_requests_total went on (no reset). Left
+#      out (with a note) when this heird serves no /metrics.
 # With FLEET_BENCH=1 (bench/fleet.sh), it then prints the figures of bench/fleet.sh.
 # Needs: haproxy (installed by run.sh, "needs-root"), h2retry (built by run.sh when Go and x/net
 # are on the host). Until heird has --proxy-protocol and --shutdown-delay, the steps that need
@@ -211,6 +214,28 @@ info_peers() {
 }
 info_peers "before the handoffs"
 
+# ------------------------------------------------------- step 4: /metrics through HAProxy ---
+# scrape WHEN: /metrics through HAProxy until each host answered (new connections), each host's
+# text in $work/metrics-WHEN-hostN. Returns 1 when this heird serves no /metrics (optional).
+scrape() {
+  local seen=0 end by code
+  end=$(( $(ms) + 10000 ))
+  rm -f "$work/metrics-$1-"*
+  while [ "$seen" -lt 3 ]; do
+    [ "$(ms)" -lt "$end" ] || fail "/metrics ($1): not every host answered within 10 s"
+    code=$(curl -sS --max-time 5 -D "$work/m.h" -o "$work/m.txt" -w '%{http_code}' "http://$front/metrics") ||
+      fail "/metrics ($1) through HAProxy failed"
+    [ "$code" != 404 ] || return 1
+    [ "$code" = 200 ] || fail "/metrics ($1) through HAProxy: status $code"
+    by=$(tr -d '\r' < "$work/m.h" | sed -n 's/^[Xx]-[Ss]erved-[Bb]y: //p')
+    [ -e "$work/metrics-$1-$by" ] || { mv "$work/m.txt" "$work/metrics-$1-$by"; seen=$((seen + 1)); }
+  done
+}
+# metric WHEN HOST NAME: the value of the series NAME (no labels) in a scrape.
+metric() { awk -v n="$3" '$1 == n { print $2; exit }' "$work/metrics-$1-$2"; }
+has_metrics=yes
+scrape before || { has_metrics=no; echo "  step 4 left out: this heird serves no /metrics (404)"; }
+
 # ------------------------------------------------------------------ step 1: rolling upgrade ---
 load_start upgrade
 # Beside the load: 6 long-lived client connections asking /info every 0.3 s across the upgrades
@@ -258,6 +283,24 @@ done < "$work/ka.out"
 [ "$tr_up" = 0 ] || fail "rolling upgrade: HAProxy had to resend or failed $tr_up requests"
 ok "step 1: rolling upgrade of 3 hosts: $okn requests, 0 failed, 0 resent by HAProxy"
 info_peers "after the upgrades"
+if [ "$has_metrics" = yes ]; then
+  # The counters live in shared memory that each successor inherits: one handoff more on every
+  # host, and the request count went on from where it was (no reset for rate() to see).
+  scrape after-upgrade
+  for h in host1 host2 host3; do
+    for n in heird_requests_total heird_handoffs_succeeded_total; do
+      [ -n "$(metric before "$h" "$n")" ] && [ -n "$(metric after-upgrade "$h" "$n")" ] ||
+        fail "/metrics of $h has no $n: $(head -c 600 "$work/metrics-before-$h")"
+    done
+    r0=$(metric before "$h" heird_requests_total) r1=$(metric after-upgrade "$h" heird_requests_total)
+    k0=$(metric before "$h" heird_handoffs_succeeded_total) k1=$(metric after-upgrade "$h" heird_handoffs_succeeded_total)
+    [ "$(awk -v a="$r0" -v b="$r1" 'BEGIN { print (b > a) }')" = 1 ] || fail "$h: heird_requests_total $r0 -> $r1 across the upgrade"
+    [ "$(awk -v a="$k0" -v b="$k1" 'BEGIN { print b - a }')" = 1 ] || fail "$h: heird_handoffs_succeeded_total $k0 -> $k1 across one upgrade"
+    echo "  $h: heird_requests_total $r0 -> $r1 (HAProxy: $(served "$h") 2xx answers from it in all)," \
+      "heird_handoffs_succeeded_total $k0 -> $k1"
+  done
+  ok "step 4: /metrics through HAProxy on every host: one handoff each, request counters kept across it"
+fi
 
 # --------------------------------------------------------------------- step 2: stop a host ---
 # stop_start HOST NAME: stop the host as for a reboot under load, start it again; sets
