@@ -197,6 +197,11 @@ pub(super) fn call(rc: &Arc<ReqCtx>, template: &Extensions, req: Request<Incomin
 
 /// The router's future for `req`, with the connection's extensions (`template`) on it: what
 /// every request runs, on either protocol.
+///
+/// Inlined into its two callers (hyper's HTTP/1.1 and h2 request paths): as a function of its
+/// own it returns the `Oneshot` (the request inside) through memory, and the caller copies it
+/// into its future; that `memcpy` and the call cost about 80 instructions per request.
+#[inline(always)]
 pub(super) fn route(
     router: &axum::Router,
     template: &Extensions,
