@@ -76,6 +76,8 @@
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
 //! - `polled`: a future whose costly inner future is polled only when a cheap check says it
 //!   may be ready (the drain signal, a drain turn, a timer beside hyper).
+//! - [`proxy`]: the PROXY protocol (v1, v2) settings, address ranges, and its header parsed
+//!   (with `ppp`); reading it from a connection is in `server`.
 //! - `wire`: the typed messages of the handoff channel and the control socket.
 //! - `notify`: sd_notify states, the barrier, the watchdog ticker.
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
@@ -143,6 +145,7 @@ mod notify;
 mod options;
 mod pidfile;
 mod polled;
+pub mod proxy;
 mod runloop;
 mod server;
 mod service;

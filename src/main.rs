@@ -40,9 +40,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     let config = Config::load(&args.config).and_then(|mut c| {
         c.apply_listen_args(&args.listen)?;
         c.apply_idle_exit_arg(args.idle_exit.as_deref())?;
-        Ok(c)
+        let proxy = c.proxy_protocol(args.proxy_protocol)?;
+        Ok((c, proxy))
     });
-    let config = match config {
+    let (config, proxy_protocol) = match config {
         Ok(c) => c,
         Err(e) => return inherited.fail(&e),
     };
@@ -67,6 +68,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         options.serve.header_read_timeout = config.header_read_timeout;
         options.serve.move_connections = config.move_connections;
         options.serve.tls = config.tls.clone();
+        options.serve.proxy_protocol = proxy_protocol;
         options.idle_exit = config.idle_exit;
         service.run(router, options).await
     })

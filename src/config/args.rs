@@ -72,4 +72,8 @@ pub struct ServeArgs {
     /// again on the next connection. Refused when heird binds its own socket.
     #[arg(long = "idle-exit", value_name = "DURATION")]
     pub idle_exit: Option<String>,
+    /// Every listener requires a PROXY protocol header (v1 or v2) from a load balancer, and
+    /// gives handlers the client's address from it (see proxy_protocol, proxy_from).
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
 }

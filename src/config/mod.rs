@@ -18,9 +18,11 @@ mod args;
 #[cfg(test)]
 mod error_texts;
 mod file;
+mod proxy;
 mod tls;
 
 pub use args::{Cli, Command, ConfigArg, ServeArgs};
+pub use proxy::ProxySpec;
 use tls::TlsSpec;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -43,6 +45,8 @@ pub enum ConfigError {
     Listen(ListenError),
     #[error("--idle-exit {0}")]
     IdleExit(String),
+    #[error("{0}")]
+    Proxy(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -85,6 +89,9 @@ pub struct Config {
     /// Exit after this long without any open connection (`--idle-exit` wins); only under a
     /// socket unit.
     pub idle_exit: Option<Duration>,
+    /// `proxy_protocol`, `proxy_from`, `proxy_header_timeout` (`--proxy-protocol` is applied
+    /// by [`ProxySpec::settings`]).
+    pub proxy: ProxySpec,
     /// `[tls]` as written in the file.
     pub tls_spec: TlsSpec,
     /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
@@ -109,6 +116,7 @@ impl Default for Config {
             supervise: false,
             pid_file: None,
             idle_exit: None,
+            proxy: ProxySpec::default(),
             tls_spec: TlsSpec::default(),
             tls: None,
         }
@@ -159,6 +167,11 @@ impl Config {
             self.idle_exit = Some(d);
         }
         Ok(())
+    }
+
+    /// The PROXY protocol settings, with `--proxy-protocol` (`all`: every listener).
+    pub fn proxy_protocol(&self, all: bool) -> Result<Option<heird::proxy::ProxyProtocol>, ConfigError> {
+        self.proxy.settings(all).map_err(ConfigError::Proxy)
     }
 
     /// Applies `--listen` (which replaces the config's addresses).
