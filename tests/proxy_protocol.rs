@@ -1,0 +1,394 @@
+//! The PROXY protocol (`--proxy-protocol`, `proxy_protocol`, `proxy_from`): a real HAProxy in
+//! front of the real binary (v2 and v1, health checks with `check-send-proxy`), curl from a
+//! distinctive loopback address; the client's address surviving a handoff and a stop into the
+//! (fake) fd store; and what happens to connections without a valid header.
+//!
+//! HAProxy comes from Debian (`tests/support/deps.sh haproxy`); every address is on loopback.
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::deps;
+use support::proc::*;
+
+/// The address curl connects from, and that heird must report instead of HAProxy's.
+const CLIENT_IP: &str = "127.0.0.7";
+
+/// A v2 header (PROXY, TCP over IPv4) naming `client`, written by hand as a balancer would.
+fn v2_header(client: SocketAddr, server: SocketAddr) -> Vec<u8> {
+    let (SocketAddr::V4(c), SocketAddr::V4(s)) = (client, server) else {
+        panic!("IPv4 only here")
+    };
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&c.ip().octets());
+    h.extend_from_slice(&s.ip().octets());
+    h.extend_from_slice(&c.port().to_be_bytes());
+    h.extend_from_slice(&s.port().to_be_bytes());
+    h
+}
+
+/// A fresh connection that sends `header`, then GET `path`; (status, response).
+fn get_with(addr: SocketAddr, header: &[u8], path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(header)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, out))
+}
+
+/// Waits until heird answers through a v2 header, or panics with its stderr.
+fn wait_serving_proxied(addr: SocketAddr, h: &Heird) {
+    let hdr = v2_header("127.0.0.9:1".parse().unwrap(), addr);
+    assert!(
+        wait_until(Duration::from_secs(10), || matches!(
+            get_with(addr, &hdr, "/healthz"),
+            Ok((200, _))
+        )),
+        "heird never served through a PROXY header on {addr}\n{}",
+        h.describe()
+    );
+}
+
+fn start(dir: &Path, config: &str, args: &[&str]) -> (Heird, SocketAddr) {
+    let cfg = dir.join("heird.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let addr = free_addr();
+    let (cfg, listen) = (cfg.to_str().unwrap().to_string(), addr.to_string());
+    let mut all = vec!["serve", "--config", &cfg, "--listen", &listen];
+    all.extend_from_slice(args);
+    let h = Spawn::new(dir, &all).start();
+    (h, addr)
+}
+
+/// HAProxy in the foreground; killed on drop.
+struct Haproxy {
+    child: Child,
+    front: SocketAddr,
+    stats: std::path::PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn haproxy(dir: &Path, backend: SocketAddr, send_proxy: &str) -> Haproxy {
+    deps::require("haproxy", &["haproxy"], || {
+        deps::succeeds(Command::new("haproxy").arg("-v"))
+    });
+    let front = free_addr();
+    let stats = dir.join("haproxy.sock");
+    let cfg = format!(
+        "global\n  stats socket {stats} mode 600 level admin\n  nbthread 1\n\
+         defaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         frontend fe\n  bind {front}\n  default_backend be\n\
+         backend be\n  option httpchk GET /healthz\n  \
+         server s1 {backend} {send_proxy} check check-send-proxy inter 100ms\n",
+        stats = stats.display()
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("haproxy.stderr")).unwrap())
+        .spawn()
+        .expect("haproxy");
+    Haproxy { child, front, stats }
+}
+
+/// HAProxy's `show stat` line of the server, from its stats socket.
+fn server_stat(hp: &Haproxy) -> String {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&hp.stats) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"show stat\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .find(|l| l.starts_with("be,s1,"))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn curl_info(front: SocketAddr) -> Option<serde_json::Value> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--interface", CLIENT_IP])
+        .arg(format!("http://{front}/info"))
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn through_haproxy(send_proxy: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, addr) = start(dir.path(), "", &["--proxy-protocol"]);
+    wait_serving_proxied(addr, &h);
+    let hp = haproxy(dir.path(), addr, send_proxy);
+    let haproxy_log = || std::fs::read_to_string(dir.path().join("haproxy.stderr")).unwrap_or_default();
+    // Health checks pass through the PROXY listener (`check-send-proxy`): HTTP 200 (L7OK).
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let st = server_stat(&hp);
+            st.contains(",UP,") && st.contains("L7OK")
+        }),
+        "health checks never passed: {}\nhaproxy: {}\n{}",
+        server_stat(&hp),
+        haproxy_log(),
+        h.describe()
+    );
+    let mut v = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            v = curl_info(hp.front);
+            v.is_some()
+        }),
+        "curl through haproxy got no /info\nhaproxy: {}\n{}",
+        haproxy_log(),
+        h.describe()
+    );
+    let v = v.unwrap();
+    let peer = v["peer"].as_str().unwrap_or("");
+    assert!(
+        peer.starts_with(&format!("{CLIENT_IP}:")),
+        "peer {peer:?} is not curl's address ({send_proxy}): {v}\n{}",
+        h.describe()
+    );
+}
+
+#[test]
+fn haproxy_send_proxy_v2_gives_the_clients_address() {
+    through_haproxy("send-proxy-v2");
+}
+
+#[test]
+fn haproxy_send_proxy_v1_gives_the_clients_address() {
+    through_haproxy("send-proxy");
+}
+
+/// A keep-alive connection that sent a v2 header naming `client`: its writer and reader.
+fn keepalive(addr: SocketAddr, client: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let mut w = TcpStream::connect(addr).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    w.write_all(&v2_header(client, addr)).unwrap();
+    let r = BufReader::new(w.try_clone().unwrap());
+    (w, r)
+}
+
+fn ask(w: &mut TcpStream, r: &mut BufReader<TcpStream>) -> serde_json::Value {
+    w.write_all(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    serde_json::from_str(&read_response(r).1).unwrap()
+}
+
+#[test]
+fn a_moved_connection_keeps_the_clients_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, addr) = start(dir.path(), "proxy_protocol = true\n", &[]);
+    wait_serving_proxied(addr, &h);
+    let client: SocketAddr = "127.0.0.9:41000".parse().unwrap();
+    let (mut w, mut r) = keepalive(addr, client);
+    let v1 = ask(&mut w, &mut r);
+    assert_eq!(v1["pid"].as_u64().unwrap() as u32, h.pid(), "{v1}");
+    assert_eq!(v1["peer"], "127.0.0.9:41000", "{v1}");
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}\n{}", h.describe());
+    // The same connection, now served by the successor, still names the header's client.
+    let v2 = ask(&mut w, &mut r);
+    assert_ne!(
+        v2["pid"].as_u64().unwrap() as u32,
+        h.pid(),
+        "{v2}\n{}",
+        h.describe()
+    );
+    assert_eq!(v2["connection_moves"], 1, "{v2}");
+    assert_eq!(v2["peer"], "127.0.0.9:41000", "{v2}\n{}", h.describe());
+}
+
+#[test]
+fn a_stored_connection_keeps_the_clients_address_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = FakeNotify::new(dir.path());
+    let addr = free_addr();
+    let args = ["serve", "--proxy-protocol", "--listen", &addr.to_string()];
+    let mut h = Spawn::new(dir.path(), &args)
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .env("FDSTORE", "128")
+        .start();
+    wait_serving_proxied(addr, &h);
+    let client: SocketAddr = "127.0.0.9:41001".parse().unwrap();
+    let (mut w, mut r) = keepalive(addr, client);
+    assert_eq!(ask(&mut w, &mut r)["peer"], "127.0.0.9:41001");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        h.wait_timeout(Duration::from_secs(10)).unwrap().success(),
+        "{}",
+        h.describe()
+    );
+    n.wait_for(Duration::from_secs(5), |_, m| m.contains("FDNAME=conn-tcp-"))
+        .unwrap_or_else(|| panic!("connection never stored: {:?}\n{}", n.seen, h.describe()));
+    let stored: Vec<(String, std::os::fd::OwnedFd)> = std::mem::take(&mut *n.store.lock().unwrap());
+    let names: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(names.iter().all(|k| !k.contains(':')), "{names:?}");
+    let mut sp = Spawn::new(dir.path(), &args);
+    sp.fds = stored.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    sp.listen_pid_self = true;
+    let h2 = sp
+        .env("LISTEN_FDS", &stored.len().to_string())
+        .env("LISTEN_FDNAMES", &names.join(":"))
+        .env("NOTIFY_SOCKET", n.path.to_str().unwrap())
+        .start();
+    drop(stored);
+    let v = ask(&mut w, &mut r);
+    assert_eq!(
+        v["pid"].as_u64().unwrap() as u32,
+        h2.pid(),
+        "{v}\n{}",
+        h2.describe()
+    );
+    assert_eq!(v["connection_moves"], 1, "{v}");
+    assert_eq!(v["peer"], "127.0.0.9:41001", "{v}\n{}", h2.describe());
+}
+
+/// Sends `bytes` (maybe nothing) and reads until the connection closes; what came back.
+fn closed_after(addr: SocketAddr, bytes: &[u8], within: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(bytes).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed within {within:?} ({:?}): {e}", start.elapsed()),
+    }
+    got
+}
+
+fn wait_log(h: &Heird, what: &str) -> bool {
+    wait_until(Duration::from_secs(5), || h.stderr().contains(what))
+}
+
+#[test]
+fn connections_without_a_valid_header_are_closed_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "proxy_protocol = true\nproxy_header_timeout = \"300ms\"\n";
+    let (h, addr) = start(dir.path(), cfg, &[]);
+    wait_serving_proxied(addr, &h);
+    // A silent client: closed at the header timeout, and logged with its address.
+    let got = closed_after(addr, b"", Duration::from_secs(5));
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(wait_log(&h, "no complete header in time"), "{}", h.describe());
+    // A request without a header: closed, nothing served.
+    let got = closed_after(
+        addr,
+        b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(got.is_empty(), "served: {}", String::from_utf8_lossy(&got));
+    assert!(wait_log(&h, "no valid header"), "{}", h.describe());
+    // A malformed v2 header (version 1), then a request.
+    let mut bad = v2_header("127.0.0.9:1".parse().unwrap(), addr);
+    bad[12] = 0x11;
+    bad.extend_from_slice(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n");
+    let got = closed_after(addr, &bad, Duration::from_secs(5));
+    assert!(got.is_empty(), "served: {}", String::from_utf8_lossy(&got));
+    assert!(wait_log(&h, "v2: "), "{}", h.describe());
+    let log = h.stderr();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("peer=127.0.0.1:"))
+        .count();
+    assert!(warned >= 3, "{log}");
+}
+
+#[test]
+fn a_source_outside_proxy_from_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "proxy_protocol = true\nproxy_from = [\"127.0.0.5/32\"]\n";
+    let (h, addr) = start(dir.path(), cfg, &[]);
+    let hdr = v2_header("127.0.0.9:7".parse().unwrap(), addr);
+    // From the balancer's address: served, with the header's client.
+    let from_balancer = || -> Option<String> {
+        let sock = socket2_connect_from("127.0.0.5", addr)?;
+        let mut s = sock;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(&hdr).ok()?;
+        s.write_all(b"GET /info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut out = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            out = from_balancer().filter(|o| o.starts_with("HTTP/1.1 200"));
+            out.is_some()
+        }),
+        "never served from the trusted source\n{}",
+        h.describe()
+    );
+    assert!(
+        out.unwrap().contains("\"peer\":\"127.0.0.9:7\""),
+        "{}",
+        h.describe()
+    );
+    // From anywhere else (127.0.0.1), even with a valid header: closed, nothing served.
+    let mut with_req = hdr.clone();
+    with_req.extend_from_slice(b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n");
+    let got = closed_after(addr, &with_req, Duration::from_secs(5));
+    assert!(got.is_empty(), "served: {}", String::from_utf8_lossy(&got));
+    assert!(wait_log(&h, "not in proxy_from"), "{}", h.describe());
+}
+
+/// A TCP connection to `to` from `from` (a loopback address), bound before connecting.
+fn socket2_connect_from(from: &str, to: SocketAddr) -> Option<TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let local: std::net::SocketAddrV4 = format!("{from}:0").parse().ok()?;
+    bind(fd.as_raw_fd(), &SockaddrIn::from(local)).ok()?;
+    let SocketAddr::V4(to) = to else { return None };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).ok()?;
+    Some(TcpStream::from(fd))
+}
+
+#[test]
+fn a_bad_proxy_from_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heird.toml");
+    std::fs::write(&cfg, "proxy_protocol = true\nproxy_from = [\"10.0.0.0/40\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .env(TEST_DIR_VAR, dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("proxy_from") && err.contains("10.0.0.0/40"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
