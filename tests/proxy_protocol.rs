@@ -11,40 +11,14 @@ use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::deps;
 use support::proc::*;
+use support::proxy::*;
 
 /// The address curl connects from, and that heird must report instead of HAProxy's.
 const CLIENT_IP: &str = "127.0.0.7";
-
-/// A v2 header (PROXY, TCP over IPv4) naming `client`, written by hand as a balancer would.
-fn v2_header(client: SocketAddr, server: SocketAddr) -> Vec<u8> {
-    let (SocketAddr::V4(c), SocketAddr::V4(s)) = (client, server) else {
-        panic!("IPv4 only here")
-    };
-    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
-    h.extend_from_slice(&c.ip().octets());
-    h.extend_from_slice(&s.ip().octets());
-    h.extend_from_slice(&c.port().to_be_bytes());
-    h.extend_from_slice(&s.port().to_be_bytes());
-    h
-}
-
-/// A fresh connection that sends `header`, then GET `path`; (status, response).
-fn get_with(addr: SocketAddr, header: &[u8], path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(header)?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, out))
-}
 
 /// Waits until heird answers through a v2 header, or panics with its stderr.
 fn wait_serving_proxied(addr: SocketAddr, h: &Heird) {
@@ -68,61 +42,6 @@ fn start(dir: &Path, config: &str, args: &[&str]) -> (Heird, SocketAddr) {
     all.extend_from_slice(args);
     let h = Spawn::new(dir, &all).start();
     (h, addr)
-}
-
-/// HAProxy in the foreground; killed on drop.
-struct Haproxy {
-    child: Child,
-    front: SocketAddr,
-    stats: std::path::PathBuf,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn haproxy(dir: &Path, backend: SocketAddr, send_proxy: &str) -> Haproxy {
-    deps::require("haproxy", &["haproxy"], || {
-        deps::succeeds(Command::new("haproxy").arg("-v"))
-    });
-    let front = free_addr();
-    let stats = dir.join("haproxy.sock");
-    let cfg = format!(
-        "global\n  stats socket {stats} mode 600 level admin\n  nbthread 1\n\
-         defaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
-         frontend fe\n  bind {front}\n  default_backend be\n\
-         backend be\n  option httpchk GET /healthz\n  \
-         server s1 {backend} {send_proxy} check check-send-proxy inter 100ms\n",
-        stats = stats.display()
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("haproxy.stderr")).unwrap())
-        .spawn()
-        .expect("haproxy");
-    Haproxy { child, front, stats }
-}
-
-/// HAProxy's `show stat` line of the server, from its stats socket.
-fn server_stat(hp: &Haproxy) -> String {
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&hp.stats) else {
-        return String::new();
-    };
-    let _ = s.write_all(b"show stat\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.lines()
-        .find(|l| l.starts_with("be,s1,"))
-        .unwrap_or("")
-        .to_string()
 }
 
 fn curl_info(front: SocketAddr) -> Option<serde_json::Value> {
@@ -327,7 +246,7 @@ fn a_source_outside_proxy_from_is_refused() {
     let hdr = v2_header("127.0.0.9:7".parse().unwrap(), addr);
     // From the balancer's address: served, with the header's client.
     let from_balancer = || -> Option<String> {
-        let sock = socket2_connect_from("127.0.0.5", addr)?;
+        let sock = connect_from("127.0.0.5", addr)?;
         let mut s = sock;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         s.write_all(&hdr).ok()?;
@@ -359,36 +278,60 @@ fn a_source_outside_proxy_from_is_refused() {
     assert!(wait_log(&h, "not in proxy_from"), "{}", h.describe());
 }
 
-/// A TCP connection to `to` from `from` (a loopback address), bound before connecting.
-fn socket2_connect_from(from: &str, to: SocketAddr) -> Option<TcpStream> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .ok()?;
-    let local: std::net::SocketAddrV4 = format!("{from}:0").parse().ok()?;
-    bind(fd.as_raw_fd(), &SockaddrIn::from(local)).ok()?;
-    let SocketAddr::V4(to) = to else { return None };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).ok()?;
-    Some(TcpStream::from(fd))
-}
-
 #[test]
 fn a_bad_proxy_from_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("heird.toml");
     std::fs::write(&cfg, "proxy_protocol = true\nproxy_from = [\"10.0.0.0/40\"]\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .env(TEST_DIR_VAR, dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
+    let addr = free_addr().to_string();
+    let mut h = Spawn::new(
+        dir.path(),
+        &["serve", "--listen", &addr, "--config", cfg.to_str().unwrap()],
+    )
+    .start();
+    let st = h.wait_timeout(Duration::from_secs(10));
+    let err = h.stderr();
+    assert_eq!(st.and_then(|s| s.code()), Some(78), "{}", h.describe());
     assert!(err.contains("proxy_from") && err.contains("10.0.0.0/40"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_moved_websocket_keeps_the_clients_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, addr) = start(dir.path(), "proxy_protocol = true\n", &[]);
+    wait_serving_proxied(addr, &h);
+    let (mut w, mut r) = keepalive(addr, "127.0.0.9:41002".parse().unwrap());
+    w.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0,
+            "{head}"
+        );
+        head += &line;
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}\n{}", h.describe());
+    send_text(&mut w, "one");
+    let v1 = read_frame(&mut r);
+    assert_eq!(v1["pid"].as_u64().unwrap() as u32, h.pid(), "{v1}");
+    assert_eq!(v1["peer"], "127.0.0.9:41002", "{v1}");
+    let (ok, out) = reload(dir.path());
+    assert!(ok, "{out}\n{}", h.describe());
+    // The same WebSocket, resumed by the successor: still the header's client.
+    send_text(&mut w, "two");
+    let v2 = read_frame(&mut r);
+    assert_ne!(
+        v2["pid"].as_u64().unwrap() as u32,
+        h.pid(),
+        "{v2}\n{}",
+        h.describe()
+    );
+    assert_eq!(v2["n"], 2, "{v2}");
+    assert_eq!(v2["peer"], "127.0.0.9:41002", "{v2}\n{}", h.describe());
 }
