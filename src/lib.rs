@@ -25,8 +25,8 @@
 //! and handoff timeouts, signal handling). [`ws`] gives WebSocket handlers that move to the next
 //! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
 //! reads its own configuration first. [`tls`] serves HTTPS (a certificate and key, systemd
-//! credentials, or the app's own rustls config). The `examples/` directory has one program per
-//! point.
+//! credentials, or the app's own rustls config). [`proxy`] takes the client's address from a load
+//! balancer's PROXY protocol header. The `examples/` directory has one program per point.
 //!
 //! # Features
 //! - `cli-binary` (default): heird's own `heird` binary, with its command line (clap) and
