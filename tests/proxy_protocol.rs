@@ -125,6 +125,8 @@ fn a_moved_connection_keeps_the_clients_address() {
     assert_eq!(v1["peer"], "127.0.0.9:41000", "{v1}");
     let (ok, out) = reload(dir.path());
     assert!(ok, "{out}\n{}", h.describe());
+    // The old process exits once it has moved its connections.
+    assert!(wait_gone(h.pid(), Duration::from_secs(10)), "{}", h.describe());
     // The same connection, now served by the successor, still names the header's client.
     let v2 = ask(&mut w, &mut r);
     assert_ne!(
@@ -323,6 +325,7 @@ fn a_moved_websocket_keeps_the_clients_address() {
     assert_eq!(v1["peer"], "127.0.0.9:41002", "{v1}");
     let (ok, out) = reload(dir.path());
     assert!(ok, "{out}\n{}", h.describe());
+    assert!(wait_gone(h.pid(), Duration::from_secs(10)), "{}", h.describe());
     // The same WebSocket, resumed by the successor: still the header's client.
     send_text(&mut w, "two");
     let v2 = read_frame(&mut r);
@@ -334,4 +337,38 @@ fn a_moved_websocket_keeps_the_clients_address() {
     );
     assert_eq!(v2["n"], 2, "{v2}");
     assert_eq!(v2["peer"], "127.0.0.9:41002", "{v2}\n{}", h.describe());
+}
+
+/// HTTPS behind a PROXY header: the header comes first, TLS after it.
+#[test]
+fn the_header_comes_before_tls() {
+    use support::tls::{TlsConn, client_config, make_pair, request};
+    let dir = tempfile::tempdir().unwrap();
+    let pair = make_pair(dir.path(), "srv", 30);
+    let (cert, key) = (pair.cert.to_str().unwrap(), pair.key.to_str().unwrap());
+    let args = ["--proxy-protocol", "--tls-cert", cert, "--tls-key", key];
+    let (h, addr) = start(dir.path(), "", &args);
+    let cfg = client_config(&[&pair.cert_pem], &[b"http/1.1"]);
+    let info = || -> std::io::Result<serde_json::Value> {
+        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.write_all(&v2_header("127.0.0.9:41003".parse().unwrap(), addr))?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
+        let mut s: TlsConn = rustls::StreamOwned::new(conn, tcp);
+        let (_, body) = request(&mut s, "/info")?;
+        serde_json::from_str(&body).map_err(std::io::Error::other)
+    };
+    let mut v = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            v = info().ok();
+            v.is_some()
+        }),
+        "no HTTPS answer after a PROXY header: {:?}\n{}",
+        info().err(),
+        h.describe()
+    );
+    let v = v.unwrap();
+    assert_eq!(v["peer"], "127.0.0.9:41003", "{v}\n{}", h.describe());
 }
