@@ -204,13 +204,19 @@ async fn info_handler(
 }
 
 /// `/ws`: a WebSocket echo. Each text message gets a text reply
-/// `{"pid": <serving pid>, "n": <messages received on this connection>, "echo": "<message>"}`.
+/// `{"pid": <serving pid>, "n": <messages received on this connection>, "echo": "<message>",
+/// "peer": "<ConnectInfo<SocketAddr>, or null>"}`.
 /// At a handoff the connection moves to the successor with `n` (its state, as decimal text), so
 /// `n` keeps counting while `pid` changes; at a drain that cannot move it, the library closes it
 /// with 1012.
-async fn ws(State(st): State<Arc<AppState>>, upgrade: heird::ws::WsUpgrade) -> Response {
+async fn ws(
+    State(st): State<Arc<AppState>>,
+    tcp: Option<Extension<ConnectInfo<SocketAddr>>>,
+    upgrade: heird::ws::WsUpgrade,
+) -> Response {
     let pid = st.info.pid;
-    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, None))
+    let peer = tcp.map(|Extension(ConnectInfo(a))| a.to_string());
+    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, None, peer))
 }
 
 /// `/ws-drain`: the `/ws` echo, whose handler also watches [`Draining`] (on a moved connection
@@ -223,10 +229,15 @@ async fn ws_drain(
     upgrade: heird::ws::WsUpgrade,
 ) -> Response {
     let pid = st.info.pid;
-    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, Some(draining)))
+    upgrade.on_upgrade(move |socket| ws_resumable(socket, pid, Some(draining), None))
 }
 
-async fn ws_resumable(mut socket: heird::ws::WebSocket, pid: u32, draining: Option<Draining>) {
+async fn ws_resumable(
+    mut socket: heird::ws::WebSocket,
+    pid: u32,
+    draining: Option<Draining>,
+    peer: Option<String>,
+) {
     use heird::DrainReason;
     use heird::ws::{Event, Message};
     let mut n: u64 = socket
@@ -257,7 +268,7 @@ async fn ws_resumable(mut socket: heird::ws::WebSocket, pid: u32, draining: Opti
         match event {
             Event::Message(Message::Text(t)) => {
                 n += 1;
-                let reply = serde_json::json!({"pid": pid, "n": n, "echo": t.as_str()});
+                let reply = serde_json::json!({"pid": pid, "n": n, "echo": t.as_str(), "peer": peer});
                 if socket.send(Message::text(reply.to_string())).await.is_err() {
                     return;
                 }

@@ -20,6 +20,7 @@
 //! `FileDescriptorStoreMax=`) is not 0. systemd 252 does not set `$FDSTORE`: there heird simply
 //! sends, and systemd drops what `FileDescriptorStoreMax=` does not allow.
 
+use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -87,9 +88,15 @@ pub fn parse_ws_msg_name(name: &str) -> Option<&str> {
     name.strip_prefix(WS_MSG_PREFIX)
 }
 
-/// The store name of a connection.
-pub fn conn_name(kind: ConnKind, moves: u32, id: &str) -> String {
-    format!("{CONN_PREFIX}{}-{moves}-{id}", kind.as_str())
+/// The store name of a connection: `conn-<kind>-<moves>-<id>`, or, with the client's address
+/// from its PROXY header, `conn-<kind>-<moves>@<client>-<id>` (the address with `_` for `:`,
+/// which fd names cannot hold: `conn-tcp-1@[2001_db8__7]_443-1234-7`). An older version reads
+/// the latter as no connection name and closes it, rather than serve it with the wrong peer.
+pub fn conn_name(kind: ConnKind, moves: u32, client: Option<SocketAddr>, id: &str) -> String {
+    let client = client
+        .map(|c| format!("@{c}").replace(':', "_"))
+        .unwrap_or_default();
+    format!("{CONN_PREFIX}{}-{moves}{client}-{id}", kind.as_str())
 }
 
 /// The store name of a connection's unparsed bytes.
@@ -97,12 +104,16 @@ pub fn conn_buf_name(id: &str) -> String {
     format!("{CONN_BUF_PREFIX}{id}")
 }
 
-/// `conn-tcp-2-1234-7` → (tcp, 2 moves, "1234-7").
-pub fn parse_conn_name(name: &str) -> Option<(ConnKind, u32, &str)> {
+/// `conn-tcp-2-1234-7` → (tcp, 2 moves, no client, "1234-7"); see [`conn_name`].
+pub fn parse_conn_name(name: &str) -> Option<(ConnKind, u32, Option<SocketAddr>, &str)> {
     let rest = name.strip_prefix(CONN_PREFIX)?;
     let (kind, rest) = rest.split_once('-')?;
     let (moves, id) = rest.split_once('-')?;
-    Some((ConnKind::parse(kind)?, moves.parse().ok()?, id))
+    let (moves, client) = match moves.split_once('@') {
+        None => (moves, None),
+        Some((m, c)) => (m, Some(c.replace('_', ":").parse().ok()?)),
+    };
+    Some((ConnKind::parse(kind)?, moves.parse().ok()?, client, id))
 }
 
 /// `cbuf-1234-7` → "1234-7".
@@ -273,12 +284,20 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let n = conn_name(ConnKind::Tcp, 2, "1234-7");
+        let n = conn_name(ConnKind::Tcp, 2, None, "1234-7");
         assert_eq!(n, "conn-tcp-2-1234-7");
-        assert_eq!(parse_conn_name(&n), Some((ConnKind::Tcp, 2, "1234-7")));
+        assert_eq!(parse_conn_name(&n), Some((ConnKind::Tcp, 2, None, "1234-7")));
+        // With the client's address from a PROXY header: no ':' in the name.
+        for client in ["192.0.2.7:41000", "[2001:db8::7]:443", "[::ffff:127.0.0.7]:1"] {
+            let c: SocketAddr = client.parse().unwrap();
+            let n = conn_name(ConnKind::Unix, 1, Some(c), "9-3");
+            assert!(!n.contains(':') && n.starts_with("conn-unix-1@"), "{n}");
+            assert_eq!(parse_conn_name(&n), Some((ConnKind::Unix, 1, Some(c), "9-3")));
+        }
+        assert_eq!(parse_conn_name("conn-tcp-1@nowhere-9-3"), None);
         assert_eq!(
             parse_conn_name("conn-unix-0-1-0"),
-            Some((ConnKind::Unix, 0, "1-0"))
+            Some((ConnKind::Unix, 0, None, "1-0"))
         );
         assert_eq!(parse_conn_name("bound-tcp-127.0.0.1_80"), None);
         assert_eq!(parse_conn_name("conn-udp-1-1"), None);

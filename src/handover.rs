@@ -77,8 +77,16 @@ pub async fn predecessor_channel(
             }
         };
         match (ChannelMsg::parse(&msg), fd) {
-            (Some(ChannelMsg::Conn { kind, moves, unread }), Some(fd)) => {
-                if let Err(e) = server.adopt(kind, moves, unread, fd) {
+            (
+                Some(ChannelMsg::Conn {
+                    kind,
+                    moves,
+                    client,
+                    unread,
+                }),
+                Some(fd),
+            ) => {
+                if let Err(e) = server.adopt(kind, moves, client, unread, fd) {
                     warn!(error = %e, "cannot serve a moved connection");
                 }
             }

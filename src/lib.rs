@@ -26,8 +26,9 @@
 //! process with their state instead of closing. [`Inherited`] and [`start`] serve a binary that
 //! reads its own configuration first. [`tls`] serves HTTPS (a certificate and key, systemd
 //! credentials, or the app's own rustls config). [`metrics`] serves Prometheus metrics whose
-//! counters carry on across handoffs and restarts ([`Service::metrics`]). The `examples/`
-//! directory has one program per point.
+//! counters carry on across handoffs and restarts ([`Service::metrics`]). [`proxy`] takes the
+//! client's address from a load balancer's PROXY protocol header. The `examples/` directory has
+//! one program per point.
 //!
 //! # Features
 //! - `cli-binary` (default): heird's own `heird` binary, with its command line (clap) and
@@ -79,6 +80,8 @@
 //! - `sys`: the only module with `unsafe` (fd ownership, environment edits, fork/exec).
 //! - `polled`: a future whose costly inner future is polled only when a cheap check says it
 //!   may be ready (the drain signal, a drain turn, a timer beside hyper).
+//! - [`proxy`]: the PROXY protocol (v1, v2) settings, address ranges, and its header parsed
+//!   (with `ppp`); reading it from a connection is in `server`.
 //! - `wire`: the typed messages of the handoff channel and the control socket.
 //! - `notify`: sd_notify states, the barrier, the watchdog ticker.
 //! - `fdstore`: systemd's fd store, and every name heird stores under.
@@ -150,6 +153,7 @@ mod notify;
 mod options;
 mod pidfile;
 mod polled;
+pub mod proxy;
 mod runloop;
 mod server;
 mod service;

@@ -41,9 +41,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         c.apply_listen_args(&args.listen)?;
         c.apply_idle_exit_arg(args.idle_exit.as_deref())?;
         c.apply_shutdown_delay_arg(args.shutdown_delay.as_deref())?;
-        Ok(c)
+        let proxy = c.proxy_protocol(args.proxy_protocol)?;
+        Ok((c, proxy))
     });
-    let config = match config {
+    let (config, proxy_protocol) = match config {
         Ok(c) => c,
         Err(e) => return inherited.fail(&e),
     };
@@ -69,6 +70,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         options.serve.header_read_timeout = config.header_read_timeout;
         options.serve.move_connections = config.move_connections;
         options.serve.tls = config.tls.clone();
+        options.serve.proxy_protocol = proxy_protocol;
         options.idle_exit = config.idle_exit;
         options.shutdown_delay = config.shutdown_delay;
         service.run(router, options).await

@@ -10,6 +10,7 @@
 //! package upgrade the old binary talks to the new one.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// What kind of socket a moved connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +59,13 @@ pub enum ChannelMsg<'a> {
     /// `crate::Service::save_state`).
     State(&'a [u8]),
     /// Parent → successor: an idle connection (its fd rides along as `SCM_RIGHTS`), with how
-    /// often it has moved and the bytes read from it but not parsed yet.
+    /// often it has moved, the client's address from its PROXY header (if it had one that named
+    /// a client: `conn tcp 2 192.0.2.7:41000\n`; without one the header is as older versions
+    /// wrote it), and the bytes read from it but not parsed yet.
     Conn {
         kind: ConnKind,
         moves: u32,
+        client: Option<SocketAddr>,
         unread: &'a [u8],
     },
     /// Parent → successor (and, encoded, beside a WebSocket in the fd store): a live WebSocket
@@ -70,7 +74,7 @@ pub enum ChannelMsg<'a> {
 }
 
 /// A moved WebSocket: header `ws <tcp|unix> <moves> <path length> <headers length> <state
-/// length>\n`, then the path, the headers, the state and the unread bytes.
+/// length>[ <client>]\n`, then the path, the headers, the state and the unread bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsConn<'a> {
     pub kind: ConnKind,
@@ -85,6 +89,13 @@ pub struct WsConn<'a> {
     pub state: &'a [u8],
     /// Bytes read but not parsed yet (a partial frame included).
     pub unread: &'a [u8],
+    /// The client's address from the connection's PROXY header, when it named one.
+    pub client: Option<SocketAddr>,
+}
+
+/// ` <client>` for a message header, or nothing.
+fn client_word(client: Option<SocketAddr>) -> String {
+    client.map(|c| format!(" {c}")).unwrap_or_default()
 }
 
 impl ChannelMsg<'_> {
@@ -102,8 +113,13 @@ impl ChannelMsg<'_> {
                 v.extend_from_slice(bytes);
                 v
             }
-            ChannelMsg::Conn { kind, moves, unread } => {
-                let head = format!("conn {} {moves}\n", kind.as_str());
+            ChannelMsg::Conn {
+                kind,
+                moves,
+                client,
+                unread,
+            } => {
+                let head = format!("conn {} {moves}{}\n", kind.as_str(), client_word(*client));
                 let mut v = Vec::with_capacity(head.len() + unread.len());
                 v.extend_from_slice(head.as_bytes());
                 v.extend_from_slice(unread);
@@ -111,12 +127,13 @@ impl ChannelMsg<'_> {
             }
             ChannelMsg::Ws(w) => {
                 let head = format!(
-                    "ws {} {} {} {} {}\n",
+                    "ws {} {} {} {} {}{}\n",
                     w.kind.as_str(),
                     w.moves,
                     w.path.len(),
                     w.headers.len(),
-                    w.state.len()
+                    w.state.len(),
+                    client_word(w.client)
                 );
                 let parts = [head.as_bytes(), w.path.as_bytes(), w.headers, w.state, w.unread];
                 let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -138,10 +155,17 @@ impl<'a> ChannelMsg<'a> {
         if let Some(rest) = msg.strip_prefix(b"conn ") {
             let nl = rest.iter().position(|b| *b == b'\n')?;
             let head = std::str::from_utf8(&rest[..nl]).ok()?;
-            let (kind, moves) = head.split_once(' ')?;
+            let mut words = head.split(' ');
+            let kind = ConnKind::parse(words.next()?)?;
+            let moves = words.next()?.parse().ok()?;
+            let client = words.next().map(str::parse).transpose().ok()?;
+            if words.next().is_some() {
+                return None;
+            }
             return Some(ChannelMsg::Conn {
-                kind: ConnKind::parse(kind)?,
-                moves: moves.parse().ok()?,
+                kind,
+                moves,
+                client,
                 unread: &rest[nl + 1..],
             });
         }
@@ -155,6 +179,7 @@ impl<'a> ChannelMsg<'a> {
             for l in &mut lens {
                 *l = words.next()?.parse().ok()?;
             }
+            let client = words.next().map(str::parse).transpose().ok()?;
             if words.next().is_some() {
                 return None;
             }
@@ -172,6 +197,7 @@ impl<'a> ChannelMsg<'a> {
                 headers: &body[path_end..headers_end],
                 state: &body[headers_end..state_end],
                 unread: &body[state_end..],
+                client,
             }));
         }
         let text = std::str::from_utf8(msg).ok()?.trim_end_matches(['\n', '\0']);
@@ -253,100 +279,5 @@ impl ControlAnswer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_messages_round_trip() {
-        let msgs = [
-            ChannelMsg::Ready { pid: Some(42) },
-            ChannelMsg::Ready { pid: None },
-            ChannelMsg::Error("config: bad key".into()),
-            ChannelMsg::ExecFailed(2),
-            ChannelMsg::Primary,
-            ChannelMsg::PrimaryAck,
-            ChannelMsg::State(b"count=41\n\0binary"),
-            ChannelMsg::State(b""),
-            ChannelMsg::Conn {
-                kind: ConnKind::Tcp,
-                moves: 3,
-                unread: b"GET / HTTP/1.1\r\n",
-            },
-            ChannelMsg::Conn {
-                kind: ConnKind::Unix,
-                moves: 0,
-                unread: b"",
-            },
-            ChannelMsg::Ws(WsConn {
-                kind: ConnKind::Tcp,
-                moves: 7,
-                path: "/ws?room=a b",
-                headers: b"host: t\r\ncookie: a=1\r\n",
-                state: b"41\n\0",
-                // A partial masked frame: header, mask, half the payload.
-                unread: b"\x81\x85\x01\x02\x03\x04hi",
-            }),
-            ChannelMsg::Ws(WsConn {
-                kind: ConnKind::Unix,
-                moves: 0,
-                path: "",
-                headers: b"",
-                state: b"",
-                unread: b"",
-            }),
-        ];
-        for m in msgs {
-            let bytes = m.encode();
-            assert_eq!(ChannelMsg::parse(&bytes), Some(m));
-        }
-    }
-
-    #[test]
-    fn channel_garbage_is_rejected() {
-        for bad in [
-            &b"hello"[..],
-            b"ready x",
-            b"conn udp 1\n",
-            b"conn tcp x\n",
-            b"conn tcp 1",
-            b"primary now",
-            b"ws tcp 1 3 0 0\n/w",
-            b"ws tcp 1 3 0\n/ws",
-            b"ws tcp 1 3 0 1 9\n/wsx",
-            b"ws tcp 1 18446744073709551615 1 1\n/ws",
-            b"ws tcp 1 1 18446744073709551615 1\n/ws",
-            b"ws tcp 1 2 0 0\n\xff\xfe",
-            b"ws udp 1 0 0 0\n",
-            b"\xff\xfe",
-            b"",
-        ] {
-            assert_eq!(ChannelMsg::parse(bad), None, "{bad:?}");
-        }
-        // The forked child writes its errno by hand, padded by nothing.
-        assert_eq!(
-            ChannelMsg::parse(b"exec-failed 13"),
-            Some(ChannelMsg::ExecFailed(13))
-        );
-    }
-
-    #[test]
-    fn control_answers_round_trip() {
-        let answers = [
-            ControlAnswer::Ok {
-                pid: 7,
-                generation: 3,
-            },
-            ControlAnswer::Failed("successor 9 exited before it was ready (exit status 1)".into()),
-            ControlAnswer::Retry("handed over to pid 9".into()),
-            ControlAnswer::Error("unknown command \"x\"".into()),
-        ];
-        for a in answers {
-            assert_eq!(ControlAnswer::parse(&a.to_string()), a);
-        }
-        assert!(matches!(
-            ControlAnswer::parse("ok pid=x"),
-            ControlAnswer::Error(_)
-        ));
-        assert!(matches!(ControlAnswer::parse("bogus"), ControlAnswer::Error(_)));
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;

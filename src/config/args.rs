@@ -77,4 +77,8 @@ pub struct ServeArgs {
     /// drain. Overrides the config's shutdown_delay; 0 turns it off.
     #[arg(long = "shutdown-delay", value_name = "DURATION")]
     pub shutdown_delay: Option<String>,
+    /// Every listener requires a PROXY protocol header (v1 or v2) from a load balancer, and
+    /// gives handlers the client's address from it (see proxy_protocol, proxy_from).
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
 }

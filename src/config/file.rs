@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::proxy::{ProxyListeners, ProxySpec};
 use super::{Config, ConfigError, parse_duration};
 use heird::ListenAddr;
 
@@ -26,6 +27,9 @@ struct File {
     pid_file: Option<String>,
     idle_exit: Option<String>,
     shutdown_delay: Option<String>,
+    proxy_protocol: Option<ProxyListeners>,
+    proxy_from: Option<Vec<String>>,
+    proxy_header_timeout: Option<String>,
     tls: Option<TlsFile>,
 }
 
@@ -132,6 +136,13 @@ impl Config {
         if let Some(d) = dur("shutdown_delay", &file.shutdown_delay, Duration::ZERO)? {
             c.shutdown_delay = d;
         }
+        let timeout = dur(
+            "proxy_header_timeout",
+            &file.proxy_header_timeout,
+            Duration::from_millis(10),
+        )?;
+        c.proxy = ProxySpec::from_file(file.proxy_protocol.as_ref(), file.proxy_from.as_deref(), timeout)
+            .map_err(|(key, value, reason)| value_err(key, &value, reason))?;
         if let Some(t) = &file.tls {
             // Relative paths are taken from the config file's directory.
             let dir = path.parent().unwrap_or(Path::new(""));

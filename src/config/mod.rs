@@ -18,9 +18,11 @@ mod args;
 #[cfg(test)]
 mod error_texts;
 mod file;
+mod proxy;
 mod tls;
 
 pub use args::{Cli, Command, ConfigArg, ServeArgs};
+pub use proxy::ProxySpec;
 use tls::TlsSpec;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -45,6 +47,8 @@ pub enum ConfigError {
     IdleExit(String),
     #[error("--shutdown-delay {0}")]
     ShutdownDelay(String),
+    #[error("{0}")]
+    Proxy(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -90,6 +94,9 @@ pub struct Config {
     /// A lame duck before a stop: `/healthz` answers 503 this long first (`--shutdown-delay`
     /// wins; zero: none).
     pub shutdown_delay: Duration,
+    /// `proxy_protocol`, `proxy_from`, `proxy_header_timeout` (`--proxy-protocol` is applied
+    /// by [`ProxySpec::settings`]).
+    pub proxy: ProxySpec,
     /// `[tls]` as written in the file.
     pub tls_spec: TlsSpec,
     /// TLS, loaded and checked (by [`Config::load`]): from `--tls-cert`/`--tls-key`, else
@@ -115,6 +122,7 @@ impl Default for Config {
             pid_file: None,
             idle_exit: None,
             shutdown_delay: Duration::ZERO,
+            proxy: ProxySpec::default(),
             tls_spec: TlsSpec::default(),
             tls: None,
         }
@@ -176,6 +184,11 @@ impl Config {
             };
         }
         Ok(())
+    }
+
+    /// The PROXY protocol settings, with `--proxy-protocol` (`all`: every listener).
+    pub fn proxy_protocol(&self, all: bool) -> Result<Option<heird::proxy::ProxyProtocol>, ConfigError> {
+        self.proxy.settings(all).map_err(ConfigError::Proxy)
     }
 
     /// Applies `--listen` (which replaces the config's addresses).

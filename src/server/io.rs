@@ -1,6 +1,7 @@
 //! A connection's IO: the socket, the bytes to replay before it, and what the drain needs to see.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub(super) struct ConnState {
     /// be answered here, with `Connection: close`) in the moment between the last response and
     /// the move. The bytes stay in the socket and go with it.
     pub hold_reads: AtomicBool,
+    /// The client's address from the connection's PROXY header, when it named one: it goes
+    /// with the connection when it moves.
+    pub client: Option<SocketAddr>,
 }
 
 /// A stream whose socket can be handed to another process.
@@ -148,6 +152,11 @@ impl<S: Movable> ConnIo<S> {
         b.extend_from_slice(bytes);
         b.extend_from_slice(&self.prefix);
         self.prefix = b.freeze();
+    }
+
+    /// The client's address from the PROXY header (see [`ConnState::client`]).
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.state.client
     }
 
     /// Bytes still to be replayed before the socket.

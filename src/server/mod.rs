@@ -27,6 +27,8 @@
 //! - `conn`: one connection, sniffed (plain) or told by ALPN (TLS), to `h1` or `h2`.
 //! - `tls`: TLS listeners: the handshake (bounded, with bad input told apart), then h1 or h2 by
 //!   ALPN. TLS connections never move; a drain closes them as its protocol allows.
+//! - `proxied`: listeners with the PROXY protocol: the header, read in the connection's task,
+//!   then TLS or the sniffing, with the header's client as the peer.
 //! - `accept`: the accept loops, and the drain turns.
 
 mod accept;
@@ -38,6 +40,7 @@ mod io;
 mod moving;
 mod pace;
 mod peer;
+mod proxied;
 mod request;
 mod routes;
 mod served;
@@ -48,6 +51,7 @@ mod tls;
 pub mod ws;
 
 use std::io as stdio;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -149,9 +153,17 @@ impl Server {
 
     /// Serves a connection that a predecessor moved to us (a `conn` message on the channel),
     /// replaying `unread` (bytes read from it but not parsed) first.
-    pub fn adopt(&self, kind: ConnKind, moves: u32, unread: &[u8], fd: OwnedFd) -> stdio::Result<()> {
+    /// `client`: the address the connection's PROXY header named, which stays its peer.
+    pub fn adopt(
+        &self,
+        kind: ConnKind,
+        moves: u32,
+        client: Option<SocketAddr>,
+        unread: &[u8],
+        fd: OwnedFd,
+    ) -> stdio::Result<()> {
         let ctx = self.ctx.clone();
-        let (conn, local) = moving::arrive(kind, fd, Bytes::copy_from_slice(unread), &ctx.drain)?;
+        let (conn, local) = moving::arrive(kind, fd, Bytes::copy_from_slice(unread), &ctx.drain, client)?;
         let router = ctx.routes.for_local(&local);
         tokio::spawn(conn::serve(|| conn, ctx, moves, router));
         Ok(())
@@ -171,7 +183,7 @@ impl Server {
         let tls = self.ctx.settings.tls.as_ref();
         let found = moving::unstore(stored, |fd| tls::adopt_stored_tickets(tls, fd));
         for c in found.conns {
-            if let Err(e) = self.adopt(c.kind, c.moves, &c.unread, c.fd) {
+            if let Err(e) = self.adopt(c.kind, c.moves, c.client, &c.unread, c.fd) {
                 warn!(name = c.name, error = %e, "cannot serve a stored connection");
             }
         }

@@ -6,13 +6,16 @@
 //! the receiver replays first, so a pipelined or half-sent request is answered once, in order.
 //! A WebSocket carries the request that opened it and its handler's state too ([`Cargo::Ws`]).
 //! - Over the channel, either is one message with the fd attached: `conn <tcp|unix> <moves>\n`
-//!   then the bytes, or a `ws` message ([`WsConn`]).
-//! - In the fd store, a connection is an fd named `conn-<tcp|unix>-<moves>-<id>`, with its bytes
+//!   then the bytes, or a `ws` message ([`WsConn`]). The client's address from a PROXY header
+//!   goes with it (a last word of the message's first line).
+//! - In the fd store, a connection is an fd named `conn-<tcp|unix>-<moves>-<id>` (with
+//!   `@<client>` after `<moves>` when a PROXY header named one), with its bytes
 //!   (if any) in a memfd `cbuf-<id>` beside it; a WebSocket is `wsconn-<id>`, with the encoded
 //!   `ws` message in a memfd `wsmsg-<id>` (`<id>` is `<pid>-<n>`). [`unstore`] reads them back.
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -148,6 +151,7 @@ pub(super) async fn move_out(
 
 /// Sends one connection to `to`, as one channel message or as named fds in the store.
 async fn send(to: &Mover, io: Served, after: &[u8], cargo: Cargo<'_>, times: u32) -> io::Result<()> {
+    let client = io.client();
     // `_open` keeps the process from exiting before the socket has been handed on.
     let (kind, fd, rest, _open) = io.into_fd()?;
     let mut unread = Vec::with_capacity(rest.len() + after.len());
@@ -157,6 +161,7 @@ async fn send(to: &Mover, io: Served, after: &[u8], cargo: Cargo<'_>, times: u32
         Cargo::Conn => ChannelMsg::Conn {
             kind,
             moves: times,
+            client,
             unread: &unread,
         },
         Cargo::Ws { path, headers, state } => ChannelMsg::Ws(WsConn {
@@ -166,6 +171,7 @@ async fn send(to: &Mover, io: Served, after: &[u8], cargo: Cargo<'_>, times: u32
             headers,
             state,
             unread: &unread,
+            client,
         }),
     };
     match to {
@@ -183,7 +189,7 @@ async fn send(to: &Mover, io: Served, after: &[u8], cargo: Cargo<'_>, times: u32
                     if !unread.is_empty() {
                         fdstore::store_bytes(&fdstore::conn_buf_name(&id), &unread)?;
                     }
-                    fdstore::store(&fdstore::conn_name(kind, times, &id), fd.as_fd())
+                    fdstore::store(&fdstore::conn_name(kind, times, client, &id), fd.as_fd())
                 }
                 Cargo::Ws { .. } => fdstore::store_bytes(&fdstore::ws_msg_name(&id), &msg.encode())
                     .and_then(|()| fdstore::store(&fdstore::ws_conn_name(&id), fd.as_fd())),
@@ -193,16 +199,28 @@ async fn send(to: &Mover, io: Served, after: &[u8], cargo: Cargo<'_>, times: u32
 }
 
 /// A socket a predecessor handed over, taken up as a plain connection that replays `prefix`
-/// first, with its local end (which tells its listener's router).
-pub(super) fn arrive(kind: Kind, fd: OwnedFd, prefix: Bytes, drain: &Drain) -> io::Result<(Taken, Local)> {
-    fn take<S: Servable>(fd: OwnedFd, prefix: Bytes, drain: &Drain) -> io::Result<(Taken, Local)> {
+/// first, with its local end (which tells its listener's router). `client`: the address its
+/// PROXY header named, which stays its peer.
+pub(super) fn arrive(
+    kind: Kind,
+    fd: OwnedFd,
+    prefix: Bytes,
+    drain: &Drain,
+    client: Option<SocketAddr>,
+) -> io::Result<(Taken, Local)> {
+    fn take<S: Servable>(
+        fd: OwnedFd,
+        prefix: Bytes,
+        drain: &Drain,
+        client: Option<SocketAddr>,
+    ) -> io::Result<(Taken, Local)> {
         let s = S::from_fd(fd)?;
         let local = s.local();
-        Ok((Taken::new(s, prefix, drain.track_connection()), local))
+        Ok((Taken::new(s, prefix, drain.track_connection(), client), local))
     }
     match kind {
-        Kind::Tcp => take::<TcpStream>(fd, prefix, drain),
-        Kind::Unix => take::<UnixStream>(fd, prefix, drain),
+        Kind::Tcp => take::<TcpStream>(fd, prefix, drain, client),
+        Kind::Unix => take::<UnixStream>(fd, prefix, drain, client),
     }
 }
 
@@ -211,6 +229,7 @@ pub(super) struct StoredConn {
     pub name: String,
     pub kind: Kind,
     pub moves: u32,
+    pub client: Option<SocketAddr>,
     pub unread: Vec<u8>,
     pub fd: OwnedFd,
 }
@@ -256,7 +275,7 @@ pub(super) fn unstore(stored: Vec<(String, OwnedFd)>, mut keys: impl FnMut(Owned
         out.names.push(name);
     }
     for (name, fd) in conns {
-        let Some((kind, moves, id)) = fdstore::parse_conn_name(&name) else {
+        let Some((kind, moves, client, id)) = fdstore::parse_conn_name(&name) else {
             warn!(name, "not a stored connection name; closed");
             continue;
         };
@@ -272,6 +291,7 @@ pub(super) fn unstore(stored: Vec<(String, OwnedFd)>, mut keys: impl FnMut(Owned
             name,
             kind,
             moves,
+            client,
             unread,
             fd,
         });

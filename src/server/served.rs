@@ -6,6 +6,7 @@
 //! and on h2 alike. With this one type there is one copy, and each IO call costs a `match`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,6 +59,16 @@ impl Served {
         }
     }
 
+    /// The client's address from the connection's PROXY header, when it named one (plain
+    /// connections only: TLS never moves).
+    pub fn client(&self) -> Option<SocketAddr> {
+        match self {
+            Served::Tcp(io) => io.client(),
+            Served::Unix(io) => io.client(),
+            Served::TlsTcp(_) | Served::TlsUnix(_) => None,
+        }
+    }
+
     /// Takes a plain connection apart to move it: its kind, the socket, the bytes still to be
     /// replayed, and the guard that keeps it counted in the drain (see [`ConnIo::into_fd`]).
     /// An error for TLS, which never moves.
@@ -83,10 +94,14 @@ pub(super) struct Taken {
 
 impl Taken {
     /// `socket`, replaying `prefix` first, counted in the drain by `open` for as long as it
-    /// lives here.
-    pub fn new<S: Servable>(socket: S, prefix: Bytes, open: ConnGuard) -> Taken {
-        let state = Arc::new(ConnState::default());
-        let peer = socket.peer();
+    /// lives here. Its peer is `client` (from a PROXY header) when there is one, else the
+    /// socket's.
+    pub fn new<S: Servable>(socket: S, prefix: Bytes, open: ConnGuard, client: Option<SocketAddr>) -> Taken {
+        let state = Arc::new(ConnState {
+            client,
+            ..ConnState::default()
+        });
+        let peer = client.map_or_else(|| socket.peer(), Peer::Tcp);
         let io = S::served(ConnIo::new(socket, prefix, state.clone(), open));
         Taken { io, state, peer }
     }

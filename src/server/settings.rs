@@ -23,6 +23,9 @@ pub struct ServeSettings {
     pub ws_boundary_timeout: Option<Duration>,
     /// TLS on every listener, or on those it names; `None`: plain HTTP everywhere.
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// The PROXY protocol (v1, v2) on every listener, or on those it names; `None`: off (see
+    /// [`crate::proxy`]).
+    pub proxy_protocol: Option<crate::proxy::ProxyProtocol>,
 }
 
 impl Default for ServeSettings {
@@ -33,6 +36,7 @@ impl Default for ServeSettings {
             move_connections: true,
             ws_boundary_timeout: None,
             tls: None,
+            proxy_protocol: None,
         }
     }
 }

@@ -121,17 +121,20 @@ Content-Length: 39\r\nConnection: close\r\n\r\nThis port speaks HTTPS, not plain
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one connection of a TLS listener: its first byte, the handshake, then h1 or h2.
+/// `prefix`: bytes read past a PROXY header, and `client`, the address that header named (the
+/// peer then).
 pub(super) async fn serve<S: Servable>(
     stream: S,
     ctx: Arc<ConnCtx>,
     tls: Arc<TlsSetup>,
     open: crate::drain::ConnGuard,
     router: axum::Router,
+    (prefix, client): (Bytes, Option<std::net::SocketAddr>),
 ) {
     let state = Arc::new(ConnState::default());
-    let peer = stream.peer();
+    let peer = client.map_or_else(|| stream.peer(), Peer::Tcp);
     let who = describe(&peer);
-    let mut io = ConnIo::new(stream, Bytes::new(), state.clone(), open);
+    let mut io = ConnIo::new(stream, prefix, state.clone(), open);
     let deadline = Instant::now() + tls.handshake_timeout;
     let Some(first) = read_first(&mut io, &ctx, &tls, deadline, &who).await else {
         return;
@@ -276,7 +279,8 @@ async fn handshake<S: Servable>(
     Some((stream, proto))
 }
 
-fn describe(peer: &Peer) -> String {
+/// A peer, for the log.
+pub(super) fn describe(peer: &Peer) -> String {
     match peer {
         Peer::Tcp(a) => a.to_string(),
         Peer::Unix(p) => match p.pid {

@@ -5,5 +5,6 @@ pub mod examples;
 pub mod h2client;
 pub mod load;
 pub mod proc;
+pub mod proxy;
 pub mod python;
 pub mod tls;

@@ -27,7 +27,7 @@ pub(in crate::server) struct Resume(pub Arc<Mutex<Option<WebSocket>>>);
 /// through a request with the original headers and the extensions of any request of this
 /// process ([`request::replayed`]): the handler's `Draining` is this process's drain.
 pub(in crate::server) fn resume(ctx: &Arc<ConnCtx>, w: &WsConn<'_>, fd: OwnedFd) -> io::Result<()> {
-    let (taken, local) = moving::arrive(w.kind, fd, Bytes::copy_from_slice(w.unread), &ctx.drain)?;
+    let (taken, local) = moving::arrive(w.kind, fd, Bytes::copy_from_slice(w.unread), &ctx.drain, w.client)?;
     let conn = Conn::Served(taken.io);
     let router = ctx.routes.for_local(&local);
     // The connection's context, as any HTTP/1.1 connection's.

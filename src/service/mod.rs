@@ -20,8 +20,11 @@ use crate::inherit::{InheritError, Inherited};
 use crate::kept::Kept;
 use crate::listeners::{Family, ListenError, Listener};
 use crate::runloop;
-use crate::server::{Routes, Server};
+use crate::server::Routes;
 use crate::successor;
+
+mod run;
+use run::{fill_the_store, pass_gate, spawn_server, take_up_the_store};
 
 pub use crate::lifecycle::Exit;
 pub use crate::options::{Options, RunError};
@@ -267,30 +270,9 @@ impl Service {
             self.inherited.report_error(&e.to_string());
             e
         };
-        // Exit when idle only where someone else holds the sockets and starts us again: a
-        // socket heird bound (kept in the fd store or not) would go with the process, and the
-        // next client would be refused.
-        if opts.idle_exit.is_some()
-            && let Some(l) = self.listeners.iter().find(|l| l.bound_by_heird())
-        {
-            return Err(report(RunError::IdleExitStandalone(format!(
-                "{} ({})",
-                l.address, l.name
-            ))));
-        }
+        self.idle_exit_allowed(&opts).map_err(report)?;
         if let Some(gate) = self.gate.take() {
-            let reason = match tokio::time::timeout(opts.handoff_timeout, gate.0).await {
-                Ok(Ok(())) => None,
-                Ok(Err(reason)) => Some(reason),
-                Err(_) => Some(format!(
-                    "the readiness gate did not pass within {:?}",
-                    opts.handoff_timeout
-                )),
-            };
-            if let Some(reason) = reason {
-                return Err(report(RunError::NotReady(reason)));
-            }
-            info!("readiness gate passed");
+            pass_gate(gate, opts.handoff_timeout).await.map_err(report)?;
         }
         // The control socket before the first connection is served: a client that got an answer
         // can `reload` at once (it raced the first request under load).
@@ -305,18 +287,9 @@ impl Service {
         if let (Some(tls), Some(keys)) = (&serve.tls, ticket_keys) {
             tls.take_predecessor_keys(keys);
         }
-        let server = Server::spawn(&self.listeners, routes.clone(), &drain, &serve)
-            .map_err(|e| report(RunError::Serve(e)))?;
         let one_connection = accepted.is_some();
-        if let Some((name, family, fd)) = accepted {
-            server
-                .serve_accepted(&name, family, fd)
-                .map_err(|e| report(RunError::Serve(e)))?;
-            info!(
-                name,
-                "serving the one connection a socket unit accepted (Accept=yes)"
-            );
-        }
+        let server = spawn_server(&self.listeners, &routes, &drain, &serve, accepted)
+            .map_err(|e| report(RunError::Serve(e)))?;
         let signals = if opts.handle_signals {
             Some(runloop::Signals::new().map_err(|e| report(RunError::Signals(e)))?)
         } else {
@@ -335,35 +308,8 @@ impl Service {
             metrics,
             ..
         } = self;
-        if stored_state {
-            crate::fdstore::remove_quietly(crate::fdstore::STATE_NAME);
-        }
-        // Connections the previous process stored at a restart: serve them, then take them out
-        // of the store (it holds a copy of each fd).
-        if !stored_connections.is_empty() {
-            let names = server.adopt_stored(stored_connections);
-            for name in &names {
-                crate::fdstore::remove_quietly(name);
-            }
-            info!(fds = names.len(), "took over connections from the fd store");
-        }
-        // TLS session-ticket keys into the fd store (unless they came from there), so tickets
-        // survive a restart or a crash.
-        server.store_tls_tickets();
-        if metrics {
-            crate::metrics::region::keep_in_fd_store();
-        }
-        // The app's state takes a slot of the store at a stop, before connections (after the
-        // listeners, the ticket keys and the metrics, which are there already).
-        if save_state.is_some() {
-            let keys = opts
-                .serve
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.tickets.is_in_fd_store());
-            let metrics = crate::metrics::region::in_fd_store();
-            crate::fdstore::keep_state_at_stop(u64::from(keys) + u64::from(metrics));
-        }
+        take_up_the_store(&server, stored_connections, stored_state);
+        fill_the_store(&opts, metrics, save_state.is_some());
         let channel = match inherited.channel {
             Some(fd) => Some(Channel::new(fd).map_err(RunError::Ready)?),
             None => None,
@@ -386,5 +332,20 @@ impl Service {
             one_connection,
         })
         .await
+    }
+}
+
+impl Service {
+    /// Exit when idle only where someone else holds the sockets and starts us again: a socket
+    /// heird bound (kept in the fd store or not) would go with the process, and the next client
+    /// would be refused.
+    fn idle_exit_allowed(&self, opts: &Options) -> Result<(), RunError> {
+        match self.listeners.iter().find(|l| l.bound_by_heird()) {
+            Some(l) if opts.idle_exit.is_some() => Err(RunError::IdleExitStandalone(format!(
+                "{} ({})",
+                l.address, l.name
+            ))),
+            _ => Ok(()),
+        }
     }
 }
