@@ -2,7 +2,7 @@
 //! server (the TLS sibling of `bench-plain-axum`), configured as heird configures its own.
 //!
 //! ```text
-//! bench-tls-reference ADDR CERT KEY     # PEM certificate chain and private key
+//! bench-tls-reference ADDR CERT KEY [--accept-on-main]   # PEM certificate chain and key
 //! ```
 //!
 //! What it shares with heird (`heird serve --tls-cert CERT --tls-key KEY`), so that a
@@ -13,7 +13,12 @@
 //!   (rustls's `ring` one here, heird's own there, which only adds the handoff of its keys),
 //!   rustls's default session cache (`ServerSessionMemoryCache`, 256 entries) and two TLS 1.3
 //!   tickets per handshake (rustls's defaults, which heird keeps), no 0-RTT;
-//! - `TCP_NODELAY` on every accepted socket.
+//! - `TCP_NODELAY` on every accepted socket;
+//! - the accept loop is a task on a worker thread, as heird's are, so that a connection's task
+//!   starts on the worker that accepted it. `--accept-on-main` runs the loop in `block_on` on
+//!   the main thread instead (the layout of `#[tokio::main]` and of `bench-plain-axum`), so
+//!   that every connection is handed to a worker: 4 to 5 more context switches and 6–39 %
+//!   more CPU per TLS 1.3 connection here (bench/README.md, TLS).
 //!
 //! What it leaves out: everything heird adds around the handshake (the first-byte sniff, the
 //! ClientHello read apart by `LazyConfigAcceptor`, the handshake timeout, the drain, hyper's
@@ -49,10 +54,46 @@ fn server_config(cert: &str, key: &str) -> Result<rustls::ServerConfig, String> 
     Ok(config)
 }
 
+/// Accepts for ever, one task per connection: the TLS handshake, then hyper (h2 if ALPN chose
+/// it, else HTTP/1.1).
+async fn accept_loop(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: Router) {
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                // EMFILE and the like: a later accept may work.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let (io, service) = (TokioIo::new(tls), TowerToHyperService::new(app));
+            let _ = if h2 {
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await
+            };
+        });
+    }
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let on_main = args.iter().any(|a| a == "--accept-on-main");
+    args.retain(|a| a != "--accept-on-main");
     let [addr, cert, key] = args.as_slice() else {
-        eprintln!("usage: bench-tls-reference ADDR CERT KEY");
+        eprintln!("usage: bench-tls-reference ADDR CERT KEY [--accept-on-main]");
         return ExitCode::from(2);
     };
     let acceptor = match server_config(cert, key) {
@@ -79,44 +120,29 @@ fn main() -> ExitCode {
         };
         println!("listening on {addr}");
         let app = Router::new().route("/healthz", get(|| async { "ok" }));
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
-            eprintln!("bench-tls-reference: cannot watch SIGTERM and SIGINT");
-            return ExitCode::FAILURE;
-        };
-        loop {
-            let tcp = tokio::select! {
-                _ = term.recv() => return ExitCode::SUCCESS,
-                _ = int.recv() => return ExitCode::SUCCESS,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(_) => {
-                        // EMFILE and the like: a later accept may work.
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
                     }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let (io, service) = (TokioIo::new(tls), TowerToHyperService::new(app));
-                let _ = if h2 {
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await
-                } else {
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .with_upgrades()
-                        .await
-                };
-            });
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        let serve = accept_loop(listener, acceptor, app);
+        if on_main {
+            tokio::select! {
+                _ = serve => {}
+                _ = stop => {}
+            }
+        } else {
+            let task = tokio::spawn(serve);
+            stop.await;
+            task.abort();
         }
+        ExitCode::SUCCESS
     })
 }
