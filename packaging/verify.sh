@@ -135,11 +135,11 @@ toml=$tmp/data/etc/heird/heird.toml
 check "heird.toml: no setting is active (the defaults, as comments)" sh -c "! grep -qE '^[[:space:]]*[a-z_]+[[:space:]]*=' '$toml'"
 keys_listed() {
   local k
-  for k in greeting listen drain_timeout idle_close_grace max_sleep handoff_timeout log_level move_connections watchdog_stall; do
+  for k in greeting listen drain_timeout idle_close_grace header_read_timeout max_sleep handoff_timeout log_level move_connections watchdog_stall supervise pid_file idle_exit shutdown_delay proxy_protocol proxy_from proxy_header_timeout; do
     grep -qE "^# $k = " "$toml" || { echo "  heird.toml does not list $k"; return 1; }
   done
 }
-check "heird.toml: lists every key (src/config/file.rs)" keys_listed
+check "heird.toml: lists every key (src/bin/heird/config/file.rs)" keys_listed
 
 c=$tmp/control
 check "deb postinst: unchanged units -> try-reload-or-restart, changed heird.service -> try-restart" \

@@ -124,8 +124,8 @@
 //! - `logging`: journald or stderr.
 //! - `fault`: test-only fault injection at named handoff steps (feature `fault-injection`).
 //!
-//! heird's own binary is `src/main.rs` with its modules beside it, which this library does not
-//! declare: `config` (its command line in `config/args.rs`, its config file in
+//! heird's own binary is `src/bin/heird/` (`main.rs` and its own modules, apart from the
+//! library's): `config` (its command line in `config/args.rs`, its config file in
 //! `config/file.rs`, which certificate in `config/tls.rs`) and `app` (its demo endpoints). It
 //! uses only the public API above (and `__private`).
 // `unsafe_code = "deny"` (with `sys` the one allow) and `unnameable_types` are in Cargo.toml's

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::proxy::{ProxyListeners, ProxySpec};
-use super::{Config, ConfigError, parse_duration};
+use super::{Config, ConfigError, TlsSpec, parse_duration};
 use heird::ListenAddr;
 
 /// The config file as written (every key optional).
@@ -50,135 +50,142 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
+        let cx = Check { path };
         let mut c = Config {
             path: Some(path.to_path_buf()),
             ..Config::default()
         };
-        let value_err = |key: &'static str, value: &str, reason: String| ConfigError::Value {
-            path: path.to_path_buf(),
-            key,
-            value: value.to_string(),
-            reason,
-        };
-        let dur =
-            |key: &'static str, v: &Option<String>, min: Duration| -> Result<Option<Duration>, ConfigError> {
-                match v {
-                    None => Ok(None),
-                    Some(s) => {
-                        let d = parse_duration(s).map_err(|e| value_err(key, s, e.to_string()))?;
-                        if d < min {
-                            return Err(value_err(
-                                key,
-                                s,
-                                format!("must be at least {}", humantime::format_duration(min)),
-                            ));
-                        }
-                        Ok(Some(d))
-                    }
-                }
-            };
-        if let Some(g) = file.greeting {
-            c.greeting = g;
-        }
-        if let Some(list) = &file.listen {
-            c.listen = list
-                .iter()
-                .map(|a| ListenAddr::parse(a).map_err(|e| value_err("listen", a, e.to_string())))
-                .collect::<Result<_, _>>()?;
-            if c.listen.is_empty() {
-                return Err(value_err("listen", "[]", "must list at least one address".into()));
-            }
-        }
-        if let Some(d) = dur("drain_timeout", &file.drain_timeout, Duration::ZERO)? {
-            c.drain_timeout = d;
-        }
-        if let Some(d) = dur("idle_close_grace", &file.idle_close_grace, Duration::ZERO)? {
-            c.idle_close_grace = d;
-        }
-        if let Some(d) = dur(
-            "header_read_timeout",
-            &file.header_read_timeout,
-            Duration::from_millis(100),
-        )? {
-            c.header_read_timeout = d;
-        }
-        if let Some(d) = dur("max_sleep", &file.max_sleep, Duration::ZERO)? {
-            c.max_sleep = d;
-        }
-        if let Some(d) = dur(
-            "handoff_timeout",
-            &file.handoff_timeout,
-            Duration::from_millis(100),
-        )? {
-            c.handoff_timeout = d;
-        }
-        if let Some(level) = file.log_level {
-            tracing_subscriber::EnvFilter::try_new(&level)
-                .map_err(|e| value_err("log_level", &level, e.to_string()))?;
-            c.log_level = level;
-        }
-        if let Some(w) = file.watchdog_stall {
-            c.watchdog_stall = w;
-        }
-        if let Some(m) = file.move_connections {
-            c.move_connections = m;
-        }
-        if let Some(s) = file.supervise {
-            c.supervise = s;
-        }
-        match file.pid_file.as_deref() {
-            None => {}
-            Some("") => return Err(value_err("pid_file", "", "must not be empty".into())),
-            // Relative to the config file's directory, as the TLS paths.
-            Some(p) => c.pid_file = Some(path.parent().unwrap_or(Path::new("")).join(p)),
-        }
-        c.idle_exit = dur("idle_exit", &file.idle_exit, Duration::from_millis(1))?;
-        if let Some(d) = dur("shutdown_delay", &file.shutdown_delay, Duration::ZERO)? {
-            c.shutdown_delay = d;
-        }
-        let timeout = dur(
+        cx.general(&mut c, &file)?;
+        cx.durations(&mut c, &file)?;
+        let timeout = cx.dur(
             "proxy_header_timeout",
             &file.proxy_header_timeout,
             Duration::from_millis(10),
         )?;
         c.proxy = ProxySpec::from_file(file.proxy_protocol.as_ref(), file.proxy_from.as_deref(), timeout)
-            .map_err(|(key, value, reason)| value_err(key, &value, reason))?;
+            .map_err(|(key, value, reason)| cx.err(key, &value, reason))?;
         if let Some(t) = &file.tls {
-            // Relative paths are taken from the config file's directory.
-            let dir = path.parent().unwrap_or(Path::new(""));
-            let file_path = |key: &'static str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
-                match v.as_deref() {
-                    None => Ok(None),
-                    Some("") => Err(value_err(key, "", "must not be empty".into())),
-                    Some(p) => Ok(Some(dir.join(p))),
-                }
-            };
-            c.tls_spec.cert = file_path("tls.cert", &t.cert)?;
-            c.tls_spec.key = file_path("tls.key", &t.key)?;
-            if let Some(l) = &t.listeners {
-                if l.is_empty() {
-                    return Err(value_err(
-                        "tls.listeners",
-                        "[]",
-                        "must name at least one listener (leave it out for all of them)".into(),
-                    ));
-                }
-                if let Some(bad) = l.iter().find(|n| n.is_empty() || n.contains(':')) {
-                    return Err(value_err(
-                        "tls.listeners",
-                        bad,
-                        "not a LISTEN_FDNAMES name".into(),
-                    ));
-                }
-                c.tls_spec.listeners = Some(l.clone());
-            }
-            c.tls_spec.handshake_timeout = dur(
-                "tls.handshake_timeout",
-                &t.handshake_timeout,
-                Duration::from_millis(10),
-            )?;
+            cx.tls(&mut c.tls_spec, t)?;
         }
         Ok(c)
+    }
+}
+
+/// Checks values of one file: messages name it, relative paths are taken from its directory.
+struct Check<'a> {
+    path: &'a Path,
+}
+
+impl Check<'_> {
+    fn err(&self, key: &'static str, value: &str, reason: String) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.to_path_buf(),
+            key,
+            value: value.to_string(),
+            reason,
+        }
+    }
+
+    /// A duration of at least `min`, if given.
+    fn dur(
+        &self,
+        key: &'static str,
+        v: &Option<String>,
+        min: Duration,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(s) = v else { return Ok(None) };
+        let d = parse_duration(s).map_err(|e| self.err(key, s, e.to_string()))?;
+        if d < min {
+            let reason = format!("must be at least {}", humantime::format_duration(min));
+            return Err(self.err(key, s, reason));
+        }
+        Ok(Some(d))
+    }
+
+    /// A path relative to the file's directory; not empty.
+    fn file_path(&self, key: &'static str, v: &Option<String>) -> Result<Option<PathBuf>, ConfigError> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some("") => Err(self.err(key, "", "must not be empty".into())),
+            Some(p) => Ok(Some(self.path.parent().unwrap_or(Path::new("")).join(p))),
+        }
+    }
+
+    /// Everything but durations, PROXY and TLS.
+    fn general(&self, c: &mut Config, file: &File) -> Result<(), ConfigError> {
+        if let Some(g) = &file.greeting {
+            c.greeting = g.clone();
+        }
+        if let Some(list) = &file.listen {
+            c.listen = list
+                .iter()
+                .map(|a| ListenAddr::parse(a).map_err(|e| self.err("listen", a, e.to_string())))
+                .collect::<Result<_, _>>()?;
+            if c.listen.is_empty() {
+                return Err(self.err("listen", "[]", "must list at least one address".into()));
+            }
+        }
+        if let Some(level) = &file.log_level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| self.err("log_level", level, e.to_string()))?;
+            c.log_level = level.clone();
+        }
+        c.watchdog_stall = file.watchdog_stall.unwrap_or(c.watchdog_stall);
+        c.move_connections = file.move_connections.unwrap_or(c.move_connections);
+        c.supervise = file.supervise.unwrap_or(c.supervise);
+        // Relative to the config file's directory, as the TLS paths.
+        if let Some(p) = self.file_path("pid_file", &file.pid_file)? {
+            c.pid_file = Some(p);
+        }
+        Ok(())
+    }
+
+    fn durations(&self, c: &mut Config, file: &File) -> Result<(), ConfigError> {
+        let (zero, ms) = (Duration::ZERO, Duration::from_millis);
+        let set = |d: &mut Duration, v: Option<Duration>| *d = v.unwrap_or(*d);
+        set(
+            &mut c.drain_timeout,
+            self.dur("drain_timeout", &file.drain_timeout, zero)?,
+        );
+        set(
+            &mut c.idle_close_grace,
+            self.dur("idle_close_grace", &file.idle_close_grace, zero)?,
+        );
+        let header = self.dur("header_read_timeout", &file.header_read_timeout, ms(100))?;
+        set(&mut c.header_read_timeout, header);
+        set(&mut c.max_sleep, self.dur("max_sleep", &file.max_sleep, zero)?);
+        set(
+            &mut c.handoff_timeout,
+            self.dur("handoff_timeout", &file.handoff_timeout, ms(100))?,
+        );
+        c.idle_exit = self.dur("idle_exit", &file.idle_exit, ms(1))?;
+        set(
+            &mut c.shutdown_delay,
+            self.dur("shutdown_delay", &file.shutdown_delay, zero)?,
+        );
+        Ok(())
+    }
+
+    /// `[tls]`.
+    fn tls(&self, spec: &mut TlsSpec, t: &TlsFile) -> Result<(), ConfigError> {
+        spec.cert = self.file_path("tls.cert", &t.cert)?;
+        spec.key = self.file_path("tls.key", &t.key)?;
+        if let Some(l) = &t.listeners {
+            if l.is_empty() {
+                let reason = "must name at least one listener (leave it out for all of them)";
+                return Err(self.err("tls.listeners", "[]", reason.into()));
+            }
+            if let Some(bad) = l.iter().find(|n| n.is_empty() || n.contains(':')) {
+                return Err(self.err("tls.listeners", bad, "not a LISTEN_FDNAMES name".into()));
+            }
+            spec.listeners = Some(l.clone());
+        }
+        spec.handshake_timeout = self.dur(
+            "tls.handshake_timeout",
+            &t.handshake_timeout,
+            Duration::from_millis(10),
+        )?;
+        Ok(())
     }
 }
 
