@@ -253,6 +253,12 @@ pub fn init(inherited: Option<Result<OwnedFd, String>>, stored: Option<OwnedFd>,
     info!(from = ?origin, requests = region().get(REQUESTS), "metrics: counters ready");
 }
 
+/// The requests counter itself, for the request path to keep per connection (one atomic add
+/// per request, no lookup).
+pub fn requests_counter() -> &'static AtomicU64 {
+    &region().slots()[REQUESTS]
+}
+
 /// Adds one to counter slot `i`.
 pub fn inc(i: usize) {
     region().slots()[i].fetch_add(1, Ordering::SeqCst);

@@ -27,8 +27,8 @@ pub(super) async fn serve(io: Served, rc: Arc<ReqCtx>) {
     // heird's own: hyper moves each stream's future into a task, and a bigger future costs more
     // to move (or a box to allocate).
     let template = request::template(&rc);
-    let router = rc.router.clone();
-    let svc = hyper::service::service_fn(move |req| request::route(&router, &template, req));
+    let (router, requests) = (rc.router.clone(), rc.requests);
+    let svc = hyper::service::service_fn(move |req| request::route(&router, &template, requests, req));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).enable_connect_protocol();
     let conn = builder.serve_connection(TokioIo::new(io), svc);
