@@ -9,7 +9,7 @@
 
 start_standalone
 pid=$(mainpid)
-[ "$(nstore)" = 1 ] || { show_store; fail "NFileDescriptorStore=$(nstore) after a standalone start, expected 1 (the bound listener)"; }
+[ "$(nstore)" = 2 ] || { show_store; fail "NFileDescriptorStore=$(nstore) after a standalone start, expected 2 (the bound listener and the metrics' counters)"; }
 show_store
 ino0=$(listen_ino 8080)
 ok "standalone start: MainPID $pid, 1 listener in the fd store (socket inode $ino0)"
@@ -26,7 +26,7 @@ for i in 1 2 3 4 5; do   # at 0, 2.5, 5, 7.5 and 10 s: within systemd's default 
   [ "$(http /info | json_num pid)" = "$pid1" ] || fail "restart $i: /info does not show MainPID $pid1"
   passed_has "$pid1" bound-tcp-127.0.0.1_8080 || fail "restart $i: LISTEN_FDNAMES=$(passed_names "$pid1") lacks the stored bound-tcp-127.0.0.1_8080"
   conns=$(passed_conns "$pid1")
-  wait_for 5 "restart $i: the fd store to hold just the listener (NFileDescriptorStore=$(nstore))" store_is 1
+  wait_for 5 "restart $i: the fd store to hold just the listener and the metrics (NFileDescriptorStore=$(nstore))" store_is 2
   n=$(nstore)
   ino=$(listen_ino 8080)
   [ "$ino" = "$ino0" ] || fail "restart $i: the listener's socket inode changed $ino0 -> $ino (bound anew, not taken from the store)"

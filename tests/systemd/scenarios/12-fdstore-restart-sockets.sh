@@ -7,7 +7,7 @@
 
 start_heird
 pid=$(mainpid)
-[ "$(nstore)" = 0 ] || { show_store; fail "NFileDescriptorStore=$(nstore) with the socket units, expected 0"; }
+[ "$(nstore)" = 1 ] || { show_store; fail "NFileDescriptorStore=$(nstore) with the socket units, expected 1 (the metrics' counters)"; }
 ok "socket-activated: MainPID $pid, LISTEN_FDNAMES=$(passed_names "$pid"), fd store empty"
 
 load_start /tmp/load.json -c 8 -k 4 --duration 14s
@@ -20,7 +20,7 @@ for i in 1 2 3 4 5; do
   [ "$pid1" != "$pid" ] || fail "restart $i: MainPID still $pid"
   [ "$new_pid" = "$pid1" ] || fail "restart $i: /info answered from pid $new_pid, MainPID is $pid1"
   conns=$(passed_conns "$pid1")
-  wait_for 5 "restart $i: the fd store to be empty again (NFileDescriptorStore=$(nstore))" store_is 0
+  wait_for 5 "restart $i: the fd store to hold the metrics alone again (NFileDescriptorStore=$(nstore))" store_is 1
   http_unix /healthz >/dev/null || fail "restart $i: the Unix socket does not answer"
   echo "  restart $i: $pid -> $pid1, first response of the new pid after $first_ms ms, systemctl returned after $cmd_ms ms; passed: $(passed_names "$pid1" | tr ':' '\n' | grep -v '^conn-' | paste -sd:) + $conns stored connections"
   firsts+=("$first_ms"); cmds+=("$cmd_ms"); pids+=("$pid1"); pid=$pid1

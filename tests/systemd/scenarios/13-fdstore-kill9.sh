@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 start_standalone
-store_is 1 || { show_store; fail "NFileDescriptorStore=$(nstore) after a standalone start, expected 1"; }
+store_is 2 || { show_store; fail "NFileDescriptorStore=$(nstore) after a standalone start, expected 2 (the listener and the metrics' counters)"; }
 ino0=$(listen_ino 8080)
 
 load_start /tmp/load.json -c 8 -k 4 --duration 9s
@@ -21,7 +21,7 @@ for i in 1 2; do
   [ "$(mainpid)" = "$p" ] || fail "kill $i: /info answered from $p, MainPID is $(mainpid)"
   [ "$(prop NRestarts)" = $((restarts + 1)) ] || fail "kill $i: NRestarts $restarts -> $(prop NRestarts)"
   passed_has "$p" bound-tcp-127.0.0.1_8080 || fail "kill $i: LISTEN_FDNAMES=$(passed_names "$p") lacks bound-tcp-127.0.0.1_8080"
-  wait_for 5 "kill $i: the fd store to hold just the listener (NFileDescriptorStore=$(nstore))" store_is 1
+  wait_for 5 "kill $i: the fd store to hold just the listener and the metrics (NFileDescriptorStore=$(nstore))" store_is 2
   [ "$(listen_ino 8080)" = "$ino0" ] || fail "kill $i: the listener's socket inode changed $ino0 -> $(listen_ino 8080)"
   echo "  kill -9 $i: $pid -> $p (LISTEN_FDNAMES=$(passed_names "$p")), first response of the new pid after $((t1 - t0)) ms, NRestarts $(prop NRestarts)"
   [ "$i" = 2 ] || sleep 2.5

@@ -17,7 +17,7 @@ serves() { [ "$(curl -sS --fail --max-time 5 "http://127.0.0.1:$1/info" | json_n
 
 what="start on 8080"
 start_standalone
-expect_store 1 bound-tcp-127.0.0.1_8080
+expect_store 2 bound-tcp-127.0.0.1_8080 heird-metrics
 show_store
 ok "$what: stored bound-tcp-127.0.0.1_8080"
 
@@ -30,7 +30,7 @@ echo "  new MainPID $(mainpid) got LISTEN_FDNAMES=$(passed_names "$(mainpid)")"
 serves 8081 || fail "$what: 8081 does not serve"
 serves 8082 || fail "$what: 8082 does not serve"
 wait_for 5 "127.0.0.1:8080 to be closed" port_free 8080
-expect_store 2 bound-tcp-127.0.0.1_8081 bound-tcp-127.0.0.1_8082
+expect_store 3 bound-tcp-127.0.0.1_8081 bound-tcp-127.0.0.1_8082 heird-metrics
 show_store
 ino81=$(listen_ino 8081) ino82=$(listen_ino 8082)
 ok "$what: 8080 closed (connection refused) and out of the store; 8081 and 8082 serve and are stored"
@@ -46,7 +46,7 @@ serves 8081 && serves 8082 || fail "$what: 8081/8082 do not both serve"
 [ "$(listen_ino 8081)" = "$ino81" ] && [ "$(listen_ino 8082)" = "$ino82" ] ||
   fail "$what: socket inodes changed (8081 $ino81 -> $(listen_ino 8081), 8082 $ino82 -> $(listen_ino 8082)): bound again instead of reused"
 [ "$(listeners 8081 | wc -l)" = 1 ] || fail "$what: more than one listener on 8081"
-expect_store 2 bound-tcp-127.0.0.1_8081 bound-tcp-127.0.0.1_8082
+expect_store 3 bound-tcp-127.0.0.1_8081 bound-tcp-127.0.0.1_8082 heird-metrics
 ok "$what: both listeners taken from the store (same socket inodes $ino81 $ino82), store still 2"
 
 what="8081 + 8082 -> 8082"
@@ -56,7 +56,7 @@ serves 8082 || fail "$what: 8082 does not serve"
 [ "$(listen_ino 8082)" = "$ino82" ] || fail "$what: 8082's socket inode changed"
 wait_for 5 "127.0.0.1:8081 to be closed" port_free 8081
 port_free 8080 || fail "$what: 8080 is open again"
-expect_store 1 bound-tcp-127.0.0.1_8082
+expect_store 2 bound-tcp-127.0.0.1_8082 heird-metrics
 show_store
 ok "$what: 8081 closed and out of the store; 8082 kept (same socket)"
 

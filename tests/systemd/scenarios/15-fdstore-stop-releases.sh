@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 start_standalone
-[ "$(nstore)" = 1 ] || { show_store; fail "NFileDescriptorStore=$(nstore) after a standalone start, expected 1"; }
+[ "$(nstore)" = 2 ] || { show_store; fail "NFileDescriptorStore=$(nstore) after a standalone start, expected 2 (the listener and the metrics' counters)"; }
 systemctl stop heird.service || fail "stop exited $?"
 is_state inactive || fail "unit is $(prop ActiveState) after stop"
 [ "$(nstore)" = 0 ] || { show_store; fail "NFileDescriptorStore=$(nstore) after stop"; }

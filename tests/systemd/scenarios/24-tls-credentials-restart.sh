@@ -77,9 +77,9 @@ credentials_loaded() {
 credentials_loaded "$pid0"
 [ "$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/)" = 400 ] \
   || fail "plain HTTP on the TLS port did not get 400"
-wait_for 5 "the ticket keys in the fd store (NFileDescriptorStore=$(nstore))" store_is 2
+wait_for 5 "the ticket keys in the fd store (NFileDescriptorStore=$(nstore))" store_is 3
 show_store
-ok "HTTPS with the pair from LoadCredential= (/run/credentials/heird.service of MainPID $pid0); the listener and the ticket keys in the fd store"
+ok "HTTPS with the pair from LoadCredential= (/run/credentials/heird.service of MainPID $pid0); the listener, the ticket keys and the metrics' counters in the fd store"
 
 read -r how pid <<<"$(session OUT /tmp/s1)"
 [ "$how $pid" = "New $pid0" ] || fail "first session: '$how $pid', expected 'New $pid0'"
@@ -99,6 +99,6 @@ pid2=$(mainpid)
 [ "$pid2" != "$pid1" ] || fail "MainPID still $pid1 after the reload"
 read -r how pid <<<"$(session IN /tmp/s1)"
 [ "$how $pid" = "Reused $pid2" ] || fail "after the reload: '$how $pid', expected 'Reused $pid2'"
-store_is 2 || fail "NFileDescriptorStore=$(nstore) after the reload, expected 2"
+store_is 3 || fail "NFileDescriptorStore=$(nstore) after the reload, expected 3"
 credentials_loaded "$pid2"
 ok "systemctl reload: $pid1 -> $pid2, the same session resumed again"

@@ -68,7 +68,7 @@ mkdir -p "$work"
 install -m 0755 /usr/bin/heird "$work/heird"
 # A debug build is about 120 MB, mostly debug info: the packages carry it without (same code).
 ! command -v strip >/dev/null || strip --strip-debug "$work/heird"
-version=$(/usr/bin/heird --version | awk '{ print $NF }')
+version=$(/usr/bin/heird --version | awk '{ print $2 }')  # 'heird 0.1.0', or 'heird 0.1.0 (fault-injection test build)'
 stage=$work/stage
 if [ -n "${HEIRD_FLEET_DEB:-}" ]; then
   dpkg-deb -R "$HEIRD_FLEET_DEB" "$stage"
