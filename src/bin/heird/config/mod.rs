@@ -178,10 +178,9 @@ impl Config {
     /// Applies `--shutdown-delay` (which replaces the config's `shutdown_delay`; `0` turns it off).
     pub fn apply_shutdown_delay_arg(&mut self, delay: Option<&str>) -> Result<(), ConfigError> {
         if let Some(s) = delay {
-            self.shutdown_delay = match s.trim() {
-                "0" => Duration::ZERO,
-                _ => parse_duration(s).map_err(|e| ConfigError::ShutdownDelay(format!("{s:?}: {e}")))?,
-            };
+            // (humantime takes a bare `0` as zero.)
+            self.shutdown_delay =
+                parse_duration(s).map_err(|e| ConfigError::ShutdownDelay(format!("{s:?}: {e}")))?;
         }
         Ok(())
     }
