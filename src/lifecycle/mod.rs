@@ -89,22 +89,20 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
             out.extend(state.reply_all(ControlAnswer::Failed(STOPPING.into())));
             out.extend([A::StopControl, A::StartDrain(DrainTo::Close), A::WaitDrain]);
         }
-        // A stop of the primary with a shutdown delay: lame duck first. Everything is served,
-        // the health check says down; a handoff under way is cancelled (no successor would be
-        // the service), and a reload from now on is refused.
-        (Phase::Serving | Phase::HandingOver, E::Stop) if state.lame_duck && !state.one_connection => {
-            if state.phase == Phase::HandingOver {
-                out.push(A::CancelSuccessor);
-            }
-            state.phase = Phase::LameDuck;
-            out.extend(state.reply_all(ControlAnswer::Failed(STOPPING.into())));
-            out.push(A::StartLameDuck);
-        }
+        // A stop of the primary: a handoff under way is cancelled (no successor would be the
+        // service). With a shutdown delay, lame duck first: everything is served, the health
+        // check says down, and a reload from now on is refused.
         (Phase::Serving | Phase::HandingOver, E::Stop) => {
             if state.phase == Phase::HandingOver {
                 out.push(A::CancelSuccessor);
             }
-            stop_primary(state, &mut out);
+            if state.lame_duck && !state.one_connection {
+                state.phase = Phase::LameDuck;
+                out.extend(state.reply_all(ControlAnswer::Failed(STOPPING.into())));
+                out.push(A::StartLameDuck);
+            } else {
+                stop_primary(state, &mut out);
+            }
         }
         // The delay is over, or a second stop cuts it short (a second Ctrl-C): the stop goes
         // on as without a delay.
